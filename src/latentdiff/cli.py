@@ -1,0 +1,49 @@
+"""`latentdiff <stage> ...`: dispatch only.
+
+Each stage lives in `latentdiff.stages.<module>` and exposes `main(argv) -> int` over a `run(config)`
+that tests call in process. Stages are imported lazily so `latentdiff --help` does not pay for
+importing torch and diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# stage name -> (module under latentdiff.stages, one-line summary). Only stages that work are listed.
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare-data": ("prepare_data", "turn a built-in source or your captioned images into a prepared dataset"),
+}
+
+USAGE = "usage: latentdiff <stage> [options]   (latentdiff <stage> --help for a stage's options)"
+
+
+def print_help() -> None:
+    print(USAGE)
+    print("\nA text-to-image latent diffusion toolkit: prepare data, train CLIP, VAE and U-Net, generate.\n")
+    print("stages:")
+    width = max(len(name) for name in STAGES)
+    for name, (_, summary) in STAGES.items():
+        print(f"  {name.ljust(width)}  {summary}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print_help()
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from latentdiff import __version__
+
+        print(f"latentdiff {__version__}")
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"latentdiff: unknown stage '{stage}'; choose one of: {', '.join(STAGES)}.", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"latentdiff.stages.{STAGES[stage][0]}")
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

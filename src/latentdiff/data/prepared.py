@@ -1,0 +1,134 @@
+"""Reading a prepared dataset: the contract every training, evaluation and serving stage relies on.
+
+Layout (written by `latentdiff prepare-data`, see `latentdiff.data.writer`):
+
+    DIR/manifest.json                  source, image_size, languages, counts per split, skipped items
+    DIR/{train,validation,test}/       PNG images (RGB, image_size x image_size) + metadata.jsonl
+
+Each `metadata.jsonl` line is one image:
+    {"file_name": "000123.png", "id": "<source id>", "text": ["caption 1", ...],
+     "language": ["en", ...],        # parallel to `text`, one language code per caption
+     "attributes": {...}}            # optional: ground truth of generated sources (shapes)
+
+This is a Hugging Face `imagefolder` tree: `datasets.load_dataset("imagefolder", data_dir=DIR)` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentdiff.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+MANIFEST_FILENAME = "manifest.json"
+METADATA_FILENAME = "metadata.jsonl"
+
+
+@dataclass
+class ImageRecord:
+    path: Path  # absolute path of the PNG
+    captions: list[str]
+    languages: list[str]
+    id: str = ""
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass
+class PreparedDataset:
+    root: Path
+    manifest: dict[str, Any]
+    _cache: dict[str, list[ImageRecord]] = field(default_factory=dict, repr=False)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["image_size"])
+
+    def records(self, split: str) -> list[ImageRecord]:
+        """Every image of `split` in file order; [] for a split the dataset does not have."""
+        if split not in self._cache:
+            self._cache[split] = read_split(self.root, split)
+        return self._cache[split]
+
+    def require_split(self, split: str) -> list[ImageRecord]:
+        records = self.records(split)
+        if not records:
+            raise UserError(f"The dataset at {self.root} has no '{split}' images; prepare it again with "
+                            f"`latentdiff prepare-data ... --out {self.root}` from a source that has enough images.")
+        return records
+
+
+def read_split(root: Path, split: str) -> list[ImageRecord]:
+    meta_path = root / split / METADATA_FILENAME
+    if not meta_path.exists():
+        return []
+    records = []
+    for line in meta_path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        captions = row["text"] if isinstance(row["text"], list) else [row["text"]]
+        languages = row.get("language") or ["en"] * len(captions)
+        if isinstance(languages, str):
+            languages = [languages] * len(captions)
+        records.append(ImageRecord(path=(root / split / row["file_name"]).resolve(), captions=list(captions),
+                                   languages=list(languages), id=str(row.get("id", row["file_name"])),
+                                   attributes=row.get("attributes")))
+    return records
+
+
+def open_prepared(path: str | Path) -> PreparedDataset:
+    """Open a prepared dataset folder, or end with one sentence saying how to make one."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"No dataset folder at {root}; create one with `latentdiff prepare-data SOURCE --out {root}`.")
+    manifest_path = root / MANIFEST_FILENAME
+    if not manifest_path.exists():
+        raise UserError(f"{root} is not a prepared dataset (no {MANIFEST_FILENAME}); create one with "
+                        f"`latentdiff prepare-data SOURCE [PATH] --out {root}`.")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{manifest_path} is not valid JSON ({err}); prepare the dataset again.") from None
+    return PreparedDataset(root=root.resolve(), manifest=manifest)
+
+
+def load_image_array(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+class ImageCaptionDataset:
+    """A torch-style map dataset over one split.
+
+    Item: {"pixel_values": float tensor (3, H, W) in [-1, 1], "captions": list[str], "index": int}.
+    Which caption is used for a step is the training task's choice (one drawn per step, with the
+    task's own seeded generator) so resumed runs draw the same captions.
+    """
+
+    def __init__(self, dataset: PreparedDataset, split: str):
+        self.records = dataset.require_split(split)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        record = self.records[index]
+        array = load_image_array(record.path)
+        pixels = torch.from_numpy(array).permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W)
+        return {"pixel_values": pixels, "captions": record.captions, "index": index}
+
+
+def draw_caption(captions: list[str], rng: random.Random) -> str:
+    """One of an image's captions, drawn with the caller's seeded RNG."""
+    return captions[rng.randrange(len(captions))]

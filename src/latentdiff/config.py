@@ -72,6 +72,8 @@ class VaePreset:
     block_out_channels: tuple[int, ...]  # one entry per resolution; downsampling factor 2**(len-1)
     layers_per_block: int
     latent_channels: int
+    # GroupNorm groups in every ResNet block; must divide each width (SD uses 32; tiny widths need fewer)
+    norm_num_groups: int = 32
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,159 @@
+"""Writing a prepared dataset (the layout is described in `latentdiff.data.prepared`).
+
+Every source (readers of user datasets, built-in generators) yields `SourceItem`s and records the
+items it could not use as `Skipped`; `write_prepared_dataset` does the rest the same way for all:
+image normalisation, caption cleaning, de-duplication, the split, file names, metadata and manifest.
+Same input -> same output bytes (items keep the source's order, names are counters, PNGs carry no
+timestamps, JSON keys are sorted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from latentdiff.data.images import square_image
+from latentdiff.data.prepared import MANIFEST_FILENAME, METADATA_FILENAME, SPLITS
+from latentdiff.errors import UserError
+
+MANIFEST_VERSION = 1
+# Fractions of a source without official splits that go to validation and test (the rest trains).
+VALIDATION_FRACTION = 0.05
+TEST_FRACTION = 0.05
+
+
+@dataclass
+class SourceItem:
+    key: str  # stable identity of the image (file name, emoji code point...): dedupe and split by it
+    load_image: Callable[[], Image.Image]  # opened lazily, so a bad file is skipped, not fatal
+    captions: list[str]
+    languages: list[str] | None = None  # parallel to captions; None means all English
+    split: str | None = None  # the source's official split, when it has one
+    attributes: dict[str, Any] | None = None  # ground truth of generated sources
+
+
+@dataclass
+class Skipped:
+    item: str
+    reason: str
+
+
+@dataclass
+class SourceResult:
+    source: str
+    items: Iterable[SourceItem]
+    skipped: list[Skipped] = field(default_factory=list)  # the reader's own (missing files, bad lines)
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    num_items: int | None = None  # for the progress bar, when known
+    info: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (layout found, ...)
+
+
+def split_for_key(key: str, seed: int = 0) -> str:
+    """Deterministic split by image (never by caption): a hash of the key picks the bucket."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < TEST_FRACTION:
+        return "test"
+    if u < TEST_FRACTION + VALIDATION_FRACTION:
+        return "validation"
+    return "train"
+
+
+def clean_caption(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: int, *, seed: int = 0,
+                           max_images: int = 0) -> dict[str, Any]:
+    """Write `result` as a prepared dataset at `out` (replacing what is there, atomically) and return
+    the manifest. Bad items are skipped with their reason; this never stops on one bad item."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILENAME).exists():
+        raise UserError(f"{out} exists and is not a prepared dataset; choose an empty or new --out folder.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        manifest = _write(result, tmp, image_size, seed, max_images)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_images: int) -> dict[str, Any]:
+    skipped = list(result.skipped)
+    rows: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    seen: set[str] = set()
+    for split in SPLITS:
+        (root / split).mkdir(parents=True)
+    kept = 0
+    for item in tqdm(result.items, total=result.num_items, desc=f"prepare {result.source}", unit="img"):
+        if max_images and kept >= max_images:
+            break
+        if item.key in seen:
+            skipped.append(Skipped(item.key, "duplicate entry (already kept once)"))
+            continue
+        captions, languages = [], []
+        for text, lang in zip(item.captions, item.languages or ["en"] * len(item.captions)):
+            text = clean_caption(text)
+            if text and text not in captions:
+                captions.append(text)
+                languages.append(lang)
+        if not captions:
+            skipped.append(Skipped(item.key, "no non-empty caption"))
+            continue
+        try:
+            image = square_image(item.load_image(), image_size)
+        except FileNotFoundError:
+            skipped.append(Skipped(item.key, "image file not found"))
+            continue
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            skipped.append(Skipped(item.key, f"unreadable image ({type(err).__name__}: {err})"))
+            continue
+        split = item.split or split_for_key(item.key, seed)
+        if split not in rows:
+            raise ValueError(f"source gave unknown split {split!r}")
+        file_name = f"{len(rows[split]):06d}.png"
+        image.save(root / split / file_name, format="PNG", optimize=False)
+        row = {"file_name": file_name, "id": item.key, "text": captions, "language": languages}
+        if item.attributes is not None:
+            row["attributes"] = item.attributes
+        rows[split].append(row)
+        seen.add(item.key)
+        kept += 1
+    if kept == 0:
+        raise UserError(f"No usable images were found for source '{result.source}' "
+                        f"({len(skipped)} skipped; first reason: {skipped[0].reason if skipped else 'none'}); "
+                        "check the path and layout.")
+    for split, split_rows in rows.items():
+        if not split_rows:
+            (root / split).rmdir()  # imagefolder rejects an empty split folder
+            continue
+        with open(root / split / METADATA_FILENAME, "w", encoding="utf-8") as fh:
+            for row in split_rows:
+                fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "source": result.source,
+        "image_size": image_size,
+        "languages": result.languages,
+        "counts": {split: len(r) for split, r in rows.items()},
+        "num_captions": {split: sum(len(row["text"]) for row in r) for split, r in rows.items()},
+        "seed": seed,
+        "skipped": [{"item": s.item, "reason": s.reason} for s in skipped],
+        **result.info,
+    }
+    (root / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+    return manifest

@@ -1,0 +1,1 @@
+"""Training objectives, one module per model: contrastive (CLIP), VAE (reconstruction + KL), diffusion."""

@@ -1,0 +1,57 @@
+"""`latentdiff prepare-data SOURCE [PATH] --out DIR`: any captioned-image source -> a prepared dataset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from latentdiff.config import PrepareDataConfig, run_stage, save_config
+from latentdiff.data.writer import SourceResult, write_prepared_dataset
+from latentdiff.errors import UserError
+
+# Each source: a function PrepareDataConfig -> SourceResult. Readers of user datasets need PATH.
+USER_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {}
+BUILTIN_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {}
+
+
+def run(cfg: PrepareDataConfig) -> dict:
+    sources = {**USER_SOURCES, **BUILTIN_SOURCES}
+    if cfg.source not in sources:
+        raise UserError(f"Unknown source '{cfg.source}'; choose a built-in source ({', '.join(BUILTIN_SOURCES)}) "
+                        f"or a dataset kind followed by its folder ({', '.join(USER_SOURCES)}).")
+    if not cfg.out:
+        raise UserError("Say where to write the dataset with --out DIR.")
+    if cfg.source in USER_SOURCES:
+        if not cfg.path:
+            raise UserError(f"Give the folder of your {cfg.source} dataset: `latentdiff prepare-data {cfg.source} PATH --out DIR`.")
+        if not Path(cfg.path).expanduser().exists():
+            raise UserError(f"{cfg.path} does not exist; give the folder that holds your {cfg.source} dataset.")
+    elif cfg.path:
+        raise UserError(f"The built-in source '{cfg.source}' takes no PATH; drop '{cfg.path}'.")
+    if not 8 <= cfg.image_size <= 4096:
+        raise UserError(f"--image-size {cfg.image_size} is out of range; use a size between 8 and 4096 pixels (e.g. 64).")
+
+    result = sources[cfg.source](cfg)
+    manifest = write_prepared_dataset(result, cfg.out, cfg.image_size, seed=cfg.seed, max_images=cfg.max_images)
+    save_config(cfg, cfg.out)
+    print(summary_line(manifest, cfg.out))
+    return manifest
+
+
+def summary_line(manifest: dict, out: str) -> str:
+    counts = manifest["counts"]
+    total = sum(counts.values())
+    line = (f"prepared {total} images ({', '.join(f'{split} {n}' for split, n in counts.items())}) "
+            f"from {manifest['source']} in {out}")
+    skipped = manifest["skipped"]
+    if skipped:
+        reasons = Counter(s["reason"].split(" (")[0] for s in skipped).most_common(3)
+        line += f"; skipped {len(skipped)} items ({'; '.join(f'{n}x {r}' for r, n in reasons)}), listed in manifest.json"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, PrepareDataConfig, argv, "latentdiff prepare-data",
+                     "Turn a built-in source or your captioned images into a prepared dataset "
+                     "(an imagefolder tree with metadata.jsonl + manifest.json).")

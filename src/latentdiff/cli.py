@@ -13,6 +13,8 @@ import sys
 # stage name -> (module under latentdiff.stages, one-line summary). Only stages that work are listed.
 STAGES: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "turn a built-in source or your captioned images into a prepared dataset"),
+    "train-clip": ("train_clip", "train a CLIP text+image encoder contrastively (from a preset or --init)"),
+    "serve": ("serve", "serve a pipeline: web page, AUTOMATIC1111- and OpenAI-compatible APIs (127.0.0.1)"),
 }
 
 USAGE = "usage: latentdiff <stage> [options]   (latentdiff <stage> --help for a stage's options)"

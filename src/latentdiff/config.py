@@ -83,6 +83,8 @@ class UnetPreset:
     attention_head_dim: int
     # which resolutions have cross-attention to the text (True) or are plain ResNet blocks (False)
     cross_attention_levels: tuple[bool, ...]
+    # GroupNorm groups in every block; must divide each width (SD uses 32)
+    norm_num_groups: int = 32
 
 
 CLIP_PRESETS: dict[str, ClipPreset] = {
@@ -91,10 +93,20 @@ CLIP_PRESETS: dict[str, ClipPreset] = {
     "base": ClipPreset(224, 512, 12, 8, 768, 12, 12, 32, 512, 49408, 77),
 }
 
+# Measured on the 2-core dev machine (fp32, AdamW, one encode+sample+decode+backward step, shared CPU):
+#   (16, 32) f=2:          0.17M params, latents 4x32x32 at 64 px, 23 samples/s (batch 8)
+#   tiny  (16, 32, 32) f=4: 0.24M params, latents 4x16x16 at 64 px, 31 samples/s (batch 8): faster than
+#         f=2 and gives the U-Net 4x fewer latent cells
+#   (64, 128, 128) f=4:    3.79M params, 3.3 samples/s: 64 channels at full resolution dominate the cost
+#   small (32, 64, 128) f=4: 2.70M params, latents 4x16x16 at 64 px, 12.6 samples/s (batch 8): about
+#         11k images (3 epochs of the emoji set) in 15 minutes. f=4 is LDM-4, the best quality/speed
+#         trade-off in Rombach et al. 2022 (Sec. 4.1).
+#   base  (128, 256, 512, 512) f=8, 2 layers: 83.65M params (Stable Diffusion's VAE), latents 4x32x32 at
+#         256 px; ~200 s per batch-2 step here, a GPU-sized model.
 VAE_PRESETS: dict[str, VaePreset] = {
-    "tiny": VaePreset(64, (16, 32), 1, 4),
-    "small": VaePreset(64, (64, 128, 128), 1, 4),
-    "base": VaePreset(256, (128, 256, 512, 512), 2, 4),
+    "tiny": VaePreset(64, (16, 32, 32), 1, 4, norm_num_groups=16),
+    "small": VaePreset(64, (32, 64, 128), 1, 4, norm_num_groups=32),
+    "base": VaePreset(256, (128, 256, 512, 512), 2, 4, norm_num_groups=32),
 }
 
 UNET_PRESETS: dict[str, UnetPreset] = {
@@ -124,6 +136,157 @@ class PrepareDataConfig:
     languages: list[str] = option(["en"], "caption languages for the emoji source, comma-separated (e.g. en,fr,zh)")
     max_images: int = option(0, "keep at most this many images (0: all); handy for quick trials")
     seed: int = option(0, "seed for generated sources (shapes) and the deterministic split")
+    num_images: int = option(2000, "how many scenes the shapes source generates")
+
+
+@dataclass
+class TrainConfig:
+    """Options every training stage shares (the one training loop reads these). Stage configs subclass it.
+
+    `batch_size`, `lr` and `epochs` default to None, meaning "the stage's default" (which may differ
+    from scratch and with --init); a stage fills them with `cfg.with_defaults(...)` before training, so
+    a value the user typed is never overridden.
+    """
+
+    data: str = option("", "the prepared dataset folder (from `latentdiff prepare-data`)")
+    out: str = option("", "output folder; rerunning with the same --out resumes an interrupted run")
+    init: str | None = option(None, "a pretrained folder or hub id to start from instead of a preset")
+    preset: str = option("tiny", "model size when training from scratch", choices=PRESET_NAMES)
+    seed: int = option(0, "seed for weights init, data order and every random draw (a run is reproducible)")
+    max_steps: int = option(0, "optimizer steps to train (0: derived from --epochs)")
+    epochs: int | None = option(None, "passes over the training split when --max-steps is 0 (default: the stage's)")
+    batch_size: int | None = option(None, "images per optimizer step per process, before accumulation (default: the stage's)")
+    lr: float | None = option(None, "peak learning rate of AdamW (default: the stage's)")
+    lr_scheduler: str = option("cosine", "LR schedule after warmup", choices=("constant", "linear", "cosine"))
+    warmup_steps: int = option(0, "optimizer steps of linear LR warmup from 0")
+    weight_decay: float = option(0.01, "AdamW decoupled weight decay")
+    grad_accum_steps: int = option(1, "micro-batches accumulated per optimizer step")
+    max_grad_norm: float = option(1.0, "clip the gradients' global L2 norm to this (0: no clipping)")
+    ema_decay: float = option(0.0, "decay of an exponential moving average of the weights, used for export (0: off)")
+    validate_every: int = option(0, "run validation every N optimizer steps (0: only at the end)")
+    checkpoint_every: int = option(100, "write resumable training state every N optimizer steps (0: only at the end)")
+    keep_checkpoints: int = option(2, "how many of the latest training-state checkpoints to keep")
+    mixed_precision: str = option("auto", "accelerate mixed precision (auto: bf16 on CUDA cards that support it, else fp32)",
+                                  choices=("auto", "no", "fp16", "bf16"))
+    num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
+    allow_pickle: bool = option(False, "allow loading --init weights from pickled .bin/.pt files (they can run code; prefer safetensors)")
+
+    def with_defaults(self, **defaults: Any):
+        """A copy with every field that is None replaced by `defaults[name]` (user-set values win)."""
+        updates = {name: value for name, value in defaults.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, **updates)
+
+
+@dataclass
+class ClipTrainConfig(TrainConfig):
+    """`latentdiff train-clip`: contrastive CLIP training. Defaults: from scratch batch 32, lr 5e-4,
+    epochs 30; with --init (fine-tuning) batch 8, lr 1e-5, epochs 5."""
+
+    checkpoint_every: int = option(200, "write resumable training state every N optimizer steps (0: only at the end)")
+    validate_every: int = option(200, "run retrieval validation every N optimizer steps (0: only at the end)")
+
+
+@dataclass
+class UnetTrainConfig(TrainConfig):
+    """`latentdiff train-unet`: the latent denoiser, conditioned on a frozen CLIP text encoder, in the latent
+    space of a frozen VAE. Defaults: from scratch batch 32, lr 2e-4, 30 epochs; with --init (fine-tuning)
+    batch 8, lr 1e-5, 5 epochs."""
+
+    clip: str = option("", "the CLIP folder (from `latentdiff train-clip`) whose text encoder and tokenizer condition the U-Net")
+    vae: str = option("", "the VAE folder (from `latentdiff train-vae`) whose latent space the U-Net denoises")
+    prediction_type: str = option("epsilon", "what the U-Net predicts: the noise (epsilon) or the velocity (v_prediction)",
+                                  choices=("epsilon", "v_prediction"))
+    snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's choice; 0: off)")
+    noise_offset: float = option(0.0, "std of a per-channel noise offset (0.05-0.1 helps very dark/bright images; 0: off)")
+    caption_dropout: float = option(0.1, "fraction of steps trained on the empty prompt, for classifier-free guidance")
+    cache: bool = option(True, "encode images and captions once and cache them on disk (--no-cache: encode every step)")
+    cache_dir: str = option("", "where the latent/text caches live (default: DATA/.latentdiff-cache)")
+    ema_decay: float = option(0.999, "decay of the EMA of the U-Net weights used for the exported pipeline (0: off)")
+    validation_prompts: list[str] = option([], "prompts of the sample grid written at each validation (default: validation captions)")
+    num_validation_prompts: int = option(8, "validation captions in the sample grid when --validation-prompts is not given (0: no grid)")
+    validation_images: int = option(64, "validation images for the validation loss (0: all)")
+    sample_steps: int = option(25, "denoising steps of the validation sample grid")
+    checkpoint_every: int = option(500, "write resumable training state every N optimizer steps (0: only at the end)")
+    validate_every: int = option(500, "compute validation loss and write a sample grid every N optimizer steps (0: only at the end)")
+
+
+@dataclass
+class VaeTrainConfig(TrainConfig):
+    """`latentdiff train-vae`: an AutoencoderKL trained with reconstruction + KL. Defaults: from scratch
+    batch 16, lr 1e-3, 5 epochs; with --init (fine-tuning) batch 8, lr 1e-5, 2 epochs."""
+
+    reconstruction_loss: str = option("l1", "pixel reconstruction loss: l1 (sharper, as in LDM) or mse (what PSNR measures)",
+                                      choices=("l1", "mse"))
+    kl_weight: float = option(1e-6, "weight of the KL term relative to the per-pixel reconstruction loss (LDM: 1e-6)")
+    scaling_images: int = option(1024, "training images whose latents' std sets the exported scaling_factor (1/std)")
+    validation_images: int = option(256, "validation images used for PSNR (0: all)")
+    checkpoint_every: int = option(200, "write resumable training state every N optimizer steps (0: only at the end)")
+    validate_every: int = option(200, "run PSNR validation and write a reconstruction grid every N optimizer steps (0: only at the end)")
+
+
+# Generation defaults: one place for the numbers that `generate`, `evaluate` and `serve` share.
+DEFAULT_SCHEDULER = "dpmpp-2m"  # a name in latentdiff.diffusion.schedulers.SCHEDULERS
+DEFAULT_GENERATION_STEPS = 25
+DEFAULT_GUIDANCE = 7.5  # classifier-free guidance scale (Ho & Salimans 2022); <= 1 turns guidance off
+
+
+@dataclass
+class GenerateConfig:
+    """`latentdiff generate PROMPT...`: images from a pipeline folder, one PNG per image."""
+
+    prompts: list[str] = positional("one or more prompts (quote each one)", default=[], nargs="*")
+    model: str | None = option(None, "a pipeline folder or Hugging Face Hub id (default: the bundled model)")
+    negative_prompt: str = option("", "what the images should not show")
+    num_images: int = option(1, "images per prompt")
+    seed: int | None = option(None, "seed of the first image; image i uses seed+i (default: random, printed)")
+    steps: int = option(DEFAULT_GENERATION_STEPS, "denoising steps")
+    guidance: float = option(DEFAULT_GUIDANCE, "classifier-free guidance scale (<= 1: off)")
+    scheduler: str = option(DEFAULT_SCHEDULER, "sampler: ddpm, ddim, euler, euler-a, heun, dpmpp-2m, dpmpp-2m-karras, unipc, lms")
+    width: int | None = option(None, "image width in pixels (default: the model's training size)")
+    height: int | None = option(None, "image height in pixels (default: the model's training size)")
+    out: str = option("outputs", "folder for the PNGs (created if needed)")
+    batch_size: int | None = option(None, "images denoised at once (default: as many as fit in memory)")
+    device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+
+
+@dataclass
+class EvaluateConfig:
+    """`latentdiff evaluate --model M --data DIR`: metrics.json + report.md for a pipeline, CLIP or VAE
+    folder on one split of a prepared dataset. What the folder is decides what is measured."""
+
+    model: str = option("", "a pipeline folder (or hub id), a CLIP folder or a VAE folder")
+    data: str = option("", "the prepared dataset folder (from `latentdiff prepare-data`)")
+    split: str = option("test", "the split measured on", choices=("train", "validation", "test"))
+    num_samples: int = option(0, "images of the split used, in file order, one generated per caption (0: all)")
+    steps: int = option(DEFAULT_GENERATION_STEPS, "denoising steps")
+    guidance: float = option(DEFAULT_GUIDANCE, "classifier-free guidance scale (<= 1: off)")
+    scheduler: str = option(DEFAULT_SCHEDULER, "sampler: ddpm, ddim, euler, euler-a, heun, dpmpp-2m, dpmpp-2m-karras, unipc, lms")
+    seed: int = option(0, "seed of the first generated image; image i uses seed+i")
+    guidance_sweep: list[float] = option([], "also measure fidelity and CLIP score at these guidance scales (e.g. 1,3,5,7)")
+    clip: str | None = option(None, "the CLIP folder the pipeline was trained with, for CLIP score and retrieval "
+                                    "(default: a `clip` folder beside the pipeline, if there is one)")
+    inception_weights: str | None = option(None, "a local InceptionV3 FID weights file: also report standard FID (needs torch-fidelity)")
+    out: str = option("evaluation", "folder for metrics.json, report.md, images and plots")
+    batch_size: int = option(8, "images generated at once (fixed, so numbers do not depend on free memory)")
+    device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+
+
+# the server's bounds live with its other limits (latentdiff/server/limits.py, no heavy imports)
+from latentdiff.server.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_QUEUE  # noqa: E402
+
+
+@dataclass
+class ServeConfig:
+    """`latentdiff serve`: the web page, the AUTOMATIC1111- and OpenAI-compatible APIs over one queue."""
+
+    model: str | None = option(None, "a pipeline folder or Hugging Face Hub id (default: the bundled model)")
+    host: str = option("127.0.0.1", "address to listen on; anything but loopback exposes the model (use --api-key)")
+    port: int = option(7860, "TCP port (0: any free port, printed at start)")
+    api_key: str = option("", "require this key on every API call (Authorization: Bearer KEY or x-api-key); "
+                              "default: $LATENTDIFF_API_KEY if set, else no key")
+    max_queue: int = option(DEFAULT_MAX_QUEUE, "jobs that may wait at once; more are answered 429 with Retry-After")
+    max_batch: int = option(DEFAULT_MAX_BATCH_IMAGES, "most images from compatible requests denoised in one model call")
+    device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
 
 
 # ----------------------------------------------------------------------------------------------

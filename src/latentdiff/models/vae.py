@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL
 
 from latentdiff.config import VaePreset
@@ -99,3 +100,21 @@ def load_vae(init: str, *, allow_pickle: bool = False) -> AutoencoderKL:
             errors.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
     raise UserError(f"Could not load a VAE from '{init}' ({errors[-1]}); pass --init an existing folder or a hub id "
                     f"of an AutoencoderKL or pipeline repository (add --allow-pickle only for trusted .bin weights).")
+
+
+class VaeForTraining(torch.nn.Module):
+    """The trainable module the loop sees: forward = encode, sample, decode, returning the posterior too
+    (the KL term needs it; `AutoencoderKL.forward` drops it). Training goes through `forward` so that a
+    DistributedDataParallel wrapper (multi-process training) sees the call and synchronises gradients."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, pixels: torch.Tensor, generator: torch.Generator | None = None):
+        posterior = self.vae.encode(pixels).latent_dist  # mean/logvar: (B, C_latent, H/f, W/f)
+        # Sampled with the loop's generator (the reparameterisation trick), so a resumed run draws the
+        # same noise.
+        latents = posterior.sample(generator=generator)  # (B, C_latent, H/f, W/f)
+        decoded = self.vae.decode(latents).sample  # (B, 3, H, W)
+        return decoded, posterior

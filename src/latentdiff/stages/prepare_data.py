@@ -7,12 +7,28 @@ from pathlib import Path
 from typing import Callable
 
 from latentdiff.config import PrepareDataConfig, run_stage, save_config
+from latentdiff.data import coco as coco_reader
+from latentdiff.data import flickr8k as flickr8k_reader
+from latentdiff.data import folder as folder_reader
+from latentdiff.data.sources import clipart as clipart_source
+from latentdiff.data.sources import emoji as emoji_source
+from latentdiff.data.sources import fashion_mnist as fashion_mnist_source
+from latentdiff.data.sources import shapes as shapes_source
 from latentdiff.data.writer import SourceResult, write_prepared_dataset
 from latentdiff.errors import UserError
 
 # Each source: a function PrepareDataConfig -> SourceResult. Readers of user datasets need PATH.
-USER_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {}
-BUILTIN_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {}
+USER_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {
+    "flickr8k": flickr8k_reader.read,
+    "coco": coco_reader.read,
+    "folder": folder_reader.read,
+}
+BUILTIN_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {
+    "shapes": shapes_source.read,
+    "emoji": emoji_source.read,
+    "clipart": clipart_source.read,
+    "fashion-mnist": fashion_mnist_source.read,
+}
 
 
 def run(cfg: PrepareDataConfig) -> dict:

@@ -1,0 +1,254 @@
+"""`latentdiff prepare-data folder PATH`: your own captioned images, in one of three forms (the first
+found wins, and is named in the manifest as `layout`):
+
+- metadata.jsonl: Hugging Face `imagefolder` style, `{"file_name": "a.jpg", "text": "..." | [...]}` per
+  line, at PATH or in its `train/`, `validation/`, `test/` subfolders (any name `imagefolder` accepts:
+  `val`, `dev`, `valid`, ...);
+- csv: a CSV with an image column (file_name, image, filename, file, path, ...) and a caption column
+  (text, caption, captions, prompt, ...): `metadata.csv`, or the one CSV at PATH;
+- sidecars: images anywhere under PATH, each with a `.txt` (or `.caption`) file of the same name, one
+  caption per line (several lines: several captions).
+
+Splits: a `split` field/column if the rows have one, else the split folder the file or image sits in,
+else the writer's deterministic split by image. Paths in metadata are relative to the metadata file's
+folder. Several rows for one image add captions (CSV files usually have one row per caption).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from latentdiff.config import PrepareDataConfig
+from latentdiff.data.reader_common import (IGNORED_DIRS, IMAGE_EXTENSIONS, SPLIT_ALIASES, Entry, display,
+                                           normalise_split, read_text, shorten, to_items)
+from latentdiff.data.writer import Skipped, SourceResult, clean_caption
+from latentdiff.errors import UserError
+
+METADATA_JSONL = "metadata.jsonl"
+METADATA_CSV = "metadata.csv"
+IMAGE_COLUMNS = ("file_name", "image", "filename", "file", "path", "image_path", "filepath", "img", "image_file")
+CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "description", "sentence")
+SPLIT_COLUMN = "split"
+SIDECAR_EXTENSIONS = (".txt", ".caption")
+CSV_DELIMITERS = ",\t;|"
+
+
+def read(cfg: PrepareDataConfig) -> SourceResult:
+    root = Path(cfg.path).expanduser()
+    if root.is_file():
+        root = root.parent
+    skipped: list[Skipped] = []
+    jsonl_files = metadata_files(root, METADATA_JSONL)
+    csv_error = None
+    if jsonl_files:
+        layout, files = "metadata.jsonl", jsonl_files
+        entries = _merge([parse_jsonl(path, root, skipped) for path in jsonl_files], skipped)
+    else:
+        csv_files, csv_error = find_csv_files(root)
+        if csv_files:
+            layout, files = "csv", csv_files
+            entries = _merge([parse_csv(path, root, skipped) for path in csv_files], skipped)
+        else:
+            layout, files = "sidecars", []
+            entries = parse_sidecars(root, skipped)
+            if not entries:
+                raise UserError(csv_error or (
+                    f"{root} holds no captioned images: looked for {METADATA_JSONL} (in it or its train/, "
+                    f"validation/, test/ folders), a CSV with image and caption columns, and images with "
+                    f".txt sidecar captions; add captions in one of these forms."))
+    items, dropped = to_items(entries, root, skipped)
+    info = {"layout": layout, "layout_files": [display(p, root) for p in files],
+            "split_origin": "official" if any(e.split for e in entries) else "hash of the image path",
+            "captions_over_limit_dropped": dropped}
+    return SourceResult(source="folder", items=items, skipped=skipped, num_items=len(items), info=info)
+
+
+def _split_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_ALIASES)
+
+
+def metadata_files(root: Path, name: str) -> list[Path]:
+    """`root/name` and `root/<split folder>/name`, the places `imagefolder` reads metadata from."""
+    return [p for p in [root / name, *(d / name for d in _split_dirs(root))] if p.is_file()]
+
+
+def _folder_split(path: Path, root: Path) -> str | None:
+    """The split named by the top folder of `path` under `root` (`train/x/a.jpg` -> 'train')."""
+    parts = Path(display(path, root)).parts
+    return normalise_split(parts[0]) if len(parts) > 1 else None
+
+
+def _pick(keys: list[str], wanted: tuple[str, ...]) -> str | None:
+    lowered = {k.strip().lower(): k for k in keys}
+    return next((lowered[w] for w in wanted if w in lowered), None)
+
+
+def _captions_of(value: Any) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    return [clean_caption(v) for v in values if isinstance(v, str) and clean_caption(v)]
+
+
+class _Rows:
+    """Adds metadata rows to entries: resolves paths, splits, duplicates and empty captions."""
+
+    def __init__(self, metadata: Path, root: Path, skipped: list[Skipped]):
+        self.metadata, self.root, self.skipped = metadata, root, skipped
+        self.entries: dict[str, Entry] = {}
+        self.first_line: dict[str, int] = {}
+        self.folder_split = _folder_split(metadata, root)
+        self.origin = display(metadata, root)  # `train/metadata.jsonl`: several files share a name
+
+    def add(self, number: int, image: Any, captions: Any, split: Any = None) -> None:
+        item = f"{self.origin} line {number}"
+        if not isinstance(image, str) or not image.strip():
+            self.skipped.append(Skipped(item, "malformed line (no image file name)"))
+            return
+        path = self.metadata.parent / image.strip()
+        key = display(path, self.root)
+        row_split = self.folder_split
+        if split is not None and str(split).strip():
+            row_split = normalise_split(str(split))
+            if row_split is None:
+                self.skipped.append(Skipped(item, f"unknown split name ({split!r} for {image.strip()}; "
+                                                  "expected train, validation or test)"))
+                return
+        texts = _captions_of(captions)
+        if not texts:
+            self.skipped.append(Skipped(item, f"empty caption (of {key})"))
+            return
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = Entry(key=key, path=path, origin=self.origin, split=row_split)
+            self.first_line[key] = number
+        added = [entry.add_caption(t) for t in texts]
+        if not any(added):
+            self.skipped.append(Skipped(item, f"duplicate entry (line {self.first_line[key]} already gives "
+                                              f"these captions of {key})"))
+
+
+def _line(path: Path, root: Path, number: int) -> str:
+    return f"{display(path, root)} line {number}"
+
+
+def parse_jsonl(path: Path, root: Path, skipped: list[Skipped]) -> list[Entry]:
+    rows = _Rows(path, root, skipped)
+    columns = None
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            skipped.append(Skipped(_line(path, root, number), f"malformed line ({err.msg}: {shorten(line)!r})"))
+            continue
+        if not isinstance(row, dict):
+            skipped.append(Skipped(_line(path, root, number), f"malformed line (not a JSON object: {shorten(line)!r})"))
+            continue
+        if columns is None:  # the first row fixes the names, as imagefolder's schema does
+            columns = (_pick(list(row), IMAGE_COLUMNS), _pick(list(row), CAPTION_COLUMNS), _pick(list(row), (SPLIT_COLUMN,)))
+            if columns[0] is None or columns[1] is None:
+                raise UserError(f"{display(path, root)} line {number} has the keys {', '.join(row) or 'none'}; "
+                                f"name the image '{IMAGE_COLUMNS[0]}' and the captions '{CAPTION_COLUMNS[0]}'.")
+        rows.add(number, row.get(columns[0]), row.get(columns[1]), row.get(columns[2]) if columns[2] else None)
+    return list(rows.entries.values())
+
+
+def _csv_header(path: Path) -> tuple[list[str], str]:
+    """The header's cells and the delimiter: the one of `CSV_DELIMITERS` the header uses most (csv.Sniffer
+    guesses quoting from one line too, and gets `"a ""b"", c"` wrong)."""
+    first = next((line for line in read_text(path).splitlines() if line.strip()), "")
+    delimiter = max(CSV_DELIMITERS, key=first.count) if any(d in first for d in CSV_DELIMITERS) else ","
+    return next(csv.reader([first], delimiter=delimiter), []), delimiter
+
+
+def find_csv_files(root: Path) -> tuple[list[Path], str | None]:
+    """The CSV files to read (metadata.csv in split folders, or the CSVs at PATH whose header has an image
+    and a caption column), and, when none qualifies, a sentence naming the columns that were found."""
+    split_csvs = [p for p in metadata_files(root, METADATA_CSV) if p.parent != root]
+    top = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    candidates = split_csvs + ([root / METADATA_CSV] if root / METADATA_CSV in top else top)
+    matching, problems = [], []
+    for path in candidates:
+        header, _ = _csv_header(path)
+        if _pick(header, IMAGE_COLUMNS) and _pick(header, CAPTION_COLUMNS):
+            matching.append(path)
+        else:
+            problems.append(f"{display(path, root)} has the columns {', '.join(header) or 'none'}")
+    if len([p for p in matching if p.parent == root]) > 1:
+        raise UserError(f"{root} holds several CSV files with image and caption columns "
+                        f"({', '.join(p.name for p in matching)}); keep one, or rename the one to use {METADATA_CSV}.")
+    error = None
+    if problems and not matching:
+        error = (f"{'; '.join(problems)}, but an image column ({', '.join(IMAGE_COLUMNS[:4])}, ...) and a caption "
+                 f"column ({', '.join(CAPTION_COLUMNS[:4])}, ...) are needed; rename them.")
+    return matching, error
+
+
+def parse_csv(path: Path, root: Path, skipped: list[Skipped]) -> list[Entry]:
+    header, delimiter = _csv_header(path)
+    image_col = header.index(_pick(header, IMAGE_COLUMNS))
+    caption_col = header.index(_pick(header, CAPTION_COLUMNS))
+    split_name = _pick(header, (SPLIT_COLUMN,))
+    split_col = header.index(split_name) if split_name else None
+    rows = _Rows(path, root, skipped)
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        next(reader, None)  # the header (leading blank lines are skipped by the reader's empty rows)
+        start = reader.line_num + 1
+        try:
+            for row in reader:
+                number, start = start, reader.line_num + 1
+                if not row or not any(cell.strip() for cell in row):
+                    continue
+                if row == header:
+                    continue
+                if len(row) != len(header):
+                    skipped.append(Skipped(_line(path, root, number), f"malformed line (expected {len(header)} "
+                                                                    f"columns, got {len(row)})"))
+                    continue
+                rows.add(number, row[image_col], row[caption_col], row[split_col] if split_col is not None else None)
+        except csv.Error as err:
+            skipped.append(Skipped(_line(path, root, start), f"malformed CSV (from here on, the rest of the file was not read: {err})"))
+    return list(rows.entries.values())
+
+
+def parse_sidecars(root: Path, skipped: list[Skipped]) -> list[Entry]:
+    entries = []
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS)
+        names = set(filenames)
+        for name in sorted(filenames):
+            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+                continue
+            path = Path(directory) / name
+            key = display(path, root)
+            stem = Path(name).stem
+            sidecar = next((Path(directory) / f"{stem}{ext}" for ext in SIDECAR_EXTENSIONS
+                            if f"{stem}{ext}" in names), None)
+            if sidecar is None:
+                skipped.append(Skipped(key, f"no caption file ({stem}.txt beside it)"))
+                continue
+            entry = Entry(key=key, path=path, origin=display(sidecar, root), split=_folder_split(path, root))
+            for line in read_text(sidecar).splitlines():
+                if line.strip():
+                    entry.add_caption(line)
+            entries.append(entry)
+    if not entries:
+        skipped.clear()  # nothing captioned at all: the caller says so in one sentence instead
+    return entries
+
+
+def _merge(parts: list[list[Entry]], skipped: list[Skipped]) -> list[Entry]:
+    """Entries of several metadata files; an image named by two files keeps the first one's entry."""
+    merged: dict[str, Entry] = {}
+    for entries in parts:
+        for entry in entries:
+            if entry.key in merged:
+                skipped.append(Skipped(entry.key, f"duplicate entry (named in {merged[entry.key].origin} and {entry.origin})"))
+                continue
+            merged[entry.key] = entry
+    return list(merged.values())

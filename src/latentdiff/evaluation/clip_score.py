@@ -1,0 +1,86 @@
+"""CLIP embeddings of images and captions, CLIP score, and CLIP retrieval on a split.
+
+CLIP score (Hessel et al. 2021, "CLIPScore"; torchmetrics' convention): 100 * max(cos(image, text), 0),
+averaged over (image, caption) pairs. Here it is computed with the model's *own* CLIP (the one whose
+text tower conditions the U-Net), trained on the same data: an in-domain score, useful to compare models
+trained the same way and to compare generated with real images, not comparable to OpenAI-CLIP scores.
+
+Retrieval numbers come from `latentdiff.evaluation.retrieval` (the same code as training validation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from latentdiff.evaluation.retrieval import retrieval_metrics
+
+CLIP_BATCH_SIZE = 32
+CLIP_SCORE_SCALE = 100.0
+
+
+def _embeds(output) -> torch.Tensor:
+    """transformers 5 returns a model output whose pooler_output holds the projected embeddings; 4.x a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def encode_images(model, processor, images: list[Image.Image], batch_size: int = CLIP_BATCH_SIZE) -> torch.Tensor:
+    """PIL images -> (N, D) L2-normalised image embeddings."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        pixels = processor(images=images[start:start + batch_size], return_tensors="pt")["pixel_values"]
+        out.append(_embeds(model.get_image_features(pixel_values=pixels.to(device))).float().cpu())
+    return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts: list[str], batch_size: int = CLIP_BATCH_SIZE) -> torch.Tensor:
+    """Captions -> (N, D) L2-normalised text embeddings (truncated to the tokenizer's limit, as in training)."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                           max_length=tokenizer.model_max_length, return_tensors="pt")
+        out.append(_embeds(model.get_text_features(input_ids=tokens["input_ids"].to(device),
+                                                   attention_mask=tokens["attention_mask"].to(device))).float().cpu())
+    return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+
+def clip_score(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> float:
+    """Mean of 100 * max(cos, 0) over aligned rows of (N, D) normalised embeddings."""
+    cosine = (image_embeds * text_embeds).sum(dim=-1)  # (N,)
+    return float(CLIP_SCORE_SCALE * cosine.clamp(min=0).double().mean())
+
+
+def clip_retrieval(model, tokenizer, processor, images: list[Image.Image],
+                   captions: list[list[str]]) -> dict[str, dict[str, float]]:
+    """R@1/5/10 and mean/median rank both ways over every caption of every image."""
+    flat = [caption for caps in captions for caption in caps]
+    owner = torch.tensor([i for i, caps in enumerate(captions) for _ in caps])  # (N_txt,)
+    return retrieval_metrics(encode_images(model, processor, images), encode_texts(model, tokenizer, flat), owner)
+
+
+def text_tower_matches(model, text_encoder) -> bool:
+    """Whether a CLIP folder's text tower has exactly the weights of a pipeline's text encoder (so the
+    CLIP score is measured with the CLIP that conditions the U-Net)."""
+    clip_state = model.text_model.state_dict()
+    pipe_state = getattr(text_encoder, "text_model", text_encoder).state_dict()
+    if clip_state.keys() != pipe_state.keys():
+        return False
+    return all(torch.equal(clip_state[k].float().cpu(), pipe_state[k].float().cpu()) for k in clip_state)
+
+
+def is_clip_folder(path: Path) -> bool:
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == "clip"
+    except (ValueError, UnicodeDecodeError):
+        return False

@@ -1,0 +1,51 @@
+"""The VAE objective: reconstruction + a small KL term (Rombach et al. 2022, "High-Resolution Image
+Synthesis with Latent Diffusion Models", Sec. 3 and App. G; `ldm.modules.losses.LPIPSWithDiscriminator`).
+
+Reconstruction: L1 by default, as in the LDM autoencoders. L1 penalises small errors as much as large
+ones, so the decoder is not pushed towards the blurry per-pixel mean that MSE (a Gaussian likelihood)
+favours; MSE is offered because it is exactly what PSNR measures. (The LDM recipe adds LPIPS and a
+patch GAN; neither has weights that can be had offline here, so they are left out.)
+
+KL: the KL divergence of the encoder's diagonal Gaussian from N(0, I), weighted by 1e-6 like LDM's
+`kl_weight`. The weight only keeps the latent space from drifting arbitrarily far; it is too small to
+make the latents unit-variance, which is why the diffusion model rescales them by `scaling_factor`
+(1 / std, measured on the training data at export; diffusers keeps it in the VAE config).
+
+Normalisation: LDM sums both terms over elements per image; we average the reconstruction over pixels and
+divide the per-image KL sum by the same number of pixel values, so the ratio of the two terms, and
+therefore the meaning of `kl_weight`, is LDM's while the loss stays O(1) for any image size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+RECONSTRUCTION_LOSSES = ("l1", "mse")
+DEFAULT_RECONSTRUCTION_LOSS = "l1"
+DEFAULT_KL_WEIGHT = 1e-6  # LDM's kl_weight for its KL-regularised autoencoders
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean over every pixel value. Both (B, 3, H, W) in [-1, 1]."""
+    if kind == "l1":
+        return F.l1_loss(reconstruction, target)
+    if kind == "mse":
+        return F.mse_loss(reconstruction, target)
+    raise ValueError(f"unknown reconstruction loss {kind!r}; choose one of {RECONSTRUCTION_LOSSES}")
+
+
+def kl_per_pixel_value(posterior, num_pixel_values: int) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) summed over the latent (diffusers' `DiagonalGaussianDistribution.kl()`
+    gives one number per image), divided by C*H*W of the image, averaged over the batch."""
+    return posterior.kl().mean() / num_pixel_values
+
+
+def vae_loss(decoded: torch.Tensor, pixels: torch.Tensor, posterior, *, kl_weight: float = DEFAULT_KL_WEIGHT,
+             reconstruction: str = DEFAULT_RECONSTRUCTION_LOSS) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one batch: `pixels` (B, 3, H, W) in [-1, 1], `decoded` the VAE's reconstruction of
+    them from a latent sampled from `posterior` (the encoder's DiagonalGaussianDistribution)."""
+    rec = reconstruction_loss(decoded, pixels, reconstruction)
+    kl = kl_per_pixel_value(posterior, pixels[0].numel())
+    loss = rec + kl_weight * kl
+    return loss, {"reconstruction": float(rec.detach()), "kl": float(kl.detach())}

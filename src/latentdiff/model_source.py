@@ -1,0 +1,101 @@
+"""Where a pipeline comes from: a local folder, a Hugging Face Hub id, or the bundled default model.
+
+Every source ends as a local `StableDiffusionPipeline` folder that is checked *before* anything heavy
+is loaded, so a user with a wrong `--model` gets one sentence naming what is missing, not a traceback
+from deep inside diffusers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentdiff.errors import UserError
+
+# the package folder that issue 6 fills with a small trained pipeline (`latentdiff generate` with no --model)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+MODEL_INDEX = "model_index.json"
+
+# component -> (files of which at least one must exist, needs safetensors weights)
+REQUIRED_COMPONENTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "unet": (("config.json",), True),
+    "vae": (("config.json",), True),
+    "text_encoder": (("config.json",), True),
+    "tokenizer": (("tokenizer.json", "vocab.json", "tokenizer_config.json"), False),
+    "scheduler": (("scheduler_config.json",), False),
+}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    path: Path  # a local, checked pipeline folder
+    name: str  # what infotext calls it: the folder name or the hub id
+
+
+def resolve_model(model: str | None) -> ModelSource:
+    """A checked local pipeline folder for `--model` (folder, hub id, or None for the bundled default)."""
+    if not model:
+        if not (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file():
+            raise UserError("No default model is bundled yet; pass --model with a pipeline folder "
+                            "(written by `latentdiff train` or `train-unet`) or a Hugging Face Hub id.")
+        return ModelSource(check_pipeline_folder(DEFAULT_MODEL_DIR), "latentdiff-default")
+    path = Path(model).expanduser()
+    if path.exists():
+        return ModelSource(check_pipeline_folder(path), path.resolve().name)
+    if _HUB_ID.match(model):
+        return ModelSource(check_pipeline_folder(_download(model)), model)
+    raise UserError(f"Model '{model}' is neither an existing folder nor a Hugging Face Hub id (owner/name); "
+                    f"pass a pipeline folder written by `latentdiff train` or `train-unet`.")
+
+
+def _download(hub_id: str) -> Path:
+    """Fetch (or find in the local Hugging Face cache) only the files the pipeline needs."""
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        return Path(StableDiffusionPipeline.download(hub_id, use_safetensors=True))
+    except Exception as err:  # network, auth, missing repo: all mean "cannot get this id"
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(f"Could not get '{hub_id}' from the Hugging Face Hub or its local cache ({reason}); "
+                        f"check the id and your network, or pass a local pipeline folder.") from err
+
+
+def check_pipeline_folder(path: Path) -> Path:
+    """Raise a one-sentence UserError unless `path` is a complete diffusers StableDiffusionPipeline folder
+    with safetensors weights; return it resolved."""
+    path = path.resolve()
+    if not path.is_dir():
+        raise UserError(f"Model '{path}' is a file, not a pipeline folder; pass the folder that holds {MODEL_INDEX}.")
+    index_file = path / MODEL_INDEX
+    if not index_file.is_file():
+        raise UserError(f"Model folder '{path}' has no {MODEL_INDEX}, so it is not a diffusers pipeline; pass the "
+                        f"folder written by `latentdiff train` or `train-unet`.")
+    try:
+        index = json.loads(index_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"Model folder '{path}' has an unreadable {MODEL_INDEX} ({err}); re-export the pipeline.") from err
+
+    missing, pickled = [], []
+    for component, (config_files, needs_weights) in REQUIRED_COMPONENTS.items():
+        folder = path / component
+        entry = index.get(component)
+        if not isinstance(entry, list) or entry[0] is None or not folder.is_dir() \
+                or not any((folder / name).is_file() for name in config_files):
+            missing.append(f"{component}/")
+            continue
+        if needs_weights and not any(folder.glob("*.safetensors")):
+            if any(f.suffix in PICKLE_SUFFIXES for f in folder.iterdir()):
+                pickled.append(f"{component}/")
+            else:
+                missing.append(f"{component}/ weights")
+    if missing:
+        raise UserError(f"Model folder '{path}' is incomplete: it is missing {', '.join(missing)}; pass a complete "
+                        f"pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).")
+    if pickled:
+        raise UserError(f"Model folder '{path}' stores {', '.join(pickled)} as pickled weights, which latentdiff does "
+                        f"not load; convert them to safetensors (save_pretrained(..., safe_serialization=True)).")
+    return path

@@ -1,0 +1,98 @@
+"""Building a transformers `CLIPModel` (text + vision towers) from a preset, or loading a pretrained one
+(a local folder or a hub id) together with its tokenizer and image processor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from latentdiff.config import ClipPreset
+from latentdiff.errors import UserError
+
+# OpenAI CLIP's pixel statistics: kept for models trained from scratch too, so every CLIP folder we
+# write normalises images the way the whole CLIP ecosystem expects.
+CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+MLP_RATIO = 4  # transformer MLP width / model width, as in CLIP and ViT
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def make_image_processor(image_size: int):
+    """A `CLIPImageProcessor` that resizes the short side to `image_size`, center-crops a square and
+    normalises with CLIP's mean/std: the one transform used in training, validation and at inference."""
+    try:  # transformers 5 without torchvision: the PIL backend, saved as a plain CLIPImageProcessor
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor
+    return Processor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                     image_mean=list(CLIP_IMAGE_MEAN), image_std=list(CLIP_IMAGE_STD), do_center_crop=True)
+
+
+def build_clip(preset: ClipPreset, tokenizer):
+    """A randomly initialised CLIPModel sized by `preset`, its text side matched to `tokenizer`."""
+    from transformers import CLIPConfig, CLIPModel
+
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": preset.text_width,
+        "intermediate_size": MLP_RATIO * preset.text_width,
+        "num_hidden_layers": preset.text_layers,
+        "num_attention_heads": preset.text_heads,
+        "max_position_embeddings": preset.max_text_tokens,
+        # The text tower pools the hidden state at the first <|endoftext|>; these ids must be the tokenizer's.
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "projection_dim": preset.projection_dim,
+    }
+    vision_config = {
+        "hidden_size": preset.vision_width,
+        "intermediate_size": MLP_RATIO * preset.vision_width,
+        "num_hidden_layers": preset.vision_layers,
+        "num_attention_heads": preset.vision_heads,
+        "image_size": preset.image_size,
+        "patch_size": preset.patch_size,
+        "projection_dim": preset.projection_dim,
+    }
+    if preset.image_size % preset.patch_size:
+        raise UserError(f"CLIP image size {preset.image_size} is not a multiple of the patch size {preset.patch_size}.")
+    config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=preset.projection_dim)
+    return CLIPModel(config)
+
+
+def _refuse_pickles(folder: Path, allow_pickle: bool) -> None:
+    if allow_pickle or not folder.is_dir():
+        return
+    has_safetensors = any(folder.glob("*.safetensors"))
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not has_safetensors:
+        raise UserError(f"{folder} holds only pickled weights ({', '.join(pickles)}), which can run code when loaded; "
+                        f"convert them to safetensors, or pass --allow-pickle if you trust where they came from.")
+
+
+def load_clip(init: str, allow_pickle: bool = False):
+    """(CLIPModel, tokenizer, image processor) from a local folder or a hub id. Safetensors only unless
+    `allow_pickle`."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    folder = Path(init).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--init {init} is a file; give the folder that holds config.json and the weights.")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise UserError(f"--init {init} is not a CLIP model folder (no config.json); give a folder written by "
+                        f"`latentdiff train-clip` or `CLIPModel.save_pretrained`.")
+    _refuse_pickles(folder, allow_pickle)
+    source = str(folder) if folder.is_dir() else init
+    try:
+        model = CLIPModel.from_pretrained(source, use_safetensors=None if allow_pickle else True)
+        tokenizer = CLIPTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"Could not load a CLIP model with its tokenizer from '{init}' ({first_line}); give a local "
+                        f"CLIP folder or a hub id you have access to.") from None
+    try:
+        from transformers import CLIPImageProcessor
+
+        processor = CLIPImageProcessor.from_pretrained(source)
+    except OSError:  # some checkpoints ship without preprocessor_config.json: use CLIP's standard transform
+        processor = make_image_processor(model.config.vision_config.image_size)
+    return model, tokenizer, processor

@@ -1,0 +1,117 @@
+"""The denoiser: a diffusers `UNet2DConditionModel` built from a size preset, or loaded from a pretrained
+U-Net folder, a pipeline folder's `unet/`, or a hub id (`--init`). Weights are read from safetensors only,
+unless the user explicitly allows pickles.
+
+The architecture is Stable Diffusion's (Rombach et al. 2022): ResNet blocks at every resolution, with
+cross-attention to the text encoder's last hidden state at the levels the preset marks. Its three
+interface sizes come from the frozen parts it is trained with, never from the preset:
+`in/out_channels` = the VAE's latent channels, `sample_size` = image_size / the VAE's downsampling
+factor, `cross_attention_dim` = the CLIP text encoder's hidden size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diffusers import UNet2DConditionModel
+
+from latentdiff.config import UnetPreset
+from latentdiff.errors import UserError
+
+UNET_CLASS_NAME = "UNet2DConditionModel"
+PIPELINE_UNET_SUBFOLDER = "unet"
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
+def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: int,
+                     cross_attention_dim: int) -> UNet2DConditionModel:
+    """A randomly initialised U-Net with the preset's widths, sized to the VAE and text encoder."""
+    for width in preset.block_out_channels:
+        if width % preset.attention_head_dim:
+            raise ValueError(f"U-Net width {width} is not a multiple of the head size {preset.attention_head_dim}")
+    levels = preset.cross_attention_levels
+    down = tuple("CrossAttnDownBlock2D" if attn else "DownBlock2D" for attn in levels)
+    up = tuple("CrossAttnUpBlock2D" if attn else "UpBlock2D" for attn in reversed(levels))
+    # diffusers' `attention_head_dim` is, for historical reasons, the number of heads per level (its
+    # docs say so; SD 2 passes [5, 10, 20, 20] for 64-wide heads). We keep the preset in the clearer
+    # unit, channels per head, and convert here.
+    heads_per_level = tuple(width // preset.attention_head_dim for width in preset.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=tuple(preset.block_out_channels),
+        layers_per_block=preset.layers_per_block,
+        attention_head_dim=heads_per_level,
+        cross_attention_dim=cross_attention_dim,
+        norm_num_groups=preset.norm_num_groups,
+    )
+
+
+def count_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _local_unet_folder(root: Path) -> Path:
+    """`root` itself when it is a U-Net folder, `root/unet` when it is a pipeline folder."""
+    for folder in (root, root / PIPELINE_UNET_SUBFOLDER):
+        config_path = folder / "config.json"
+        if config_path.is_file():
+            try:
+                class_name = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
+            except json.JSONDecodeError:
+                class_name = None
+            if class_name == UNET_CLASS_NAME:
+                return folder
+    raise UserError(f"{root} is neither a UNet2DConditionModel folder nor a pipeline folder with a "
+                    f"'{PIPELINE_UNET_SUBFOLDER}/' subfolder; pass --init a folder written by `latentdiff train-unet` "
+                    f"or by diffusers' save_pretrained.")
+
+
+def _pickle_only(folder: Path) -> bool:
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    return not any(n.endswith(".safetensors") for n in names) and any(n.endswith(PICKLE_SUFFIXES) for n in names)
+
+
+def load_unet(init: str, *, allow_pickle: bool = False) -> UNet2DConditionModel:
+    """A pretrained U-Net from a local folder (U-Net or pipeline folder) or a hub id (a U-Net repository
+    or a pipeline repository with `unet/`). Unpickling can run arbitrary code, so pickled weights are
+    refused unless `allow_pickle` (`--allow-pickle`)."""
+    use_safetensors = None if allow_pickle else True  # True: diffusers refuses to fall back to .bin
+    local = Path(init).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise UserError(f"--init {init} is a file; give the folder that holds the U-Net's config.json and weights.")
+        folder = _local_unet_folder(local)
+        if not allow_pickle and _pickle_only(folder):
+            raise UserError(f"{folder} holds only pickled weights, which can run code when loaded; convert them to "
+                            f"safetensors, or pass --allow-pickle if you trust where they came from.")
+        return UNet2DConditionModel.from_pretrained(folder, use_safetensors=use_safetensors)
+    errors = []
+    for subfolder in (None, PIPELINE_UNET_SUBFOLDER):
+        try:
+            return UNet2DConditionModel.from_pretrained(init, subfolder=subfolder, use_safetensors=use_safetensors)
+        except (OSError, ValueError) as err:  # diffusers raises EnvironmentError (OSError) for missing files
+            errors.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    raise UserError(f"Could not load a U-Net from '{init}' ({errors[-1]}); pass --init an existing folder or a hub id "
+                    f"of a UNet2DConditionModel or pipeline repository (add --allow-pickle only for trusted .bin weights).")
+
+
+def check_unet_fits(unet: UNet2DConditionModel, *, text_width: int, latent_channels: int, clip_dir: str,
+                    vae_dir: str, init: str) -> None:
+    """An --init U-Net must read the VAE's latents and attend to the text encoder's hidden states;
+    say which one does not fit, and what to pass instead, before any work starts."""
+    cross_dim = unet.config.cross_attention_dim
+    if isinstance(cross_dim, (list, tuple)):  # per-block dims: every one must match
+        cross_dim = cross_dim[0] if len(set(cross_dim)) == 1 else tuple(cross_dim)
+    if cross_dim != text_width:
+        raise UserError(f"The CLIP text encoder in {clip_dir} is {text_width} wide but the U-Net from {init} attends to "
+                        f"{cross_dim}-wide text (cross_attention_dim); pass --clip a CLIP folder whose text width is "
+                        f"{cross_dim}, or drop --init to train a U-Net sized for this CLIP.")
+    if unet.config.in_channels != latent_channels or unet.config.out_channels != latent_channels:
+        raise UserError(f"The VAE in {vae_dir} has {latent_channels} latent channels but the U-Net from {init} reads "
+                        f"{unet.config.in_channels} and writes {unet.config.out_channels}; pass --vae a VAE with "
+                        f"{unet.config.in_channels} latent channels, or drop --init to train a U-Net sized for this VAE.")

@@ -1,0 +1,389 @@
+"""The generation pipeline that `generate`, `evaluate` and `serve` share.
+
+    pipe = TextToImage.load("runs/shapes/pipeline")            # folder, hub id, or None (bundled)
+    results = pipe.generate(GenerationRequest(["a red circle"], num_images=4, seed=1))
+    results[0].image, results[0].seed, results[0].infotext      # PIL image, 1, A1111 infotext
+
+The numbered steps of `generate`:
+  1. validate the request before any long work (sizes, steps, scheduler; a random seed if none);
+  2. encode each distinct prompt once (warn when one is longer than the tokenizer's limit) and the
+     negative prompt once (cached across calls: the empty prompt is the common case);
+  3. for each batch, run diffusers' own `StableDiffusionPipeline.__call__` (its denoising loop, its
+     classifier-free guidance) with one CPU generator per image, seeded S+i, so image i is the same
+     whatever the batch size or device, and the same as diffusers gives for that generator;
+  4. wrap each image with its seed and its infotext.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
+from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
+from latentdiff.errors import UserError
+from latentdiff.infotext import PNG_TEXT_KEY, Infotext, model_hash
+from latentdiff.model_source import ModelSource, resolve_model
+from latentdiff.runtime import cpu_generator, pick_device, pick_dtype
+
+log = logging.getLogger("latentdiff.generate")
+
+# diffusers' StableDiffusionPipeline.check_inputs refuses sizes that are not multiples of 8; the VAE
+# needs multiples of its own downsampling factor. A size must satisfy both.
+DIFFUSERS_SIZE_MULTIPLE = 8
+MAX_IMAGE_SIDE = 4096
+MAX_NUM_IMAGES = 10_000
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+RANDOM_SEED_BOUND = 2**32  # random seeds stay in AUTOMATIC1111's range so users can type them back
+MAX_AUTO_BATCH = 16  # more images per U-Net call than this no longer speeds anything up
+MEMORY_BUDGET_FRACTION = 0.5  # share of the free memory one batch may take
+
+# progress_callback(step, total_steps, latents): step counts 1..total over all batches; latents is the
+# current batch's (B, C, H/f, W/f) tensor, for a cheap latent -> RGB preview.
+ProgressCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass
+class GenerationRequest:
+    prompts: list[str]
+    negative_prompt: str = ""
+    num_images: int = 1  # per prompt
+    seed: int | None = None  # image i (prompt-major order) gets seed + i; None or -1: random
+    steps: int = DEFAULT_GENERATION_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
+    width: int | None = None  # None: the model's training size
+    height: int | None = None
+
+    def jobs(self) -> list[tuple[str, int]]:
+        """(prompt, seed) per image, prompt-major: all images of prompt 0, then prompt 1, ..."""
+        assert self.seed is not None, "validate the request first"
+        prompts = [p for p in self.prompts for _ in range(self.num_images)]
+        return [(prompt, self.seed + i) for i, prompt in enumerate(prompts)]
+
+
+@dataclass
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+    prompt: str
+    info: Infotext = field(repr=False)
+
+    @property
+    def infotext(self) -> str:
+        return self.info.format()
+
+    def save(self, path: str | Path) -> Path:
+        """PNG with the infotext in a `parameters` text chunk (as AUTOMATIC1111 writes it)."""
+        return save_png(self.image, self.infotext, path)
+
+
+def save_png(image: Image.Image, infotext: str, path: str | Path) -> Path:
+    meta = PngInfo()
+    meta.add_text(PNG_TEXT_KEY, infotext)
+    path = Path(path)
+    image.save(path, format="PNG", pnginfo=meta)
+    return path
+
+
+def image_grid(images: list[Image.Image]) -> Image.Image:
+    """Images tiled in a near-square grid, row-major (AUTOMATIC1111's default layout)."""
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    width, height = images[0].size
+    grid = Image.new("RGB", (cols * width, rows * height), "black")
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % cols) * width, (i // cols) * height))
+    return grid
+
+
+class TextToImage:
+    """A loaded pipeline. Not re-entrant: one `generate` runs at a time (a lock serialises callers)."""
+
+    def __init__(self, pipe, source: ModelSource, device: torch.device):
+        self.pipe = pipe  # diffusers StableDiffusionPipeline
+        self.source = source
+        self.device = device
+        self.model_hash = model_hash(source.path)
+        self.base_scheduler_config = dict(pipe.scheduler.config)  # the training schedule + prediction_type
+        self._negative_cache: dict[str, torch.Tensor] = {}  # negative prompt -> (1, T, D)
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- loading
+
+    @classmethod
+    def load(cls, model: str | None = None, device: str | None = None) -> "TextToImage":
+        with _quiet_loading_bars():  # importing it makes transformers warn about torchvision
+            from diffusers import StableDiffusionPipeline
+
+        source = resolve_model(model)
+        torch_device = pick_device(device)
+        try:
+            with _quiet_loading_bars():
+                pipe = StableDiffusionPipeline.from_pretrained(
+                    source.path, dtype=pick_dtype(torch_device), use_safetensors=True
+                )
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise UserError(f"Could not load the pipeline in '{source.path}' ({reason}); re-export it with "
+                            f"`latentdiff train-unet`.") from err
+        pipe.set_progress_bar_config(disable=True)  # we show one bar over all batches instead
+        pipe.to(torch_device)
+        return cls(pipe, source, torch_device)
+
+    @property
+    def model_name(self) -> str:
+        return self.source.name
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def size_multiple(self) -> int:
+        return math.lcm(DIFFUSERS_SIZE_MULTIPLE, self.vae_scale_factor)
+
+    @property
+    def default_size(self) -> int:
+        sample_size = self.pipe.unet.config.sample_size
+        sample_size = sample_size if isinstance(sample_size, int) else sample_size[0]
+        return int(sample_size) * self.vae_scale_factor
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return int(self.pipe.tokenizer.model_max_length)
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.base_scheduler_config.get("num_train_timesteps", 1000))
+
+    # ---------------------------------------------------------------- step 1: validate
+
+    def validate(self, request: GenerationRequest) -> GenerationRequest:
+        """A copy with seed and size filled in, or a UserError naming the first problem."""
+        if not request.prompts:
+            raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
+        if not all(isinstance(p, str) for p in request.prompts):
+            raise UserError("Prompts must be text.")
+        if not 1 <= request.num_images <= MAX_NUM_IMAGES:
+            raise UserError(f"--num-images must be between 1 and {MAX_NUM_IMAGES} (got {request.num_images}).")
+        if not 1 <= request.steps <= self.max_steps:
+            raise UserError(f"--steps must be between 1 and {self.max_steps}, the model's training timesteps "
+                            f"(got {request.steps}); 20-50 is typical.")
+        if not math.isfinite(request.guidance) or request.guidance < 0:
+            raise UserError(f"--guidance must be a number >= 0 (got {request.guidance}); 7.5 is typical, <= 1 turns it off.")
+        check_scheduler_name(request.scheduler)
+        width = self.default_size if request.width is None else request.width
+        height = self.default_size if request.height is None else request.height
+        multiple = self.size_multiple
+        for flag, value in (("--width", width), ("--height", height)):
+            if value <= 0 or value % multiple or value > MAX_IMAGE_SIDE:
+                raise UserError(f"{flag} must be a positive multiple of {multiple} up to {MAX_IMAGE_SIDE} pixels (the VAE "
+                                f"downsamples by {self.vae_scale_factor} and diffusers needs multiples of "
+                                f"{DIFFUSERS_SIZE_MULTIPLE}), got {value}; try {max(multiple, round(value / multiple) * multiple)}.")
+        num_total = len(request.prompts) * request.num_images
+        seed = request.seed
+        if seed is None or seed == -1:
+            seed = secrets.randbelow(RANDOM_SEED_BOUND)
+        if not 0 <= seed <= MAX_SEED - num_total:
+            raise UserError(f"--seed must be between 0 and {MAX_SEED - num_total}, or -1 for a random one (got {seed}).")
+        return dataclasses.replace(request, prompts=list(request.prompts), seed=seed, width=width, height=height)
+
+    # ---------------------------------------------------------------- step 2: text
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """(N, T, D) text-encoder states for `prompts`, with a warning for each one cut to the limit."""
+        for prompt in prompts:
+            self._warn_if_truncated(prompt)
+        with _quiet_diffusers_truncation_warning():
+            embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+        return embeds
+
+    def negative_embedding(self, negative_prompt: str) -> torch.Tensor:
+        """(1, T, D), computed once per distinct negative prompt (usually the empty one)."""
+        if negative_prompt not in self._negative_cache:
+            self._negative_cache[negative_prompt] = self.encode_prompts([negative_prompt])
+        return self._negative_cache[negative_prompt]
+
+    def _warn_if_truncated(self, prompt: str) -> None:
+        tokenizer = self.pipe.tokenizer
+        ids = tokenizer(prompt, truncation=False, verbose=False).input_ids  # with <start> and <end>
+        limit = self.max_prompt_tokens
+        if len(ids) > limit:
+            kept = tokenizer.decode(ids[1:limit - 1]).strip()
+            log.warning("Prompt '%s' is %d tokens, more than this model's limit of %d, so it was truncated to '%s'.",
+                        _shorten(prompt), len(ids), limit, kept)
+
+    # ---------------------------------------------------------------- step 3: denoise
+
+    def auto_batch_size(self, width: int, height: int, guidance: float) -> int:
+        """How many images to denoise at once: what fits in half the free memory, at most MAX_AUTO_BATCH."""
+        per_image = estimate_bytes_per_image(self.pipe.unet.config, height // self.vae_scale_factor,
+                                             width // self.vae_scale_factor, guidance > 1)
+        budget = MEMORY_BUDGET_FRACTION * free_memory_bytes(self.device)
+        return max(1, min(MAX_AUTO_BATCH, int(budget // max(per_image, 1))))
+
+    def num_denoising_steps(self, scheduler: str, steps: int) -> int:
+        """U-Net calls per batch: `steps`, or about twice that for second-order samplers (Heun)."""
+        probe = make_scheduler(scheduler, self.base_scheduler_config)
+        probe.set_timesteps(steps, device="cpu")
+        return len(probe.timesteps)
+
+    def generate(self, request: GenerationRequest, progress_callback: ProgressCallback | None = None,
+                 batch_size: int | None = None) -> list[GeneratedImage]:
+        request = self.validate(request)
+        if batch_size is not None and batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1 (got {batch_size}).")
+        with self._lock:
+            return self._generate(request, progress_callback, batch_size)
+
+    def _generate(self, request: GenerationRequest, progress_callback: ProgressCallback | None,
+                  batch_size: int | None) -> list[GeneratedImage]:
+        jobs = request.jobs()
+        guided = request.guidance > 1  # diffusers' do_classifier_free_guidance
+        batch_size = batch_size or self.auto_batch_size(request.width, request.height, request.guidance)
+        distinct = list(dict.fromkeys(request.prompts))
+        with torch.inference_mode():
+            embeds = self.encode_prompts(distinct)  # (P, T, D)
+            by_prompt = {prompt: embeds[i:i + 1] for i, prompt in enumerate(distinct)}
+            negative = self.negative_embedding(request.negative_prompt) if guided else None
+        steps_per_batch = self.num_denoising_steps(request.scheduler, request.steps)
+        results: list[GeneratedImage] = []
+        start = 0
+        while start < len(jobs):
+            chunk = jobs[start:start + batch_size]
+            total = steps_per_batch * (start // batch_size + math.ceil((len(jobs) - start) / batch_size))
+            try:
+                images = self._denoise(request, chunk, by_prompt, negative, progress_callback,
+                                       done=steps_per_batch * (start // batch_size), total=total)
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise UserError(f"Out of memory even for one {request.width}x{request.height} image on "
+                                    f"{self.device}; use a smaller --width/--height or another --device.") from None
+                batch_size = max(1, batch_size // 2)  # try again with half as many images at once
+                log.warning("Out of memory; retrying with --batch-size %d.", batch_size)
+                _empty_cache(self.device)
+                continue
+            for (prompt, seed), image in zip(chunk, images):
+                info = Infotext(prompt=prompt, negative_prompt=request.negative_prompt, steps=request.steps,
+                                scheduler=request.scheduler, guidance=request.guidance, seed=seed,
+                                width=request.width, height=request.height, model_hash=self.model_hash,
+                                model_name=self.model_name)
+                results.append(GeneratedImage(image=image, seed=seed, prompt=prompt, info=info))
+            start += len(chunk)
+        return results
+
+    def _denoise(self, request: GenerationRequest, chunk: list[tuple[str, int]], by_prompt: dict[str, torch.Tensor],
+                 negative: torch.Tensor | None, progress_callback: ProgressCallback | None, *, done: int,
+                 total: int) -> list[Image.Image]:
+        prompt_embeds = torch.cat([by_prompt[prompt] for prompt, _ in chunk])  # (B, T, D)
+        negative_embeds = negative.expand(len(chunk), -1, -1) if negative is not None else None  # (B, T, D)
+        # one CPU generator per image: its initial noise (and an ancestral sampler's noise) depends only on
+        # its own seed, not on the batch it lands in or the device
+        generators = [cpu_generator(seed) for _, seed in chunk]
+        # a fresh scheduler per batch: schedulers keep per-run state (step index, multistep history)
+        self.pipe.scheduler = make_scheduler(request.scheduler, self.base_scheduler_config)
+
+        def on_step_end(pipe, step_index: int, timestep, tensors: dict) -> dict:
+            progress_callback(done + step_index + 1, total, tensors["latents"])
+            return {}
+
+        with torch.inference_mode():
+            output = self.pipe(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                height=request.height,
+                width=request.width,
+                generator=generators,
+                output_type="pil",
+                callback_on_step_end=on_step_end if progress_callback else None,
+            )
+        return list(output.images)
+
+
+def estimate_bytes_per_image(unet_config, latent_height: int, latent_width: int, guided: bool) -> int:
+    """Peak U-Net inference memory for one image: the skip connections every level keeps for the
+    decoder, plus the largest working set (a few feature maps, or one level's attention scores)."""
+    channels = list(unet_config.block_out_channels)
+    heads = unet_config.attention_head_dim  # diffusers' name; it holds the number of heads per block
+    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * len(channels)
+    skips, peak = 0, 0
+    for level, (width, num_heads, block) in enumerate(zip(channels, heads, unet_config.down_block_types)):
+        pixels = math.ceil(latent_height / 2**level) * math.ceil(latent_width / 2**level)
+        skips += (unet_config.layers_per_block + 1) * width * pixels
+        peak = max(peak, 8 * width * pixels)  # resnet in/out, norm, conv workspace
+        if "CrossAttn" in block:
+            peak = max(peak, 3 * num_heads * pixels * pixels)  # (heads, HW, HW) scores + softmax + copy
+    floats = (skips + peak) * (2 if guided else 1)  # classifier-free guidance doubles the U-Net batch
+    return 4 * floats
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not Linux: assume a modest machine
+        return 4 * 2**30
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def _quiet_loading_bars():
+    """Loading a small pipeline takes a second; diffusers' and transformers' per-component bars are noise."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_on = diffusers_logging.is_progress_bar_enabled()
+    transformers_on = transformers_logging.is_progress_bar_enabled()
+    transformers_verbosity = transformers_logging.get_verbosity()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    # transformers warns that image processors fall back to PIL without torchvision: a pipeline loads none
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(transformers_verbosity)
+        if diffusers_on:
+            diffusers_logging.enable_progress_bar()
+        if transformers_on:
+            transformers_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _quiet_diffusers_truncation_warning():
+    """We warn about truncated prompts ourselves (naming the prompt); silence diffusers' own copy and the
+    tokenizer's "sequence length is longer than the maximum" notice."""
+    loggers = [logging.getLogger(name) for name in ("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
+                                                    "transformers.tokenization_utils_base")]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, previous):
+            logger.setLevel(level)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."

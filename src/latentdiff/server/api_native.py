@@ -1,0 +1,132 @@
+"""latentdiff's own job API, used by the page at `/`: submit, follow (SSE), cancel, fetch images.
+
+    POST /api/jobs                 -> 202 {id, status, queue_position, ...}
+    GET  /api/jobs/{id}            -> the job's state, parameters and image list
+    GET  /api/jobs/{id}/events     -> text/event-stream: `progress` events (with a preview), then one
+                                      `done`, `failed` or `cancelled` event
+    POST /api/jobs/{id}/cancel     -> the job's state
+    GET  /api/jobs/{id}/images/{i} -> image/png with the infotext chunk (`?download=1`: as attachment)
+    GET  /api/info                 -> model, defaults, samplers, limits, queue counters
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from latentdiff.diffusion.schedulers import SCHEDULERS
+from latentdiff.server import limits
+from latentdiff.server.app import get_state
+from latentdiff.server.errors import ApiError
+from latentdiff.server.jobs import Job
+from latentdiff.server.schemas import GenerateRequest
+
+router = APIRouter(prefix="/api", tags=["latentdiff"])
+
+KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+
+
+def _job_or_404(request: Request, job_id: str) -> Job:
+    job = get_state(request).queue.get(job_id)
+    if job is None:
+        raise ApiError(404, f"No job '{job_id[:64]}': it never existed or was dropped from the history of the "
+                            f"last {limits.FINISHED_JOBS_KEPT} finished jobs.", "job_id")
+    return job
+
+
+def job_view(request: Request, job: Job) -> dict:
+    view = job.summary()
+    view["queue_position"] = get_state(request).queue.queue_position(job)
+    for image in view["images"]:
+        image["url"] = f"/api/jobs/{job.id}/images/{image['index']}"
+    view["events_url"] = f"/api/jobs/{job.id}/events"
+    return view
+
+
+@router.get("/info")
+def info(request: Request) -> dict:
+    state = get_state(request)
+    snapshot = state.queue.snapshot()
+    snapshot.pop("preview_png", None)
+    return {
+        "model": {"name": state.engine.model_name, "hash": state.engine.model_hash},
+        "defaults": asdict(state.engine.defaults),
+        "schedulers": [{"name": name, "a1111_name": spec.a1111_name} for name, spec in SCHEDULERS.items()],
+        "limits": {
+            "min_image_side": limits.MIN_IMAGE_SIDE, "max_image_side": limits.MAX_IMAGE_SIDE,
+            "image_side_multiple": limits.IMAGE_SIDE_MULTIPLE, "max_steps": limits.MAX_STEPS,
+            "max_guidance": limits.MAX_GUIDANCE, "max_images_per_request": limits.MAX_IMAGES_PER_REQUEST,
+            "max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_seed": limits.MAX_SEED,
+        },
+        "queue": snapshot,
+    }
+
+
+@router.post("/jobs", status_code=202)
+def submit(body: GenerateRequest, request: Request) -> JSONResponse:
+    state = get_state(request)
+    job = state.submit(body.to_params(state.engine.defaults))
+    return JSONResponse(job_view(request, job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, request: Request) -> dict:
+    return job_view(request, _job_or_404(request, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(job_id: str, request: Request) -> dict:
+    _job_or_404(request, job_id)
+    job = get_state(request).queue.cancel(job_id)
+    return job_view(request, job)
+
+
+@router.get("/jobs/{job_id}/images/{index}")
+def image(job_id: str, index: int, request: Request, download: bool = False) -> Response:
+    job = _job_or_404(request, job_id)
+    if not 0 <= index < len(job.images):
+        raise ApiError(404, f"index: job '{job.id}' has {len(job.images)} images; there is no image {index}.", "index")
+    picture = job.images[index]
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="latentdiff-{picture.seed}.png"'
+    return Response(picture.png, media_type="image/png", headers=headers)
+
+
+def _event(request: Request, job: Job) -> str:
+    name = job.status if job.finished else "progress"
+    payload = job_view(request, job)
+    if job.preview_png is not None and not job.finished:
+        payload["preview"] = "data:image/png;base64," + base64.b64encode(job.preview_png).decode()
+    return f"event: {name}\ndata: {json.dumps(payload)}\n\n"
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
+async def events(job_id: str, request: Request) -> StreamingResponse:
+    job = _job_or_404(request, job_id)
+    queue = get_state(request).queue
+
+    async def stream():
+        seen = -1
+        deadline = time.monotonic() + limits.MAX_EVENT_STREAM_SECONDS
+        while time.monotonic() < deadline:
+            version = job.version
+            if version != seen:
+                seen = version
+                yield _event(request, job)
+                if job.finished:
+                    return
+            elif await request.is_disconnected():
+                return
+            else:
+                yield ": keepalive\n\n"
+            await queue.wait_changed(job, seen, timeout_s=KEEPALIVE_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

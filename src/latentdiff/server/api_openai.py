@@ -1,0 +1,42 @@
+"""OpenAI's image generation endpoint, `POST /v1/images/generations`, so the OpenAI SDKs (with
+`base_url=http://127.0.0.1:7860/v1`) and tools built on them can use a latentdiff model.
+
+Response: `{"created": unix_seconds, "data": [{"b64_json": ...} | {"url": ...}, ...]}`; errors are
+`{"error": {"message", "type", "param", "code"}}` (see errors.py). `url` points at this server's
+`/api/jobs/{id}/images/{i}`, which keeps the image while the job is in the recent history.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Request
+
+from latentdiff.server.app import get_state
+from latentdiff.server.errors import ApiError
+from latentdiff.server.jobs import CANCELLED, FAILED
+from latentdiff.server.schemas import ImagesGenerationRequest
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+# latentdiff's setting names -> this API's, for error messages from the pipeline's own checks
+OPENAI_FIELDS = {"width": "size", "height": "size", "num_images": "n"}
+
+
+@router.post("/images/generations")
+async def images_generations(body: ImagesGenerationRequest, request: Request) -> dict:
+    state = get_state(request)
+    job = state.submit(body.to_params(state.engine.defaults), OPENAI_FIELDS)
+    await state.queue.wait_finished(job)
+    if job.status == FAILED:
+        raise ApiError(500, job.error or "generation failed")
+    if job.status == CANCELLED:
+        raise ApiError(409, f"The job {job.id} was cancelled (interrupted) before it finished.")
+    if body.response_format == "url":
+        base = str(request.base_url).rstrip("/")
+        data = [{"url": f"{base}/api/jobs/{job.id}/images/{i}", "revised_prompt": body.prompt}
+                for i in range(len(job.images))]
+    else:
+        data = [{"b64_json": base64.b64encode(im.png).decode("ascii"), "revised_prompt": body.prompt}
+                for im in job.images]
+    return {"created": int(job.created_at), "data": data}

@@ -1,0 +1,132 @@
+"""The model side of the server: a thin adapter from a batch of jobs to `TextToImage.generate`.
+
+Everything about generation (validation, prompt encoding, seeds per image, schedulers, infotext) is
+latentdiff.pipeline's; this file only
+- turns several compatible jobs into one `GenerationRequest` whose images keep their own seeds,
+- checks a job against the loaded model before it is queued (sizes the VAE needs, steps the schedule has),
+- maps the pipeline's progress callback to per-job previews and a stop signal,
+- encodes each image as a PNG with the infotext chunk.
+Only the queue's worker thread calls `run`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
+from latentdiff.errors import UserError
+from latentdiff.infotext import PNG_TEXT_KEY
+from latentdiff.pipeline import GenerationRequest, TextToImage
+from latentdiff.server.errors import ApiError
+from latentdiff.server.jobs import JobImage, JobParams
+from latentdiff.server.preview import fit_latent_to_rgb, latents_to_png
+from latentdiff.server.schemas import ModelDefaults
+
+_FLAG = re.compile(r"--([a-z][a-z-]*)")
+
+
+@dataclass
+class SeededBatchRequest(GenerationRequest):
+    """A GenerationRequest whose images carry explicit seeds: one prompt and one seed per image, so jobs
+    with different seeds share one denoising batch. `prompts` holds one entry per image (num_images=1)
+    and `jobs()` pairs it with `image_seeds` instead of counting up from `seed`."""
+
+    image_seeds: list[int] = field(default_factory=list)
+
+    def jobs(self) -> list[tuple[str, int]]:
+        return list(zip(self.prompts, self.image_seeds))
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to leave the denoising loop when every job was cancelled."""
+
+
+def png_bytes(image: Image.Image, infotext: str) -> bytes:
+    """The PNG `latentdiff generate` writes (infotext in the `parameters` chunk), in memory."""
+    meta = PngInfo()
+    meta.add_text(PNG_TEXT_KEY, infotext)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=meta)
+    return buf.getvalue()
+
+
+class PipelineEngine:
+    def __init__(self, tti: TextToImage):
+        self.tti = tti
+        vae = tti.pipe.vae
+        self._preview_matrix = fit_latent_to_rgb(vae, float(vae.config.scaling_factor))
+
+    @classmethod
+    def load(cls, model: str | None, device: str | None = None) -> "PipelineEngine":
+        return cls(TextToImage.load(model, device))
+
+    @property
+    def model_name(self) -> str:
+        return self.tti.model_name
+
+    @property
+    def model_hash(self) -> str:
+        return self.tti.model_hash
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        size = self.tti.default_size
+        return ModelDefaults(width=size, height=size, steps=DEFAULT_GENERATION_STEPS, guidance=DEFAULT_GUIDANCE,
+                             scheduler=DEFAULT_SCHEDULER)
+
+    def check(self, params: JobParams, field_names: dict[str, str] | None = None) -> None:
+        """The pipeline's own validation of these settings for this model (size multiple of the VAE
+        factor, steps within the training schedule), as a 422 naming the request's field."""
+        try:
+            self.tti.validate(self._request([params]))
+        except UserError as err:
+            flag = _FLAG.search(str(err))
+            name = flag.group(1).replace("-", "_") if flag else None
+            name = (field_names or {}).get(name, name)
+            raise ApiError(422, f"{name}: {err}" if name else str(err), name) from None
+
+    def _request(self, batch: list[JobParams]) -> SeededBatchRequest:
+        head = batch[0]
+        prompts = [p.prompt for p in batch for _ in range(p.num_images)]
+        seeds = [s for p in batch for s in p.image_seeds()]
+        return SeededBatchRequest(prompts=prompts, negative_prompt=head.negative_prompt, num_images=1,
+                                  seed=min(seeds), steps=head.steps, guidance=head.guidance,
+                                  scheduler=head.scheduler, width=head.width, height=head.height,
+                                  image_seeds=seeds)
+
+    def run(self, batch: list[JobParams], on_step: Callable[[int, int, dict[int, bytes]], bool]) -> list[list[JobImage]]:
+        request = self._request(batch)
+        num_images = len(request.image_seeds)
+        batch_size = min(num_images, self.tti.auto_batch_size(request.width, request.height, request.guidance))
+        num_chunks = math.ceil(num_images / batch_size)
+        first_image = [sum(p.num_images for p in batch[:j]) for j in range(len(batch))]
+
+        def progress(step: int, total: int, latents) -> None:
+            # `step` counts 1..total over all chunks of `batch_size` images; latents (b, C, h, w) are
+            # the current chunk's. Preview each job's first image when it is in this chunk.
+            chunk = min((step - 1) * num_chunks // max(total, 1), num_chunks - 1)
+            previews = {}
+            for j, index in enumerate(first_image):
+                row = index - chunk * batch_size
+                if 0 <= row < latents.shape[0]:
+                    previews[j] = latents_to_png(latents, row, self._preview_matrix)
+            if on_step(step, total, previews):
+                raise _Stop()
+
+        try:
+            images = self.tti.generate(request, progress, batch_size=batch_size)
+        except _Stop:
+            return [[] for _ in batch]
+        results, start = [], 0
+        for params in batch:
+            mine = images[start:start + params.num_images]
+            results.append([JobImage(png_bytes(im.image, im.infotext), im.seed, im.infotext) for im in mine])
+            start += params.num_images
+        return results

@@ -1,0 +1,338 @@
+"""Jobs: one bounded queue, one worker thread that owns the model, batching of compatible requests.
+
+Every HTTP request that asks for images becomes a `Job` with an id. Jobs wait in one FIFO queue; a
+single worker thread takes the oldest job plus every other waiting job with the same `batch_key`
+(size, steps, scheduler, guidance: what must be equal for the images to share one denoising loop)
+and runs them as one call to the model. Only that thread ever touches the pipeline, so its scheduler
+(which keeps per-call state in diffusers) is never used by two requests at once.
+
+The event loop never blocks on the worker: waiting for a job (or for its next progress update) is an
+`asyncio.Future` that the worker resolves through `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from latentdiff.server import limits
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED_STATES = (DONE, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """What one request asks for, already validated against `limits` and with a concrete seed."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    scheduler: str
+    width: int
+    height: int
+    num_images: int
+
+    def batch_key(self) -> tuple:
+        """Jobs with equal keys can share one denoising loop; prompts and seeds may differ. The negative
+        prompt is part of the key because a GenerationRequest has one negative prompt for all images."""
+        return (self.width, self.height, self.steps, self.scheduler, float(self.guidance), self.negative_prompt)
+
+    def image_seeds(self) -> list[int]:
+        # A1111's convention: the images of one request use seed, seed+1, ... (wrapping at uint32).
+        return [(self.seed + i) % (limits.MAX_SEED + 1) for i in range(self.num_images)]
+
+
+@dataclass
+class JobImage:
+    png: bytes  # a PNG carrying the infotext in its `parameters` text chunk
+    seed: int
+    infotext: str
+
+
+class Engine(Protocol):
+    """The model side, as the worker sees it (`latentdiff.server.engine.PipelineEngine`)."""
+
+    def run(self, batch: list[JobParams], on_step: Callable[[int, int, dict[int, bytes]], bool]) -> list[list[JobImage]]:
+        """Generate every job's images in one model call. After each denoising step it calls
+        `on_step(step, total, previews)`, previews mapping a job's index in `batch` to a PNG of its
+        image forming; a True answer stops the call (then every job gets no images). Returns one list
+        of images per job."""
+        ...
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"the queue is full; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class Job:
+    params: JobParams
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    status: str = QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    step: int = 0
+    total_steps: int = 0
+    preview_png: bytes | None = None
+    images: list[JobImage] = field(default_factory=list)
+    error: str | None = None
+    batch_size: int = 0  # images in the model call this job ran in (> num_images when batched)
+    cancel_requested: bool = False
+    version: int = 0  # bumped on every change; event streams wait for it to move
+    _waiters: list = field(default_factory=list, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATES
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able state, without image bytes (those are served by index)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "params": self.params.__dict__.copy(),
+            "images": [{"index": i, "seed": im.seed, "infotext": im.infotext} for i, im in enumerate(self.images)],
+            "error": self.error,
+            "batch_size": self.batch_size,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class JobQueue:
+    def __init__(self, engine: Engine, *, max_queue: int = limits.DEFAULT_MAX_QUEUE,
+                 max_batch_images: int = limits.DEFAULT_MAX_BATCH_IMAGES,
+                 finished_jobs_kept: int = limits.FINISHED_JOBS_KEPT):
+        if max_queue < 1 or max_batch_images < 1:
+            raise ValueError("max_queue and max_batch_images must be at least 1")
+        self.engine = engine
+        self.max_queue = max_queue
+        self.max_batch_images = max_batch_images
+        self.finished_jobs_kept = finished_jobs_kept
+        self._cond = threading.Condition()
+        self._waiting: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._jobs: dict[str, Job] = {}
+        self._finished_order: OrderedDict[str, None] = OrderedDict()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._batch_seconds_ema: float | None = None
+        self.batches_run = 0
+        self.images_made = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="latentdiff-worker", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop taking batches, let the running one finish, fail what still waits."""
+        with self._cond:
+            self._stopping = True
+            for job in self._running:
+                job.cancel_requested = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        with self._cond:
+            while self._waiting:
+                self._finish(self._waiting.popleft(), FAILED, error="the server shut down before this job ran")
+
+    # ------------------------------------------------------------------ client side
+    def submit(self, params: JobParams) -> Job:
+        with self._cond:
+            if self._stopping:
+                raise QueueFull(self._retry_after())
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(self._retry_after())
+            job = Job(params)
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._cond.notify_all()
+            return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> Job | None:
+        """A waiting job is dropped at once; a running one stops at the next step if every job in its
+        batch is cancelled, else its images are discarded when the batch ends."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is None or job.finished:
+                return job
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self._finish(job, CANCELLED)
+            else:
+                job.cancel_requested = True
+                self._touch(job)
+            return job
+
+    def interrupt(self) -> int:
+        """A1111's /interrupt: stop whatever is running now. Returns how many jobs it touched."""
+        with self._cond:
+            for job in self._running:
+                job.cancel_requested = True
+                self._touch(job)
+            return len(self._running)
+
+    def queue_position(self, job: Job) -> int:
+        """0 while running or finished; 1 for the next to run, ..."""
+        with self._cond:
+            try:
+                return self._waiting.index(job) + 1
+            except ValueError:
+                return 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and the running batch, for /sdapi/v1/progress and /api/info."""
+        with self._cond:
+            running = list(self._running)
+            head = running[0] if running else None
+            return {
+                "waiting": len(self._waiting),
+                "running": [j.id for j in running],
+                "step": head.step if head else 0,
+                "total_steps": head.total_steps if head else 0,
+                "started_at": head.started_at if head else None,
+                "preview_png": head.preview_png if head else None,
+                "interrupted": any(j.cancel_requested for j in running),
+                "batches_run": self.batches_run,
+                "images_made": self.images_made,
+                "max_queue": self.max_queue,
+                "max_batch_images": self.max_batch_images,
+            }
+
+    async def wait_finished(self, job: Job) -> Job:
+        while not job.finished:
+            await self.wait_changed(job, job.version)
+        return job
+
+    async def wait_changed(self, job: Job, seen_version: int, timeout_s: float | None = None) -> int:
+        """Wait until `job.version` differs from `seen_version` (or the timeout); returns the version."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._cond:
+            if job.version != seen_version:
+                return job.version
+            job._waiters.append((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                job._waiters = [w for w in job._waiters if w[1] is not fut]
+        return job.version
+
+    # ------------------------------------------------------------------ worker side
+    def _touch(self, job: Job) -> None:
+        """Record a change and wake whoever waits on this job (call with the lock held)."""
+        job.version += 1
+        waiters, job._waiters = job._waiters, []
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # that event loop has closed (its client went away)
+                pass
+
+    def _finish(self, job: Job, status: str, error: str | None = None) -> None:
+        job.status = status
+        job.error = error
+        job.finished_at = time.time()
+        self._finished_order[job.id] = None
+        while len(self._finished_order) > self.finished_jobs_kept:
+            old_id, _ = self._finished_order.popitem(last=False)
+            self._jobs.pop(old_id, None)
+        self._touch(job)
+
+    def _retry_after(self) -> int:
+        per_batch_s = self._batch_seconds_ema or 1.0
+        batches_ahead = math.ceil(max(len(self._waiting), 1) / self.max_batch_images)
+        return int(min(max(math.ceil(per_batch_s * batches_ahead), 1), 600))
+
+    def _take_batch(self) -> list[Job] | None:
+        with self._cond:
+            while not self._waiting and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            head = self._waiting.popleft()
+            batch, images = [head], head.params.num_images
+            key = head.params.batch_key()
+            for job in list(self._waiting):
+                if job.params.batch_key() == key and images + job.params.num_images <= self.max_batch_images:
+                    self._waiting.remove(job)
+                    batch.append(job)
+                    images += job.params.num_images
+            now = time.time()
+            for job in batch:
+                job.status, job.started_at = RUNNING, now
+                job.total_steps, job.batch_size = job.params.steps, images
+                self._touch(job)
+            self._running = batch
+            return batch
+
+    def _on_step(self, batch: list[Job], step: int, total: int, previews: dict[int, bytes]) -> bool:
+        with self._cond:
+            for j, job in enumerate(batch):
+                job.step, job.total_steps = step, total
+                if previews.get(j) is not None:
+                    job.preview_png = previews[j]
+                self._touch(job)
+            return all(job.cancel_requested for job in batch)
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            results = self.engine.run([j.params for j in batch], lambda s, t, p: self._on_step(batch, s, t, p))
+            error = None
+        except Exception as exc:  # the model failed (out of memory, ...): fail this batch, keep serving
+            results, error = None, f"generation failed: {type(exc).__name__}: {exc}"
+        elapsed = time.perf_counter() - started
+        with self._cond:
+            self._running = []
+            for i, job in enumerate(batch):
+                if error is not None:
+                    self._finish(job, FAILED, error=error)
+                    continue
+                job.images = results[i]
+                if job.cancel_requested:
+                    self._finish(job, CANCELLED)
+                else:
+                    job.step = job.total_steps
+                    self._finish(job, DONE)
+            self.batches_run += 1
+            self.images_made += sum(j.params.num_images for j in batch)
+            self._batch_seconds_ema = elapsed if self._batch_seconds_ema is None else (
+                0.8 * self._batch_seconds_ema + 0.2 * elapsed)
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            self._run_batch(batch)

@@ -1,0 +1,26 @@
+"""Named limits of the server: the one place for every bound a request is checked against.
+
+A request past any of them is refused with a 4xx naming the field, before it reaches the queue, so
+one client cannot make the model allocate an unbounded batch or hold the worker for an hour.
+"""
+
+from __future__ import annotations
+
+# Image sides in pixels. The VAE downsamples by 2**k and the U-Net by 2**m more, so diffusers'
+# StableDiffusionPipeline requires sides divisible by 8; 1024 keeps one 8-image batch within a GPU.
+MIN_IMAGE_SIDE = 8
+MAX_IMAGE_SIDE = 1024
+IMAGE_SIDE_MULTIPLE = 8
+
+MAX_STEPS = 150  # denoising steps per image; A1111's UI slider stops at 150 too
+MAX_GUIDANCE = 50.0  # classifier-free guidance scale
+MAX_IMAGES_PER_REQUEST = 16  # batch_size * n_iter (A1111) or n (OpenAI)
+MAX_PROMPT_CHARS = 4000  # prompt and negative prompt each; the tokenizer truncates far earlier
+MAX_SEED = 2**32 - 1  # torch.Generator.manual_seed takes any int64, A1111 seeds are uint32
+
+MAX_BODY_BYTES = 256 * 1024  # a txt2img request is < 2 KiB; this only stops abuse
+
+DEFAULT_MAX_QUEUE = 64  # jobs waiting at once (running ones excluded); more -> 429
+DEFAULT_MAX_BATCH_IMAGES = 8  # images the worker puts in one call to the model
+FINISHED_JOBS_KEPT = 256  # finished jobs (with their PNGs) kept in memory for polling and download
+MAX_EVENT_STREAM_SECONDS = 3600  # an SSE stream closes after this long even if its job never ends

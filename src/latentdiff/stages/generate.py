@@ -1,0 +1,75 @@
+"""`latentdiff generate PROMPT... [--model M] [--out DIR]`: images from a pipeline, one PNG per image.
+
+Each PNG carries its generation parameters in a `parameters` text chunk (AUTOMATIC1111's infotext);
+with more than one image a grid PNG is written too. The seed of the first image is always printed (a
+random one when --seed is not given), and the resolved config is saved next to the images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from latentdiff.config import GenerateConfig, run_stage, save_config
+
+DESCRIPTION = "Generate images from text with a trained pipeline (one PNG per image, parameters embedded)."
+GRID_PREFIX = "grid-"
+_NUMBERED = re.compile(r"^(\d{5})-")
+
+
+def _next_index(out_dir: Path) -> int:
+    """The number after the highest `NNNNN-*.png` already in `out_dir`, so reruns never overwrite."""
+    numbers = [int(m.group(1)) for p in out_dir.glob("*.png") if (m := _NUMBERED.match(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def run(cfg: GenerateConfig) -> list[Path]:
+    """Generate, write the PNGs (+ grid) and the resolved config; return the image paths written."""
+    from tqdm.auto import tqdm
+
+    from latentdiff.pipeline import GenerationRequest, TextToImage, image_grid, save_png
+
+    request = GenerationRequest(prompts=list(cfg.prompts), negative_prompt=cfg.negative_prompt,
+                                num_images=cfg.num_images, seed=cfg.seed, steps=cfg.steps, guidance=cfg.guidance,
+                                scheduler=cfg.scheduler, width=cfg.width, height=cfg.height)
+    if not request.prompts:  # before loading anything
+        from latentdiff.errors import UserError
+
+        raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
+    pipeline = TextToImage.load(cfg.model, cfg.device)
+    request = pipeline.validate(request)  # fills seed and size; fails fast on bad input
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_total = len(request.prompts) * request.num_images
+    last_seed = request.seed + num_total - 1
+    seeds = f"seed {request.seed}" + (f" (images use {request.seed}..{last_seed})" if num_total > 1 else "")
+    print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {pipeline.model_name}, "
+          f"{request.scheduler}, {request.steps} steps, {seeds}.")
+
+    with tqdm(total=None, desc="denoising", unit="step") as bar:
+        def on_step(step: int, total: int, latents) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+
+        results = pipeline.generate(request, progress_callback=on_step, batch_size=cfg.batch_size)
+
+    first = _next_index(out_dir)
+    paths = [result.save(out_dir / f"{first + i:05d}-{result.seed}.png") for i, result in enumerate(results)]
+    if len(results) > 1:
+        # the grid carries the first image's parameters, as AUTOMATIC1111's grids do
+        grid = save_png(image_grid([r.image for r in results]), results[0].infotext,
+                        out_dir / f"{GRID_PREFIX}{first:05d}-{request.seed}.png")
+        paths_to_print = [*paths, grid]
+    else:
+        paths_to_print = paths
+    resolved = dataclasses.replace(cfg, seed=request.seed, width=request.width, height=request.height,
+                                   model=cfg.model or str(pipeline.source.path))
+    save_config(resolved, out_dir)
+    for path in paths_to_print:
+        print(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, GenerateConfig, argv, "latentdiff generate", DESCRIPTION)

@@ -1,0 +1,69 @@
+"""`latentdiff train-clip --data DIR --out DIR [--init DIR|HUB_ID] [--preset tiny|small|base]`.
+
+From scratch: a CLIP-format BPE tokenizer is trained on the training captions (every language present)
+and a CLIPModel is built from the preset. With --init: the checkpoint's model, tokenizer and image
+processor, fine-tuned with the seed recipe's defaults (batch 8, lr 1e-5, 5 epochs) unless given.
+Output: a CLIPModel folder that `CLIPModel.from_pretrained(OUT)` and `CLIPProcessor.from_pretrained(OUT)`
+load, `retrieval_metrics.json` (rewritten at every validation), TensorBoard logs and training state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from latentdiff.checkpoint import is_stage_complete
+from latentdiff.config import CLIP_PRESETS, ClipTrainConfig, lookup_preset, run_stage, save_config
+from latentdiff.data.prepared import open_prepared
+from latentdiff.errors import UserError
+
+# Defaults for batch_size / lr / epochs when the user gives none.
+SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 5e-4, "epochs": 30}
+FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}  # the seed recipe for --init
+
+
+def build_task(cfg: ClipTrainConfig):
+    """Open the dataset, build or load the model with its tokenizer and image processor: all the checks
+    a user can fail happen here, before any training."""
+    from latentdiff.models.clip import build_clip, load_clip, make_image_processor
+    from latentdiff.models.tokenizer import train_clip_tokenizer
+    from latentdiff.training.clip_task import ClipTask
+
+    dataset = open_prepared(cfg.data)
+    train_records = dataset.require_split("train")
+    dataset.require_split("validation")
+    if cfg.init:
+        model, tokenizer, processor = load_clip(cfg.init, allow_pickle=cfg.allow_pickle)
+    else:
+        preset = lookup_preset(CLIP_PRESETS, cfg.preset, "CLIP")
+        # Deterministic: a resumed run trains the identical tokenizer again (seconds) instead of storing it.
+        captions = [caption for record in train_records for caption in record.captions]
+        tokenizer = train_clip_tokenizer(captions, preset.vocab_size, preset.max_text_tokens)
+        model = build_clip(preset, tokenizer)
+        processor = make_image_processor(preset.image_size)
+    return ClipTask(model, tokenizer, processor, dataset)
+
+
+def run(cfg: ClipTrainConfig) -> Path:
+    from latentdiff.runtime import seed_everything
+    from latentdiff.training.loop import train
+
+    if not cfg.data:
+        raise UserError("Say which prepared dataset to train on with --data DIR.")
+    if not cfg.out:
+        raise UserError("Say where to write the CLIP model with --out DIR.")
+    out = Path(cfg.out)
+    if is_stage_complete(out):
+        print(f"latentdiff train-clip: {out} already holds a finished CLIP model; nothing to do "
+              f"(use a new --out to train again).")
+        return out
+    cfg = cfg.with_defaults(**(FINETUNE_DEFAULTS if cfg.init else SCRATCH_DEFAULTS))
+    seed_everything(cfg.seed)  # the preset model's initial weights depend only on --seed
+    task = build_task(cfg)
+    save_config(cfg, out)
+    train(task, cfg, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, ClipTrainConfig, argv, "latentdiff train-clip",
+                     "Train a CLIP text+image encoder contrastively on a prepared dataset (from a preset or --init).")

@@ -1,0 +1,315 @@
+"""The one training loop, shared by every stage (see `latentdiff.training.task` for the task contract).
+
+    train(task, cfg, out_dir)
+
+accelerate provides the device, mixed precision, gradient accumulation and multi-process (DDP; gloo on
+CPU via `accelerate launch --cpu --num_processes 2`). Around it: AdamW (no weight decay on 1-D parameters,
+as open_clip), diffusers' LR schedules with linear warmup, gradient clipping, optional EMA, validation and
+checkpoints every N optimizer steps, a tqdm bar (loss, samples/s, ETA), TensorBoard under `out_dir/logs`,
+and a clean stop if the loss or the gradient norm stops being finite.
+
+Resume: if `out_dir/training_state/` holds a checkpoint, every piece of state is restored from it (weights,
+optimizer, scheduler, EMA, every RNG, data position, step), so a run killed at any moment and rerun ends
+with weights bit-identical (on CPU) to a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentdiff import checkpoint
+from latentdiff.config import TrainConfig, config_to_dict
+from latentdiff.errors import UserError
+from latentdiff.runtime import mixed_precision_for, pick_device, seed_everything
+from latentdiff.training import ema as ema_lib
+from latentdiff.training.sampler import BatchStream, StreamPosition, batches_per_epoch
+from latentdiff.training.task import TrainingTask
+
+# Options that may change between an interrupted run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset({"num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle"})
+# Seeds of the per-process loop generators are spaced so processes never share a stream.
+GENERATOR_SEED_STRIDE = 1_000_003
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradients became NaN/inf: training stopped, the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    last_loss: float
+    metrics: dict[str, float]
+
+
+def plan_steps(cfg: TrainConfig, num_items: int, world_size: int) -> int:
+    """Optimizer steps of the run: --max-steps, or --epochs passes over the (sharded) training split."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_epoch = batches_per_epoch(num_items, cfg.batch_size, world_size)
+    return max(1, math.ceil((cfg.epochs or 1) * per_epoch / cfg.grad_accum_steps))
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    for name in ("batch_size", "lr", "epochs"):
+        if getattr(cfg, name) is None:
+            raise ValueError(f"TrainConfig.{name} is None: the stage must call cfg.with_defaults(...) first")
+    if cfg.batch_size < 1 or cfg.grad_accum_steps < 1:
+        raise UserError("--batch-size and --grad-accum-steps must be at least 1.")
+    if not 0 <= cfg.ema_decay < 1:
+        raise UserError(f"--ema-decay must be in [0, 1) (got {cfg.ema_decay}); 0.999 is a common choice.")
+    if cfg.lr <= 0:
+        raise UserError(f"--lr must be positive (got {cfg.lr}).")
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+class _Run:
+    """State of one call to `train`; split in methods so each piece reads in one screen."""
+
+    def __init__(self, task: TrainingTask, cfg: TrainConfig, out_dir: Path):
+        from accelerate import Accelerator
+
+        self.task, self.cfg, self.out_dir = task, cfg, out_dir
+        precision = cfg.mixed_precision
+        if precision == "auto":
+            precision = mixed_precision_for(pick_device())
+        self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum_steps)
+        self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
+        seed_everything(cfg.seed + self.rank)
+        self.generator = torch.Generator("cpu").manual_seed(cfg.seed + GENERATOR_SEED_STRIDE * (self.rank + 1))
+        self.model = task.trainable_module()
+        self.dataset = task.train_dataset()
+        self.num_steps = plan_steps(cfg, len(self.dataset), self.world_size)
+        self.optimizer = _make_optimizer(self.model, cfg)
+        from diffusers.optimization import get_scheduler
+
+        self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
+                                       num_training_steps=self.num_steps)
+        self.ema = ema_lib.make_ema(self.model, cfg.ema_decay)
+        self.step = 0
+        self.position = StreamPosition()
+        self.last_saved_step: int | None = None
+        self.resume()
+        self.model.to(self.accelerator.device)
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
+        # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it
+        # num_processes times per step).
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.stream = BatchStream(self.dataset, task.collate, cfg.batch_size, cfg.seed, self.rank, self.world_size,
+                                  num_workers=cfg.num_workers, position=self.position)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _config_record(self) -> dict[str, Any]:
+        return {k: v for k, v in config_to_dict(self.cfg).items() if k not in RESUMABLE_CHANGES}
+
+    def resume(self) -> None:
+        latest = checkpoint.latest_checkpoint(self.out_dir)
+        if latest is None:
+            return
+        state = json.loads((latest / checkpoint.STATE_FILE).read_text())
+        saved, now = state["config"], self._config_record()
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if changed:
+            raise UserError(f"{self.out_dir} holds an interrupted run started with different options "
+                            f"({', '.join(changed)}); rerun with the same options to resume, or use a new --out.")
+        if state["world_size"] != self.world_size:
+            raise UserError(f"{self.out_dir} was being trained with {state['world_size']} process(es), not "
+                            f"{self.world_size}; resume with the same number of processes or use a new --out.")
+        checkpoint.load_module_weights(self.model, latest / checkpoint.MODEL_FILE)
+        opt_state = checkpoint.load_torch_state(latest / checkpoint.OPTIMIZER_FILE)
+        self.optimizer.load_state_dict(opt_state["optimizer"])
+        self.scheduler.load_state_dict(opt_state["scheduler"])
+        if self.ema is not None:
+            ema_lib.load_ema(self.ema, self.model, latest / checkpoint.EMA_FILE, state["ema"])
+        checkpoint.restore_rng_state(checkpoint.load_torch_state(latest / f"rng-rank{self.rank}.pt"), self.generator)
+        self.step = state["step"]
+        self.position = StreamPosition(**state["positions"][self.rank])
+        self.last_saved_step = self.step
+        if self.accelerator.is_main_process:
+            print(f"[{self.task.name}] resuming from {latest} (step {self.step} of {self.num_steps})", flush=True)
+
+    def save_checkpoint(self) -> None:
+        """All processes call this; each writes its RNG state, the main process the rest, then commits.
+        A failed write (disk full, permissions) removes the temporary folder and stops with a message;
+        the previous checkpoint is never touched before the new one is complete."""
+        acc = self.accelerator
+        tmp = checkpoint.state_dir(self.out_dir) / f".tmp-{checkpoint.checkpoint_name(self.step)}"
+        error: OSError | None = None
+        if acc.is_main_process:
+            try:
+                tmp = checkpoint.begin_checkpoint(self.out_dir, self.step)
+            except OSError as err:
+                error = err
+        acc.wait_for_everyone()
+        position = torch.tensor([[self.stream.position.epoch, self.stream.position.batch_in_epoch]], device=acc.device)
+        positions = acc.gather(position).tolist()  # (world_size, 2)
+        if error is None and tmp.is_dir():
+            try:
+                self._write_state(tmp, positions)
+            except OSError as err:
+                error = err
+        failed = torch.tensor(0 if error is None else 1, device=acc.device)
+        if self.world_size > 1:
+            failed = acc.reduce(failed, reduction="sum")
+        acc.wait_for_everyone()
+        if int(failed) > 0:
+            if acc.is_main_process:
+                checkpoint.abort_checkpoint(tmp)
+            previous = (f"the checkpoint of step {self.last_saved_step} is intact" if self.last_saved_step is not None
+                        else "no earlier checkpoint exists")
+            reason = f" ({error})" if error is not None else ""
+            raise UserError(f"Could not write the checkpoint of step {self.step} under {checkpoint.state_dir(self.out_dir)}"
+                            f"{reason}; {previous}. Free disk space or fix permissions, then rerun the same command to resume.")
+        if acc.is_main_process:
+            checkpoint.commit_checkpoint(tmp, self.out_dir, self.step, self.cfg.keep_checkpoints)
+        acc.wait_for_everyone()
+        self.last_saved_step = self.step
+
+    def _write_state(self, tmp: Path, positions: list[list[int]]) -> None:
+        checkpoint.save_torch_state(checkpoint.capture_rng_state(self.generator), tmp / f"rng-rank{self.rank}.pt")
+        if not self.accelerator.is_main_process:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        checkpoint.save_module_weights(model, tmp / checkpoint.MODEL_FILE)
+        checkpoint.save_torch_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                                    tmp / checkpoint.OPTIMIZER_FILE)
+        state = {"step": self.step, "num_steps": self.num_steps, "world_size": self.world_size,
+                 "positions": [{"epoch": e, "batch_in_epoch": b} for e, b in positions],
+                 "config": self._config_record(), "task": self.task.name, "ema": None}
+        if self.ema is not None:
+            state["ema"] = ema_lib.save_ema(self.ema, model, tmp / checkpoint.EMA_FILE)
+        # state.json last: a folder without it is never taken for a checkpoint.
+        (tmp / checkpoint.STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    # ---------------------------------------------------------------- validation / export
+
+    def validate(self, writer) -> dict[str, float]:
+        acc = self.accelerator
+        metrics: dict[str, float] = {}
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            rng = checkpoint.capture_rng_state(self.generator)  # validation must not shift training's draws
+            model.eval()
+            try:
+                with torch.no_grad(), ema_lib.ema_weights(self.ema, model):
+                    metrics = self.task.validate(model, self.step, self.out_dir) or {}
+            finally:
+                model.train()
+                checkpoint.restore_rng_state(rng, self.generator)
+            for key, value in metrics.items():
+                writer.add_scalar(f"val/{key}", value, self.step)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6])
+            print(f"[{self.task.name}] step {self.step}: {shown}", flush=True)
+        acc.wait_for_everyone()
+        return metrics
+
+    def export(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            model.eval()
+            if self.ema is not None:
+                self.ema.copy_to(model.parameters())
+            self.task.export(model, self.out_dir)
+            checkpoint.mark_stage_complete(self.out_dir, {"task": self.task.name, "step": self.step})
+        acc.wait_for_everyone()
+
+    # ---------------------------------------------------------------- the loop
+
+    def _stop_diverged(self, what: str, value: float) -> None:
+        where = (f"the last good checkpoint (step {self.last_saved_step}) is kept under {checkpoint.state_dir(self.out_dir)}"
+                 if self.last_saved_step is not None else "no checkpoint had been written yet")
+        raise TrainingDiverged(f"Training stopped at step {self.step + 1}: the {what} became {value}; {where}. "
+                               f"Lower --lr (now {self.cfg.lr:g}) or raise --warmup-steps, then rerun with a new --out.")
+
+    def run(self) -> TrainResult:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm.auto import tqdm
+
+        acc, cfg = self.accelerator, self.cfg
+        writer = SummaryWriter(str(self.out_dir / "logs"), purge_step=self.step) if acc.is_main_process else None
+        samples_per_step = cfg.batch_size * cfg.grad_accum_steps * self.world_size
+        bar = tqdm(total=self.num_steps, initial=self.step, desc=f"train {self.task.name}", unit="step",
+                   disable=not acc.is_main_process, dynamic_ncols=True)
+        self.model.train()
+        last_loss, metrics, started = float("nan"), {}, time.perf_counter()
+        steps_this_run = 0
+        while self.step < self.num_steps:
+            logs: dict[str, float] = {}
+            total = torch.zeros((), device=acc.device)
+            for _ in range(cfg.grad_accum_steps):
+                batch = _to_device(next(self.stream), acc.device)
+                with acc.accumulate(self.model):
+                    with acc.autocast():
+                        loss, logs = self.task.loss(self.model, batch, self.generator)
+                    if not torch.isfinite(loss.detach()).all():
+                        self._stop_diverged("loss", float(loss.detach()))
+                    acc.backward(loss)
+                    total += loss.detach() / cfg.grad_accum_steps
+                    if acc.sync_gradients:
+                        grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                                     if cfg.max_grad_norm > 0 else None)
+                        if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+                            self._stop_diverged("gradient norm", float(grad_norm))
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.step(acc.unwrap_model(self.model).parameters())
+            self.step += 1
+            steps_this_run += 1
+            last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
+            rate = steps_this_run * samples_per_step / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
+            bar.update(1)
+            if writer is not None:
+                writer.add_scalar("train/loss", last_loss, self.step)
+                writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                writer.add_scalar("train/samples_per_s", rate, self.step)
+                for key, value in logs.items():
+                    writer.add_scalar(f"train/{key}", float(value), self.step)
+            final = self.step >= self.num_steps
+            if cfg.validate_every > 0 and self.step % cfg.validate_every == 0 and not final:
+                metrics = self.validate(writer)
+            if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or final:
+                self.save_checkpoint()
+        bar.close()
+        if self.last_saved_step != self.step:  # a resumed run that had nothing left to do
+            self.save_checkpoint()
+        metrics = self.validate(writer)
+        self.export()
+        if writer is not None:
+            writer.close()
+        return TrainResult(step=self.step, last_loss=last_loss, metrics=metrics)
+
+
+def train(task: TrainingTask, cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
+    """Train `task` with `cfg` into `out_dir` (resuming if it holds a checkpoint), then export."""
+    _check_config(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(task, cfg, out_dir)
+    return run.run()
+
+

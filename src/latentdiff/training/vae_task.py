@@ -1,0 +1,138 @@
+"""VaeTask: an AutoencoderKL trained with reconstruction + KL inside the one training loop.
+
+Validation: PSNR of the reconstructions of the validation images (decoded from the posterior mean, so it
+is deterministic) and a grid PNG, originals on top and reconstructions below.
+Export: the latents' scaling factor is measured on training images (Rombach et al. 2022, Sec. 4.3.2 and
+App. D.1: "we rescale the latents by 1/std of the first batch"; diffusers keeps it as the VAE config's
+`scaling_factor`) and written into the config before `save_pretrained` (safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentdiff.checkpoint import write_json_atomic
+from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
+from latentdiff.losses.vae import vae_loss
+from latentdiff.models.vae import VaeForTraining
+
+METRICS_FILENAME = "validation_metrics.json"
+VALIDATION_DIRNAME = "validation"
+EVAL_BATCH_SIZE = 32  # images encoded at once during validation and scaling-factor measurement
+GRID_IMAGES = 8  # columns of the reconstruction grid
+SCALING_SEED = 0  # the latents whose std is measured are sampled with this seed: same data, same factor
+
+
+def psnr_per_image(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of images in [-1, 1] (B, 3, H, W) -> (B,), on the [0, 1] scale
+    (peak 1): 10 log10(1 / MSE). Reconstructions are clamped to the valid range first, as a saved
+    image would be."""
+    rec01 = (reconstruction.clamp(-1, 1) + 1) / 2
+    target01 = (target + 1) / 2
+    mse = (rec01 - target01).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
+def to_uint8_image(pixels: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor):
+    """A PIL image: originals (B, 3, H, W) in the top row, their reconstructions below."""
+    from PIL import Image
+
+    top = np.concatenate([to_uint8_image(x) for x in originals], axis=1)  # (H, B*W, 3)
+    bottom = np.concatenate([to_uint8_image(x) for x in reconstructions], axis=1)
+    return Image.fromarray(np.concatenate([top, bottom], axis=0))
+
+
+def _batches(dataset: ImageCaptionDataset, count: int, batch_size: int):
+    """(B, 3, H, W) tensors of the first `count` items of `dataset`, in order."""
+    for start in range(0, count, batch_size):
+        yield torch.stack([dataset[i]["pixel_values"] for i in range(start, min(count, start + batch_size))])
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae, dataset: ImageCaptionDataset, max_images: int) -> float:
+    """1 / std of the latents z ~ q(z|x) of up to `max_images` training images (LDM's estimate: the
+    std of all latent values pooled, `1 / z.flatten().std()`), so that the diffusion model sees latents
+    of about unit variance."""
+    count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    generator = torch.Generator("cpu").manual_seed(SCALING_SEED)
+    device = next(vae.parameters()).device
+    latents = []
+    for pixels in _batches(dataset, count, EVAL_BATCH_SIZE):
+        posterior = vae.encode(pixels.to(device)).latent_dist
+        latents.append(posterior.sample(generator=generator).flatten().cpu())  # B*C*(H/f)*(W/f) values
+    std = float(torch.cat(latents).double().std())
+    if not math.isfinite(std) or std <= 0:
+        raise RuntimeError(f"the latents' standard deviation is {std}; the VAE did not train properly")
+    return 1.0 / std
+
+
+class VaeTask:
+    name = "vae"
+
+    def __init__(self, vae, dataset: PreparedDataset, *, reconstruction_loss: str, kl_weight: float,
+                 scaling_images: int, validation_images: int):
+        self.module = VaeForTraining(vae)
+        self.train_split = ImageCaptionDataset(dataset, "train")
+        self.validation_split = ImageCaptionDataset(dataset, "validation")
+        self.reconstruction_loss, self.kl_weight = reconstruction_loss, kl_weight
+        self.scaling_images, self.validation_images = scaling_images, validation_images
+
+    # ------------------------------------------------------------------ TrainingTask
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.module
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        return self.train_split
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}  # (B, 3, H, W)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        pixels = batch["pixel_values"]
+        decoded, posterior = model(pixels, generator)
+        return vae_loss(decoded, pixels, posterior, kl_weight=self.kl_weight, reconstruction=self.reconstruction_loss)
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, float]:
+        vae = model.vae
+        device = next(vae.parameters()).device
+        count = len(self.validation_split)
+        if self.validation_images > 0:
+            count = min(count, self.validation_images)
+        psnrs, grid = [], None
+        for pixels in _batches(self.validation_split, count, EVAL_BATCH_SIZE):
+            pixels = pixels.to(device)
+            latents = vae.encode(pixels).latent_dist.mode()  # (B, C_latent, H/f, W/f), the posterior mean
+            decoded = vae.decode(latents).sample  # (B, 3, H, W)
+            psnrs.append(psnr_per_image(decoded, pixels).cpu())
+            if grid is None:
+                grid = reconstruction_grid(pixels[:GRID_IMAGES], decoded[:GRID_IMAGES])
+        psnr = torch.cat(psnrs)
+        metrics = {"psnr_db": float(psnr.mean()), "psnr_db_min": float(psnr.min()), "num_images": float(count)}
+        folder = Path(out_dir) / VALIDATION_DIRNAME
+        folder.mkdir(parents=True, exist_ok=True)
+        grid.save(folder / f"reconstructions-step{step:06d}.png")
+        write_json_atomic(Path(out_dir) / METRICS_FILENAME, {"step": step, **metrics})
+        return metrics
+
+    @torch.no_grad()
+    def export(self, model: torch.nn.Module, out_dir: Path) -> None:
+        vae = model.vae
+        scaling_factor = measure_scaling_factor(vae, self.train_split, self.scaling_images)
+        vae.register_to_config(scaling_factor=scaling_factor)
+        vae.save_pretrained(out_dir, safe_serialization=True)
+        print(f"[vae] scaling_factor = {scaling_factor:.5f} (1 / std of the latents of "
+              f"{min(len(self.train_split), self.scaling_images or len(self.train_split))} training images); "
+              f"saved to {Path(out_dir) / 'config.json'}", flush=True)

@@ -1,0 +1,28 @@
+"""An in-process `latentdiff serve` app (model loaded, worker started) behind FastAPI's TestClient.
+
+    with server_client(tiny_pipeline_dir, max_queue=2) as (client, queue): ...
+
+The client addresses the server as http://127.0.0.1:7860, as a browser on the same machine would.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+BASE_URL = "http://127.0.0.1:7860"
+
+
+@contextmanager
+def server_client(model_dir: str | Path, *, api_key: str = "", **config):
+    from fastapi.testclient import TestClient
+
+    from latentdiff.config import ServeConfig
+    from latentdiff.stages.serve import build
+
+    app, queue = build(ServeConfig(model=str(model_dir), **config), api_key)
+    try:
+        with TestClient(app, base_url=BASE_URL) as client:
+            yield client, queue
+    finally:
+        queue.close()

@@ -1,0 +1,207 @@
+"""`latentdiff generate` and its Python API: deterministic, identical to plain diffusers, self-describing
+PNGs, and one-sentence errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentdiff.errors import UserError
+from latentdiff.infotext import parse_infotext
+from latentdiff.pipeline import GenerationRequest, TextToImage
+from latentdiff.stages.generate import main
+
+SIZE = 32  # small images keep the tiny model fast; a multiple of 8 and of the tiny VAE's factor 2
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_pipeline_dir) -> TextToImage:
+    return TextToImage.load(str(tiny_pipeline_dir), "cpu")
+
+
+def _request(prompts, **kw) -> GenerationRequest:
+    kw = {"seed": 7, "steps": STEPS, "width": SIZE, "height": SIZE, **kw}
+    return GenerationRequest(list(prompts), **kw)
+
+
+def _pixels(results) -> list[np.ndarray]:
+    return [np.asarray(r.image).astype(np.int16) for r in results]
+
+
+def test_same_seed_gives_identical_pixels_twice(pipeline):
+    first = _pixels(pipeline.generate(_request(["a red circle"], num_images=2)))
+    second = _pixels(pipeline.generate(_request(["a red circle"], num_images=2)))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert not np.array_equal(first[0], first[1])  # image 1 used seed 8, not 7
+
+
+@pytest.mark.parametrize("scheduler_name, diffusers_class, extra", [
+    ("dpmpp-2m", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    ("euler-a", "EulerAncestralDiscreteScheduler", {}),  # stochastic: noise drawn from the generators
+])
+def test_identical_to_plain_diffusers(pipeline, tiny_pipeline_dir, scheduler_name, diffusers_class, extra):
+    import diffusers
+    from diffusers import StableDiffusionPipeline
+
+    prompts = ["a red circle", "a blue square on a white background"]
+    ours = pipeline.generate(_request(prompts, scheduler=scheduler_name, negative_prompt="blurry"), batch_size=2)
+
+    plain = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    plain.scheduler = getattr(diffusers, diffusers_class).from_config(plain.scheduler.config, **extra)
+    plain.set_progress_bar_config(disable=True)
+    theirs = plain(prompt=prompts, negative_prompt=["blurry"] * 2, num_inference_steps=STEPS, guidance_scale=7.5,
+                   height=SIZE, width=SIZE, generator=[torch.Generator("cpu").manual_seed(s) for s in (7, 8)]).images
+    for mine, reference in zip(_pixels(ours), [np.asarray(im).astype(np.int16) for im in theirs]):
+        assert np.abs(mine - reference).max() <= 1  # at most 1/255: same maths, kernels may round differently
+
+
+def test_image_depends_on_its_seed_only_not_on_batching(pipeline):
+    together = pipeline.generate(_request(["a red circle"], num_images=3, seed=10), batch_size=3)
+    alone = pipeline.generate(_request(["a red circle"], num_images=1, seed=12), batch_size=1)
+    assert [r.seed for r in together] == [10, 11, 12]
+    assert np.abs(_pixels(together)[2] - _pixels(alone)[0]).max() <= 1
+
+
+def test_different_prompts_give_different_images(pipeline):
+    a, b = pipeline.generate(_request(["a red circle"]) ), pipeline.generate(_request(["a green triangle"]))
+    assert np.abs(_pixels(a)[0] - _pixels(b)[0]).mean() > 1
+
+
+def test_random_seed_when_omitted_is_reported(pipeline):
+    (result,) = pipeline.generate(_request(["a red circle"], seed=None))
+    assert isinstance(result.seed, int) and result.info.seed == result.seed
+
+
+def test_long_prompt_is_truncated_with_a_warning(pipeline, caplog):
+    long_prompt = "a red circle and a blue square " * 20
+    with caplog.at_level(logging.WARNING, logger="latentdiff"):
+        pipeline.generate(_request([long_prompt], steps=1))
+    assert any("truncated" in rec.getMessage() and str(pipeline.max_prompt_tokens) in rec.getMessage()
+               for rec in caplog.records)
+
+
+def test_progress_callback_sees_every_step_and_the_latents(pipeline):
+    seen = []
+    pipeline.generate(_request(["a"], num_images=3), batch_size=2,
+                      progress_callback=lambda step, total, latents: seen.append((step, total, tuple(latents.shape))))
+    assert [s for s, _, _ in seen] == list(range(1, 2 * STEPS + 1))  # two batches
+    assert {t for _, t, _ in seen} == {2 * STEPS}
+    assert seen[0][2] == (2, 4, SIZE // 2, SIZE // 2) and seen[-1][2] == (1, 4, SIZE // 2, SIZE // 2)
+
+
+def test_cli_writes_pngs_whose_parameters_parse_back(tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["a red circle", "a blue square", "--model", str(tiny_pipeline_dir), "--num-images", "2", "--seed", "42",
+            "--steps", "2", "--guidance", "5", "--scheduler", "euler-a", "--width", "32", "--height", "48",
+            "--negative-prompt", "blurry, dark", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "seed 42" in printed
+    pngs = sorted(out.glob("0*.png"))
+    grids = list(out.glob("grid-*.png"))
+    assert len(pngs) == 4 and len(grids) == 1
+    assert all(str(p) in printed for p in [*pngs, *grids])
+    for index, path in enumerate(pngs):
+        image = Image.open(path)
+        assert image.size == (32, 48)
+        info = parse_infotext(image.text["parameters"])
+        assert info.prompt == ("a red circle" if index < 2 else "a blue square")
+        assert (info.negative_prompt, info.steps, info.scheduler, info.guidance) == ("blurry, dark", 2, "euler-a", 5.0)
+        assert (info.seed, info.width, info.height) == (42 + index, 32, 48)
+        assert info.model_name == tiny_pipeline_dir.name and len(info.model_hash) == 10
+    assert Image.open(grids[0]).size == (2 * 32, 2 * 48)
+    saved = json.loads((out / "latentdiff_config.json").read_text())["config"]
+    assert (saved["seed"], saved["width"], saved["height"]) == (42, 32, 48)
+
+
+def test_cli_random_seed_is_printed_and_saved(tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["a", "--model", str(tiny_pipeline_dir), "--steps", "1", "--width", "32", "--height", "32",
+                 "--out", str(out)]) == 0
+    saved = json.loads((out / "latentdiff_config.json").read_text())["config"]["seed"]
+    assert isinstance(saved, int) and f"seed {saved}" in capsys.readouterr().out
+    (png,) = out.glob("0*.png")
+    assert parse_infotext(Image.open(png).text["parameters"]).seed == saved
+
+
+def _broken_copy(src, tmp_path, remove):
+    copy = shutil.copytree(src, tmp_path / "broken")
+    shutil.rmtree(copy / remove) if (copy / remove).is_dir() else (copy / remove).unlink()
+    return copy
+
+
+@pytest.mark.parametrize("case, argv_extra, expected", [
+    ("width not a multiple", ["--width", "36"], "--width must be a positive multiple of 8"),
+    ("zero steps", ["--steps", "0"], "--steps must be between 1 and 1000"),
+    ("absurd steps", ["--steps", "100000"], "--steps must be between 1 and 1000"),
+    ("unknown scheduler", ["--scheduler", "k_euler"], "choose one of: ddpm, ddim, euler, euler-a, heun"),
+    ("negative guidance", ["--guidance", "-1"], "--guidance must be"),
+    ("zero images", ["--num-images", "0"], "--num-images must be between 1"),
+])
+def test_bad_settings_fail_in_one_sentence(tiny_pipeline_dir, tmp_path, capsys, case, argv_extra, expected):
+    code = main(["a red circle", "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "o"), *argv_extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "o").glob("*.png")) if (tmp_path / "o").exists() else True
+
+
+def test_bad_models_fail_in_one_sentence(tiny_pipeline_dir, tmp_path, capsys, monkeypatch):
+    import latentdiff.model_source as model_source
+
+    cases = {
+        "vae/": ["a", "--model", str(_broken_copy(tiny_pipeline_dir, tmp_path / "a", "vae"))],
+        "tokenizer/": ["a", "--model", str(_broken_copy(tiny_pipeline_dir, tmp_path / "b", "tokenizer"))],
+        "unet/ weights": ["a", "--model",
+                          str(_broken_copy(tiny_pipeline_dir, tmp_path / "c", "unet/diffusion_pytorch_model.safetensors"))],
+        "model_index.json": ["a", "--model", str(_broken_copy(tiny_pipeline_dir, tmp_path / "d", "model_index.json"))],
+        "neither an existing folder": ["a", "--model", str(tmp_path / "does-not-exist")],
+        "No prompt given": ["--model", str(tiny_pipeline_dir)],
+    }
+    for expected, argv in cases.items():
+        assert main(argv) == 2, expected
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    pickled = shutil.copytree(tiny_pipeline_dir, tmp_path / "pickled")
+    (pickled / "unet" / "diffusion_pytorch_model.safetensors").rename(pickled / "unet" / "diffusion_pytorch_model.bin")
+    assert main(["a", "--model", str(pickled)]) == 2
+    assert "pickled weights" in capsys.readouterr().err
+
+    monkeypatch.setattr(model_source, "DEFAULT_MODEL_DIR", tmp_path / "no-default")
+    assert main(["a"]) == 2
+    assert "No default model is bundled yet; pass --model" in capsys.readouterr().err
+
+
+def test_bundled_default_is_used_without_model(tiny_pipeline_dir, monkeypatch):
+    import latentdiff.model_source as model_source
+
+    monkeypatch.setattr(model_source, "DEFAULT_MODEL_DIR", tiny_pipeline_dir)
+    assert TextToImage.load(None, "cpu").source.path == tiny_pipeline_dir.resolve()
+
+
+def test_hub_id_loads_through_the_local_hub_cache(tiny_pipeline_dir, tmp_path, monkeypatch):
+    """No network here: put the folder where huggingface_hub caches `local/tiny`, go offline, load it."""
+    import huggingface_hub.constants as hub_constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--local--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_pipeline_dir, repo / "snapshots" / commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+    hub = TextToImage.load("local/tiny", "cpu")
+    assert hub.model_name == "local/tiny"
+    (result,) = hub.generate(_request(["a red circle"], steps=1))
+    assert result.info.model_name == "local/tiny"
+    with pytest.raises(UserError, match="Could not get 'local/missing'"):
+        TextToImage.load("local/missing", "cpu")

@@ -1,0 +1,181 @@
+"""`prepare-data folder`: images with .txt sidecars, a metadata.jsonl (imagefolder style, with split
+folders), or a CSV with image and caption columns; tiny fixtures incl. RGBA and palette images."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from latentdiff.config import PrepareDataConfig
+from latentdiff.data.prepared import open_prepared
+from latentdiff.errors import UserError
+from latentdiff.stages import prepare_data
+
+IMAGE_SIZE = 16
+WHITE = (255, 255, 255)
+
+
+def _rgb(path: Path, color=(200, 30, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (20, 20), color).save(path)
+
+
+def _rgba_half_transparent(path: Path) -> None:
+    """Left half opaque green, right half fully transparent (black underneath, which must not show)."""
+    img = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    img.paste((0, 200, 0, 255), (0, 0, 10, 20))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def _palette_with_transparency(path: Path) -> None:
+    """Palette image: index 0 transparent (its colour black), index 1 blue (top half)."""
+    img = Image.new("P", (20, 20), 0)
+    img.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    img.paste(1, (0, 0, 20, 10))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, transparency=0)
+
+
+def prepare(root: Path, out: Path) -> dict:
+    return prepare_data.run(PrepareDataConfig(source="folder", path=str(root), out=str(out), image_size=IMAGE_SIZE))
+
+
+def records(out: Path) -> dict:
+    ds = open_prepared(out)
+    return {r.id: (split, r.captions, r.path) for split in ("train", "validation", "test") for r in ds.records(split)}
+
+
+def skipped(manifest: dict) -> dict[str, str]:
+    return {s["item"]: s["reason"] for s in manifest["skipped"]}
+
+
+def test_sidecars_give_one_caption_per_line_and_rgb_on_white(tmp_path):
+    root = tmp_path / "pics"
+    _rgb(root / "a.jpg")
+    (root / "a.txt").write_text("a red square\n\n  a   red   tile \n")
+    _rgba_half_transparent(root / "sub" / "b.png")
+    (root / "sub" / "b.txt").write_text("green on the left\n")
+    _palette_with_transparency(root / "c.gif")
+    (root / "c.caption").write_text("blue on top\n")
+    _rgb(root / "d.jpg")  # no sidecar
+    _rgb(root / "e.jpg")
+    (root / "e.txt").write_text("\n  \n")  # only blank lines
+    _rgb(root / "f.png", (10, 10, 10))
+    (root / "f.txt").write_text("".join(f"caption {i}\n" for i in range(7)))
+    manifest = prepare(root, tmp_path / "out")
+    assert manifest["layout"] == "sidecars"
+    got = records(tmp_path / "out")
+    assert {k: v[1] for k, v in got.items()} == {
+        "a.jpg": ["a red square", "a red tile"], "sub/b.png": ["green on the left"], "c.gif": ["blue on top"],
+        "f.png": [f"caption {i}" for i in range(5)]}
+    assert manifest["captions_over_limit_dropped"] == 2
+    assert sorted(skipped(manifest)) == ["d.jpg", "e.jpg"]
+    assert skipped(manifest)["d.jpg"].startswith("no caption file")
+    assert skipped(manifest)["e.jpg"].startswith("no usable caption")
+    with Image.open(got["sub/b.png"][2]) as img:
+        assert img.mode == "RGB" and img.size == (IMAGE_SIZE, IMAGE_SIZE)
+        assert img.getpixel((IMAGE_SIZE - 1, IMAGE_SIZE // 2)) == WHITE  # transparent -> white, not black
+        left = img.getpixel((0, IMAGE_SIZE // 2))
+        assert left[1] > 150 and left[0] < 60
+    with Image.open(got["c.gif"][2]) as img:
+        assert img.getpixel((IMAGE_SIZE // 2, IMAGE_SIZE - 1)) == WHITE
+        top = img.getpixel((IMAGE_SIZE // 2, 0))
+        assert top[2] > 200 and top[0] < 60
+
+
+def test_sidecars_in_split_folders_keep_their_splits(tmp_path):
+    root = tmp_path / "pics"
+    for split, folder in (("train", "train"), ("validation", "val"), ("test", "test")):
+        for i in range(2):
+            _rgb(root / folder / f"{i}.png", (40 * i, 90, 9))
+            (root / folder / f"{i}.txt").write_text(f"{split} picture {i}\n")
+    prepare(root, tmp_path / "out")
+    got = records(tmp_path / "out")
+    assert {k: v[0] for k, v in got.items()} == {
+        "train/0.png": "train", "train/1.png": "train", "val/0.png": "validation", "val/1.png": "validation",
+        "test/0.png": "test", "test/1.png": "test"}
+
+
+def test_metadata_jsonl_in_split_folders(tmp_path):
+    root = tmp_path / "hf"
+    for split, n in (("train", 3), ("validation", 1), ("test", 1)):
+        for i in range(n):
+            _rgb(root / split / "img" / f"{i}.jpg", (50 * i, 20, 200))
+    (root / "train" / "metadata.jsonl").write_text("\n".join([
+        json.dumps({"file_name": "img/0.jpg", "text": "one caption"}),
+        json.dumps({"file_name": "img/1.jpg", "text": ["first", "second", ""]}),
+        "{not json",  # line 3: malformed
+        "",  # blank line: ignored
+        json.dumps({"file_name": "img/missing.jpg", "text": "gone"}),  # line 5: file not found
+        json.dumps({"file_name": "img/2.jpg", "text": "  "}),  # line 6: empty caption
+        json.dumps({"file_name": "img/0.jpg", "text": "one caption"}),  # line 7: duplicate
+        json.dumps({"file_name": "img/1.jpg", "text": "third"}),  # adds a caption
+    ]) + "\n")
+    (root / "validation" / "metadata.jsonl").write_text(json.dumps({"file_name": "img/0.jpg", "text": "v"}) + "\n")
+    (root / "test" / "metadata.jsonl").write_text(json.dumps({"file_name": "img/0.jpg", "text": "t"}) + "\n")
+    manifest = prepare(root, tmp_path / "out")
+    assert manifest["layout"] == "metadata.jsonl"
+    assert manifest["counts"] == {"train": 2, "validation": 1, "test": 1}
+    got = records(tmp_path / "out")
+    assert got["train/img/1.jpg"][:2] == ("train", ["first", "second", "third"])
+    reasons = skipped(manifest)
+    assert sorted(reasons) == ["train/img/missing.jpg", "train/metadata.jsonl line 3",
+                               "train/metadata.jsonl line 6", "train/metadata.jsonl line 7"]
+    assert reasons["train/metadata.jsonl line 3"].startswith("malformed line")
+    assert reasons["train/img/missing.jpg"].startswith("image file not found")
+    assert reasons["train/metadata.jsonl line 6"].startswith("empty caption")
+    assert reasons["train/metadata.jsonl line 7"].startswith("duplicate entry")
+
+
+def test_jsonl_split_field_and_unknown_split_names(tmp_path):
+    root = tmp_path / "d"
+    for i in range(3):
+        _rgb(root / f"{i}.png", (i * 70, 0, 0))
+    rows = [{"file_name": "0.png", "text": "a", "split": "dev"}, {"file_name": "1.png", "text": "b", "split": "TRAIN"},
+            {"file_name": "2.png", "text": "c", "split": "holdout"}]
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = prepare(root, tmp_path / "out")
+    assert {k: v[0] for k, v in records(tmp_path / "out").items()} == {"0.png": "validation", "1.png": "train"}
+    assert skipped(manifest)["metadata.jsonl line 3"].startswith("unknown split name")
+
+
+def test_csv_with_common_column_names_and_one_row_per_caption(tmp_path):
+    root = tmp_path / "c"
+    _rgb(root / "images" / "x.jpg")
+    _rgb(root / "images" / "y.jpg", (1, 2, 3))
+    with open(root / "captions.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Filename", "Prompt", "score"])
+        writer.writerow(["images/x.jpg", 'a "quoted", comma caption', "1"])
+        writer.writerow(["images/x.jpg", "second caption", "2"])
+        writer.writerow(["images/y.jpg", "only one"])  # line 4: wrong number of columns
+        writer.writerow(["images/nope.jpg", "missing", "3"])
+        writer.writerow(["images/y.jpg", "why", "4"])
+    manifest = prepare(root, tmp_path / "out")
+    assert manifest["layout"] == "csv"
+    got = records(tmp_path / "out")
+    assert {k: v[1] for k, v in got.items()} == {"images/x.jpg": ['a "quoted", comma caption', "second caption"],
+                                                 "images/y.jpg": ["why"]}
+    reasons = skipped(manifest)
+    assert sorted(reasons) == ["captions.csv line 4", "images/nope.jpg"]
+    assert reasons["captions.csv line 4"].startswith("malformed line")
+
+
+def test_csv_without_known_columns_names_the_columns_found(tmp_path):
+    root = tmp_path / "c"
+    _rgb(root / "x.jpg")
+    (root / "data.csv").write_text("picture,words\nx.jpg,hello\n")
+    with pytest.raises(UserError, match="picture, words"):
+        prepare(root, tmp_path / "out")
+
+
+def test_a_folder_without_captions_is_one_sentence(tmp_path):
+    root = tmp_path / "empty"
+    _rgb(root / "x.jpg")
+    with pytest.raises(UserError, match="metadata.jsonl"):
+        prepare(root, tmp_path / "out")

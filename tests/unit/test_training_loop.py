@@ -1,0 +1,75 @@
+"""The one training loop, on a toy task: resume is exact, NaN stops cleanly, export and marker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers.toy_task import ToyTask
+
+from latentdiff import checkpoint
+from latentdiff.config import TrainConfig
+from latentdiff.errors import UserError
+from latentdiff.training.loop import TrainingDiverged, plan_steps, train
+
+
+def _cfg(out, **kw):
+    base = dict(data="unused", out=str(out), seed=3, max_steps=12, batch_size=4, lr=1e-2, epochs=1,
+                warmup_steps=3, checkpoint_every=4, validate_every=5, keep_checkpoints=2, mixed_precision="no")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "grad_accum_steps": 2}], ids=["plain", "ema+accum"])
+def test_crashed_and_resumed_run_is_bit_identical(tmp_path, extra):
+    ref = tmp_path / "ref"
+    train(ToyTask(), _cfg(ref, **extra), ref)
+    resumed = tmp_path / "resumed"
+    accum = extra.get("grad_accum_steps", 1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(ToyTask(crash_at_step=6 * accum + 1), _cfg(resumed, **extra), resumed)  # dies in step 7
+    assert [s for s, _ in checkpoint.list_checkpoints(resumed)] == [4]
+    assert not checkpoint.is_stage_complete(resumed)
+    task = ToyTask()
+    result = train(task, _cfg(resumed, **extra), resumed)
+    assert result.step == 12 and task.exported == resumed
+    assert (resumed / "toy.safetensors").read_bytes() == (ref / "toy.safetensors").read_bytes()
+    assert checkpoint.is_stage_complete(resumed)
+    assert [s for s, _ in checkpoint.list_checkpoints(resumed)] == [8, 12]  # the last 2 kept
+
+
+def test_ema_changes_the_exported_weights(tmp_path):
+    train(ToyTask(), _cfg(tmp_path / "raw"), tmp_path / "raw")
+    train(ToyTask(), _cfg(tmp_path / "ema", ema_decay=0.9), tmp_path / "ema")
+    assert (tmp_path / "raw" / "toy.safetensors").read_bytes() != (tmp_path / "ema" / "toy.safetensors").read_bytes()
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"nan.*step 4.*Lower --lr"):
+        train(ToyTask(nan_at_step=6), _cfg(tmp_path), tmp_path)
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [4]
+    assert not checkpoint.is_stage_complete(tmp_path)
+
+
+def test_resuming_with_different_options_is_refused(tmp_path):
+    with pytest.raises(RuntimeError):
+        train(ToyTask(crash_at_step=5), _cfg(tmp_path), tmp_path)
+    with pytest.raises(UserError, match="different options.*lr"):
+        train(ToyTask(), _cfg(tmp_path, lr=0.5), tmp_path)
+
+
+def test_validation_and_logs_are_written(tmp_path):
+    train(ToyTask(), _cfg(tmp_path), tmp_path)
+    assert json.loads((tmp_path / "toy_metrics.json").read_text())["step"] == 12
+    assert any((tmp_path / "logs").glob("events.out.tfevents.*"))
+
+
+def test_plan_steps_from_epochs():
+    # 40 items, batch 4 -> 10 batches per epoch; 3 epochs with accumulation 2 -> 15 steps
+    assert plan_steps(_cfg("x", max_steps=0, epochs=3, grad_accum_steps=2), 40, 1) == 15
+    assert plan_steps(_cfg("x", max_steps=0, epochs=1), 40, 2) == 5
+
+
+def test_too_small_dataset_for_one_batch_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="fewer than one batch"):
+        train(ToyTask(), _cfg(tmp_path, batch_size=64), tmp_path)

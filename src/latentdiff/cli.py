@@ -14,6 +14,7 @@ import sys
 STAGES: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "turn a built-in source or your captioned images into a prepared dataset"),
     "train-clip": ("train_clip", "train a CLIP text+image encoder contrastively (from a preset or --init)"),
+    "generate": ("generate", "generate images from text prompts with a pipeline folder, hub id or the bundled model"),
     "serve": ("serve", "serve a pipeline: web page, AUTOMATIC1111- and OpenAI-compatible APIs (127.0.0.1)"),
 }
 

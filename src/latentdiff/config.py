@@ -224,6 +224,28 @@ class VaeTrainConfig(TrainConfig):
     validate_every: int = option(200, "run PSNR validation and write a reconstruction grid every N optimizer steps (0: only at the end)")
 
 
+@dataclass
+class TrainAllConfig:
+    """`latentdiff train`: train-clip, train-vae and train-unet in order into OUT/clip, OUT/vae and
+    OUT/pipeline. Options left unset (None / 0) take each stage's own default."""
+
+    data: str = option("", "the prepared dataset folder (from `latentdiff prepare-data`)")
+    out: str = option("", "the run folder (clip/, vae/, pipeline/ inside); rerunning with the same --out resumes")
+    preset: str = option("tiny", "model size of all three models", choices=PRESET_NAMES)
+    seed: int = option(0, "seed of every stage (a run is reproducible)")
+    max_steps: int = option(0, "optimizer steps of each stage (0: each stage's default epochs)")
+    clip_max_steps: int = option(0, "optimizer steps of train-clip (0: --max-steps)")
+    vae_max_steps: int = option(0, "optimizer steps of train-vae (0: --max-steps)")
+    unet_max_steps: int = option(0, "optimizer steps of train-unet (0: --max-steps)")
+    epochs: int | None = option(None, "passes over the training split of each stage when its max steps are 0 (default: the stage's)")
+    batch_size: int | None = option(None, "images per optimizer step of each stage (default: the stage's)")
+    checkpoint_every: int | None = option(None, "training-state checkpoint every N steps in each stage (default: the stage's)")
+    validate_every: int | None = option(None, "validation every N steps in each stage (default: the stage's)")
+    mixed_precision: str = option("auto", "accelerate mixed precision (auto: bf16 on CUDA cards that support it, else fp32)",
+                                  choices=("auto", "no", "fp16", "bf16"))
+    num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
+
+
 # Generation defaults: one place for the numbers that `generate`, `evaluate` and `serve` share.
 DEFAULT_SCHEDULER = "dpmpp-2m"  # a name in latentdiff.diffusion.schedulers.SCHEDULERS
 DEFAULT_GENERATION_STEPS = 25

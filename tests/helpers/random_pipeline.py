@@ -67,7 +67,7 @@ def build_random_pipeline(out_dir: str | Path, preset: str = "tiny", *, predicti
         block_out_channels=vae_preset.block_out_channels,
         layers_per_block=vae_preset.layers_per_block,
         latent_channels=vae_preset.latent_channels,
-        norm_num_groups=_groups(vae_preset.block_out_channels),
+        norm_num_groups=getattr(vae_preset, "norm_num_groups", None) or _groups(vae_preset.block_out_channels),
         sample_size=vae_preset.image_size,
     )
     vae_scale_factor = 2 ** (levels - 1)

@@ -17,7 +17,7 @@ from latentdiff.infotext import parse_infotext
 from latentdiff.pipeline import GenerationRequest, TextToImage
 from latentdiff.stages.generate import main
 
-SIZE = 32  # small images keep the tiny model fast; a multiple of 8 and of the tiny VAE's factor 2
+SIZE = 32  # small images keep the tiny model fast; a multiple of 8 and of the tiny VAE's factor
 STEPS = 3
 
 
@@ -70,7 +70,7 @@ def test_image_depends_on_its_seed_only_not_on_batching(pipeline):
 
 
 def test_different_prompts_give_different_images(pipeline):
-    a, b = pipeline.generate(_request(["a red circle"]) ), pipeline.generate(_request(["a green triangle"]))
+    a, b = pipeline.generate(_request(["a red circle"])), pipeline.generate(_request(["a green triangle"]))
     assert np.abs(_pixels(a)[0] - _pixels(b)[0]).mean() > 1
 
 
@@ -93,7 +93,8 @@ def test_progress_callback_sees_every_step_and_the_latents(pipeline):
                       progress_callback=lambda step, total, latents: seen.append((step, total, tuple(latents.shape))))
     assert [s for s, _, _ in seen] == list(range(1, 2 * STEPS + 1))  # two batches
     assert {t for _, t, _ in seen} == {2 * STEPS}
-    assert seen[0][2] == (2, 4, SIZE // 2, SIZE // 2) and seen[-1][2] == (1, 4, SIZE // 2, SIZE // 2)
+    latent = SIZE // pipeline.vae_scale_factor
+    assert seen[0][2] == (2, 4, latent, latent) and seen[-1][2] == (1, 4, latent, latent)
 
 
 def test_cli_writes_pngs_whose_parameters_parse_back(tiny_pipeline_dir, tmp_path, capsys):

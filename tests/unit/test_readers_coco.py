@@ -49,7 +49,8 @@ def make_official(root: Path, year: str = "2017", parts=("train", "val"), with_q
             annotations.append({"id": 90001, "image_id": 9999, "caption": "A missing picture ."})
             annotations.append({"id": 90002, "image_id": 123456, "caption": "Names no image ."})  # unknown id
             annotations.append({"id": 90003, "image_id": images[1]["id"], "caption": "   "})  # empty caption
-            annotations.append({"id": annotations[0]["id"], "image_id": images[1]["id"], "caption": "Again ."})  # dup id
+            duplicate_id = annotations[0]["id"]
+            annotations.append({"id": duplicate_id, "image_id": images[1]["id"], "caption": "Again ."})
         folder = root / "annotations"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"captions_{part}{year}.json").write_text(
@@ -112,7 +113,8 @@ def test_newest_year_wins_and_the_other_is_named(tmp_path):
     make_official(tmp_path / "coco", year="2017", with_quirks=False)
     manifest = prepare(tmp_path / "coco", tmp_path / "out")
     assert manifest["layout"] == "official 2017"
-    assert manifest["layout_files_ignored"] == ["annotations/captions_train2014.json", "annotations/captions_val2014.json"]
+    assert manifest["layout_files_ignored"] == ["annotations/captions_train2014.json",
+                                                "annotations/captions_val2014.json"]
     assert all(not name.startswith("COCO_") for name in records(tmp_path / "out"))
 
 
@@ -166,3 +168,9 @@ def test_caption_files_without_any_image_folder_say_which_folders(tmp_path):
     (tmp_path / "coco" / "train2017").rename(tmp_path / "coco" / "more")
     with pytest.raises(UserError, match="val2017/"):
         prepare(tmp_path / "coco", tmp_path / "out")
+
+
+def test_path_may_be_the_annotations_folder(tmp_path):
+    expected = make_official(tmp_path / "coco", with_quirks=False)
+    prepare(tmp_path / "coco" / "annotations", tmp_path / "out")
+    assert {k: v[1] for k, v in records(tmp_path / "out").items()} == expected

@@ -161,7 +161,8 @@ def tree_bytes(out: Path, only_splits: bool = False) -> dict[str, bytes]:
 def by_image(out: Path) -> dict[str, tuple[list[str], bytes]]:
     """id -> (captions, PNG bytes), whatever split each image went to."""
     ds = open_prepared(out)
-    return {r.id: (r.captions, r.path.read_bytes()) for split in ("train", "validation", "test") for r in ds.records(split)}
+    return {r.id: (r.captions, r.path.read_bytes())
+            for split in ("train", "validation", "test") for r in ds.records(split)}
 
 
 def assert_skipped_exactly(manifest: dict, expected: dict[str, str]) -> None:
@@ -255,7 +256,8 @@ def test_more_than_five_captions_keeps_the_first_five(tmp_path):
     token = tmp_path / "Flickr8k_text" / "Flickr8k.token.txt"
     token.write_text(token.read_text() + "1000_a.jpg#5\tA sixth caption .\n")
     manifest = prepare(tmp_path, tmp_path.parent / f"{tmp_path.name}-out")
-    record = next(r for r in open_prepared(tmp_path.parent / f"{tmp_path.name}-out").records("train") if r.id == "1000_a.jpg")
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    record = next(r for r in open_prepared(out).records("train") if r.id == "1000_a.jpg")
     assert record.captions == GOOD["1000_a.jpg"][1]
     assert manifest["captions_over_limit_dropped"] == 1
 

@@ -179,3 +179,17 @@ def test_a_folder_without_captions_is_one_sentence(tmp_path):
     _rgb(root / "x.jpg")
     with pytest.raises(UserError, match="metadata.jsonl"):
         prepare(root, tmp_path / "out")
+
+
+def test_a_header_claiming_billions_of_pixels_is_skipped_not_fatal(tmp_path):
+    root = tmp_path / "pics"
+    _rgb(root / "ok.png")
+    (root / "ok.txt").write_text("fine\n")
+    Image.new("RGB", (4, 4)).save(root / "bomb.bmp")
+    data = bytearray((root / "bomb.bmp").read_bytes())
+    data[18:26] = (200_000).to_bytes(4, "little") * 2  # width and height fields of the BMP header
+    (root / "bomb.bmp").write_bytes(bytes(data))
+    (root / "bomb.txt").write_text("a corrupt header\n")
+    manifest = prepare(root, tmp_path / "out")
+    assert sum(manifest["counts"].values()) == 1
+    assert skipped(manifest)["bomb.bmp"].startswith("unreadable image (DecompressionBombError")

@@ -41,7 +41,8 @@ def tiny_package(tmp_path, monkeypatch):
     (root / "food" / "fruit" / "tall_pear.svg").write_text(
         svg("Tall_Pear_2", ["fruit"], '<rect x="10" y="0" width="20" height="100" fill="#20a020"/>', width=40))
     (root / "food" / "apple_link.svg").symlink_to(root / "food" / "fruit" / "red_apple_some_artist_01.svg")
-    (root / "shapes" / "stars" / "star_07pt03step.svg").write_text(svg("gramastar", ["stars", "shapes", "magick", "geometry"]))
+    (root / "shapes" / "stars" / "star_07pt03step.svg").write_text(
+        svg("gramastar", ["stars", "shapes", "magick", "geometry"]))
     (root / "computer" / "icons" / "lemon-theme" / "find.svg").write_text(
         svg("Lemon SVG theme", ["icon", "lemon_theme_icon", "computer", "theme"]))
     (root / "food" / "broken.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><circle r=")  # truncated

@@ -66,3 +66,20 @@ def test_blank_glyph_is_an_error_the_writer_records():
     font = ImageFont.truetype(emoji_source.FONT_PATH, emoji_source.FONT_SIZE)
     with pytest.raises(ValueError, match="no glyph"):
         emoji_source.render_glyph(font, "\u0378")  # an unassigned code point: the blank .notdef glyph
+
+
+@needs_font
+def test_missing_name_in_a_language_is_recorded_and_the_image_kept(monkeypatch):
+    import emoji
+
+    fully = emoji.STATUS["fully_qualified"]
+    fake = {"🍎": {"en": ":red_apple:", "zh": ":红苹果:", "status": fully},
+            "🍌": {"en": ":banana:", "fr": ":banane:", "zh": ":香蕉:", "status": fully}}
+    monkeypatch.setattr(emoji, "EMOJI_DATA", fake)
+    monkeypatch.setattr(emoji.config, "load_language", lambda language=None: None)
+    result = emoji_source.read(PrepareDataConfig(source="emoji", out="unused", languages=["en", "fr", "zh"]))
+    items = {item.key: item for item in result.items}
+    assert items["u1f34e"].captions == ["red apple", "红苹果"] and items["u1f34e"].languages == ["en", "zh"]
+    assert items["u1f34c"].languages == ["en", "fr", "zh"]
+    assert [(s.item, s.reason) for s in result.skipped] == [
+        ("u1f34e :red_apple:", "no 'fr' name in the emoji package (caption left out, image kept)")]

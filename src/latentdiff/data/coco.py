@@ -45,12 +45,12 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
         root = root.parent
     skipped: list[Skipped] = []
     karpathy = find_file(root, [KARPATHY_FILE])
-    if karpathy is not None and any(_image_dir(root, karpathy, name) for name in KARPATHY_FOLDERS):
+    if karpathy is not None and any(_image_dir(root, name) for name in KARPATHY_FOLDERS):
         folders: dict[str, Path | None] = {}
 
         def image_dir_for(filepath: str) -> Path | None:
             if filepath not in folders:
-                folders[filepath] = _image_dir(root, karpathy, filepath) if filepath else root
+                folders[filepath] = _image_dir(root, filepath) if filepath else root
             return folders[filepath]
 
         entries = parse_karpathy(karpathy, root, image_dir_for, skipped)
@@ -62,8 +62,9 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
     return SourceResult(source="coco", items=items, skipped=skipped, num_items=len(items), info=info)
 
 
-def _image_dir(root: Path, caption_file: Path, name: str) -> Path | None:
-    return find_image_dir([root, caption_file.parent.parent], [name], max_depth=2)
+def _image_dir(root: Path, name: str) -> Path | None:
+    """`name/` (e.g. val2017) under PATH, else beside it (PATH may be the annotations folder)."""
+    return find_image_dir([root], [name]) or find_image_dir([root.parent], [name], max_depth=0)
 
 
 def find_caption_files(root: Path) -> dict[str, dict[str, Path]]:
@@ -88,7 +89,7 @@ def _read_official(root: Path, seed: int, skipped: list[Skipped]) -> tuple[list[
         raise UserError(f"{root} does not look like COCO: found neither {KARPATHY_FILE} (with train2014/ or "
                         "val2014/) nor captions_train2017.json / captions_val2017.json (or 2014) in it or two "
                         "folders below; point PATH at the folder that holds annotations/ and the image folders.")
-    usable = {year: {part: path for part, path in files.items() if _image_dir(root, path, f"{part}{year}")}
+    usable = {year: {part: path for part, path in files.items() if _image_dir(root, f"{part}{year}")}
               for year, files in by_year.items()}
     years_with_images = sorted((y for y, files in usable.items() if files), reverse=True)
     if not years_with_images:
@@ -101,9 +102,10 @@ def _read_official(root: Path, seed: int, skipped: list[Skipped]) -> tuple[list[
     both = "train" in usable[year] and "val" in usable[year]
     entries: list[Entry] = []
     for part, path in sorted(files.items()):
-        image_dir = _image_dir(root, path, f"{part}{year}")
+        image_dir = _image_dir(root, f"{part}{year}")
         if image_dir is None:
-            skipped.append(Skipped(f"{path.name} (all its images)", f"image folder not found ({part}{year}/ under {root})"))
+            skipped.append(Skipped(f"{path.name} (all its images)",
+                                   f"image folder not found ({part}{year}/ under {root})"))
             continue
         split_for = _split_rule(part, both, seed)
         entries += parse_captions_file(path, root, image_dir, split_for, skipped)
@@ -151,7 +153,8 @@ def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Call
             skipped.append(Skipped(item, "malformed entry (needs 'id' and 'file_name')"))
             continue
         if image["id"] in by_id:
-            skipped.append(Skipped(item, f"duplicate entry (image id {image['id']} is already images[{image_index[image['id']]}])"))
+            first = image_index[image["id"]]
+            skipped.append(Skipped(item, f"duplicate entry (image id {image['id']} is already images[{first}])"))
             continue
         name = file_name.strip()
         by_id[image["id"]] = Entry(key=name, path=image_dir / name, origin=path.name, split=split_for(name))
@@ -159,7 +162,8 @@ def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Call
     annotation_index: dict[object, int] = {}
     for index, annotation in enumerate(annotations):
         item = f"{path.name} annotations[{index}]"
-        if not isinstance(annotation, dict) or "image_id" not in annotation or not isinstance(annotation.get("caption", ""), str):
+        if (not isinstance(annotation, dict) or "image_id" not in annotation
+                or not isinstance(annotation.get("caption", ""), str)):
             skipped.append(Skipped(item, "malformed entry (needs 'image_id' and a 'caption' string)"))
             continue
         annotation_id = annotation.get("id")

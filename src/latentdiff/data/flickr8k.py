@@ -207,7 +207,8 @@ def apply_split_files(entries: list[Entry], split_files: dict[str, Path], root: 
     kept = []
     for entry in entries:
         if entry.key in conflicts:
-            skipped.append(Skipped(entry.key, f"listed in several split files ({', '.join(sorted(conflicts[entry.key]))})"))
+            splits = ", ".join(sorted(conflicts[entry.key]))
+            skipped.append(Skipped(entry.key, f"listed in several split files ({splits})"))
         elif entry.key not in split_of:
             skipped.append(Skipped(entry.key, f"not listed in any split file ({names})"))
         else:

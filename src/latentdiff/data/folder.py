@@ -62,9 +62,16 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
                     f".txt sidecar captions; add captions in one of these forms."))
     items, dropped = to_items(entries, root, skipped)
     info = {"layout": layout, "layout_files": [display(p, root) for p in files],
-            "split_origin": "official" if any(e.split for e in entries) else "hash of the image path",
+            "split_origin": _split_origin(entries),
             "captions_over_limit_dropped": dropped}
     return SourceResult(source="folder", items=items, skipped=skipped, num_items=len(items), info=info)
+
+
+def _split_origin(entries: list[Entry]) -> str:
+    given = sum(1 for e in entries if e.split)
+    if given == 0:
+        return "hash of the image path"
+    return "official" if given == len(entries) else "official where given, else hash of the image path"
 
 
 def _split_dirs(root: Path) -> list[Path]:
@@ -149,7 +156,8 @@ def parse_jsonl(path: Path, root: Path, skipped: list[Skipped]) -> list[Entry]:
             skipped.append(Skipped(_line(path, root, number), f"malformed line (not a JSON object: {shorten(line)!r})"))
             continue
         if columns is None:  # the first row fixes the names, as imagefolder's schema does
-            columns = (_pick(list(row), IMAGE_COLUMNS), _pick(list(row), CAPTION_COLUMNS), _pick(list(row), (SPLIT_COLUMN,)))
+            keys = list(row)
+            columns = (_pick(keys, IMAGE_COLUMNS), _pick(keys, CAPTION_COLUMNS), _pick(keys, (SPLIT_COLUMN,)))
             if columns[0] is None or columns[1] is None:
                 raise UserError(f"{display(path, root)} line {number} has the keys {', '.join(row) or 'none'}; "
                                 f"name the image '{IMAGE_COLUMNS[0]}' and the captions '{CAPTION_COLUMNS[0]}'.")
@@ -212,7 +220,8 @@ def parse_csv(path: Path, root: Path, skipped: list[Skipped]) -> list[Entry]:
                     continue
                 rows.add(number, row[image_col], row[caption_col], row[split_col] if split_col is not None else None)
         except csv.Error as err:
-            skipped.append(Skipped(_line(path, root, start), f"malformed CSV (from here on, the rest of the file was not read: {err})"))
+            skipped.append(Skipped(_line(path, root, start),
+                                   f"malformed CSV (from here on, the rest of the file was not read: {err})"))
     return list(rows.entries.values())
 
 
@@ -248,7 +257,8 @@ def _merge(parts: list[list[Entry]], skipped: list[Skipped]) -> list[Entry]:
     for entries in parts:
         for entry in entries:
             if entry.key in merged:
-                skipped.append(Skipped(entry.key, f"duplicate entry (named in {merged[entry.key].origin} and {entry.origin})"))
+                first = merged[entry.key].origin
+                skipped.append(Skipped(entry.key, f"duplicate entry (named in {first} and {entry.origin})"))
                 continue
             merged[entry.key] = entry
     return list(merged.values())

@@ -118,7 +118,8 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
         except FileNotFoundError:
             skipped.append(Skipped(item.key, "image file not found"))
             continue
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        # DecompressionBombError is not an OSError: a corrupt header can claim billions of pixels.
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             skipped.append(Skipped(item.key, f"unreadable image ({type(err).__name__}: {err})"))
             continue
         split = item.split or split_for_key(item.key, seed)

@@ -55,7 +55,10 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
 
 
 async def api_error_handler(request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(error_payload(request.url.path, exc.message, exc.field), status_code=exc.status,
+    status = exc.status
+    if status == 422 and request.url.path.startswith(OPENAI_PREFIX):
+        status = 400  # OpenAI answers every invalid request with 400
+    return JSONResponse(error_payload(request.url.path, exc.message, exc.field), status_code=status,
                         headers=exc.headers)
 
 

@@ -3,7 +3,7 @@
 - **Host** (DNS rebinding): when the server listens on a loopback address, the `Host` header must name
   a loopback host; a page on evil.example whose name was re-pointed at 127.0.0.1 sends `Host: evil...`.
 - **Origin** (cross-site requests): a browser sends `Origin` with cross-site requests; when it is
-  present and is not the server's own `scheme://host:port`, the request is refused, as ComfyUI's
+  present and is not the server's own `scheme://host:port` (scheme included), the request is refused, as ComfyUI's
   `origin_only_middleware` does. Clients that are not browsers send no Origin and are unaffected.
 - **API key**: with `--api-key`, every API path needs `Authorization: Bearer KEY` or `x-api-key: KEY`
   (the page at `/` asks for it and sends it); compared in constant time.
@@ -62,7 +62,8 @@ class GuardMiddleware:
         origin = headers.get("origin")
         if origin is not None:
             parts = urlsplit(origin)
-            if origin == "null" or parts.netloc.lower() != host.lower():
+            scheme = scope.get("scheme", "http")
+            if origin == "null" or parts.netloc.lower() != host.lower() or parts.scheme.lower() != scheme:
                 await self._refuse(send, path, 403, f"Origin '{origin}' is another site; cross-site requests "
                                                     "are refused.")
                 return

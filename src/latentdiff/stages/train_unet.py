@@ -55,7 +55,8 @@ def load_text_encoder(clip_dir: Path, allow_pickle: bool = False):
     # The pipeline only needs the text tower: copy it out of the CLIPModel into a CLIPTextModel, the class
     # StableDiffusionPipeline's text_encoder is.
     text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    # transformers 4 wraps the tower in `.text_model`; transformers 5 does not.
+    getattr(text_encoder, "text_model", text_encoder).load_state_dict(clip.text_model.state_dict())
     return text_encoder, tokenizer
 
 

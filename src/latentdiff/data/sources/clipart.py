@@ -37,6 +37,7 @@ MAX_SVG_BYTES = 4 * 1024 * 1024  # the largest drawing in the package is 1.7 MB;
 RENDER_TIMEOUT_S = 20  # per drawing; the slowest real one takes well under a second here
 COLLECTION_MIN_FILES = 5  # a title shared by this many differently-named files names a collection
 MAX_KEYWORDS = 5
+METADATA_PEEK_BYTES = 64 * 1024  # Inkscape and Illustrator write <metadata> near the top
 
 GENERATED_STAR_TITLES = {"gramastar"}
 ICON_THEME_TITLE = re.compile(r"icon collection|icon.?theme|svg theme|-theme\b|etiquette icons|iconset", re.I)
@@ -63,7 +64,10 @@ class Drawing:
 
 
 def read_metadata(path: Path, relpath: str) -> Drawing:
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    with open(path, "rb") as fh:
+        text = fh.read(METADATA_PEEK_BYTES).decode("utf-8", errors="replace")
+        if "</cc:Work>" not in text:  # metadata further down (or none): read the rest
+            text += fh.read().decode("utf-8", errors="replace")
     work = WORK.search(text)
     drawing = Drawing(path, relpath)
     if work:
@@ -204,7 +208,8 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
             continue
         size_bytes = path.stat().st_size
         if size_bytes > MAX_SVG_BYTES:
-            skipped.append(Skipped(relpath, f"file too large ({size_bytes / 2**20:.1f} MB > {MAX_SVG_BYTES / 2**20:.0f} MB)"))
+            skipped.append(Skipped(relpath, f"file too large ({size_bytes / 2**20:.2f} MB > "
+                                            f"{MAX_SVG_BYTES / 2**20:.2f} MB)"))
             continue
         drawing = read_metadata(path, relpath)
         reason = drop_reason(drawing)

@@ -1,0 +1,97 @@
+"""`latentdiff train --data DIR --out RUN [--preset tiny|small|base]`: the three training stages in order.
+
+    RUN/clip       train-clip  (a CLIPModel folder)
+    RUN/vae        train-vae   (an AutoencoderKL folder)
+    RUN/pipeline   train-unet  (a StableDiffusionPipeline folder, conditioned on RUN/clip, in RUN/vae's latents)
+
+A stage whose folder carries the completion marker (`latentdiff.checkpoint.is_stage_complete`) is skipped;
+the interrupted one resumes from its last checkpoint, because every stage resumes when rerun with the same
+--out and the same options, and this command always derives the same options from its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+from latentdiff.checkpoint import is_stage_complete
+from latentdiff.config import (ClipTrainConfig, TrainAllConfig, UnetTrainConfig, VAE_PRESETS, VaeTrainConfig,
+                               lookup_preset, run_stage, save_config)
+from latentdiff.data.prepared import open_prepared
+from latentdiff.errors import UserError
+
+CLIP_DIRNAME, VAE_DIRNAME, PIPELINE_DIRNAME = "clip", "vae", "pipeline"
+# Options of `train` handed to every stage as they are, when set (None means: the stage's default).
+SHARED_OPTIONS = ("data", "preset", "seed", "epochs", "batch_size", "checkpoint_every", "validate_every",
+                  "mixed_precision", "num_workers")
+
+
+@dataclasses.dataclass
+class StagePlan:
+    name: str  # the command, for messages
+    out: Path
+    config: Any
+    run: Callable[[Any], Any]
+
+
+def stage_config(cls: type, cfg: TrainAllConfig, out: Path, max_steps: int, **extra: Any):
+    """`cls` filled with the shared options that are set, the stage's own max steps and `extra`."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    shared = {name: getattr(cfg, name) for name in SHARED_OPTIONS if name in names and getattr(cfg, name) is not None}
+    return cls(**shared, out=str(out), max_steps=max_steps or cfg.max_steps, **extra)
+
+
+def plan(cfg: TrainAllConfig) -> list[StagePlan]:
+    from latentdiff.stages import train_clip, train_unet, train_vae
+
+    run_dir = Path(cfg.out)
+    clip_dir, vae_dir, pipeline_dir = run_dir / CLIP_DIRNAME, run_dir / VAE_DIRNAME, run_dir / PIPELINE_DIRNAME
+    return [
+        StagePlan("train-clip", clip_dir, stage_config(ClipTrainConfig, cfg, clip_dir, cfg.clip_max_steps), train_clip.run),
+        StagePlan("train-vae", vae_dir, stage_config(VaeTrainConfig, cfg, vae_dir, cfg.vae_max_steps), train_vae.run),
+        StagePlan("train-unet", pipeline_dir,
+                  stage_config(UnetTrainConfig, cfg, pipeline_dir, cfg.unet_max_steps, clip=str(clip_dir), vae=str(vae_dir)),
+                  train_unet.run),
+    ]
+
+
+def check_inputs(cfg: TrainAllConfig) -> None:
+    """What can be checked before the first stage trains, so a bad dataset does not cost a CLIP run first."""
+    from latentdiff.models.vae import check_image_size
+
+    if not cfg.data:
+        raise UserError("Say which prepared dataset to train on with --data DIR (made by `latentdiff prepare-data`).")
+    if not cfg.out:
+        raise UserError("Say where to write the run with --out DIR (clip/, vae/ and pipeline/ go inside).")
+    dataset = open_prepared(cfg.data)
+    dataset.require_split("train")
+    dataset.require_split("validation")
+    vae_dir = Path(cfg.out) / VAE_DIRNAME
+    if not is_stage_complete(vae_dir):  # a finished VAE was checked (and is checked again by train-unet)
+        check_image_size(lookup_preset(VAE_PRESETS, cfg.preset, "VAE"), dataset.image_size, cfg.data)
+    for name in ("max_steps", "clip_max_steps", "vae_max_steps", "unet_max_steps"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 (use the epochs) or positive.")
+
+
+def run(cfg: TrainAllConfig) -> Path:
+    check_inputs(cfg)
+    run_dir = Path(cfg.out)
+    save_config(cfg, run_dir)
+    stages = plan(cfg)
+    for index, stage in enumerate(stages, start=1):
+        if is_stage_complete(stage.out):
+            print(f"latentdiff train: [{index}/{len(stages)}] {stage.name}: {stage.out} is complete, skipping.", flush=True)
+            continue
+        print(f"latentdiff train: [{index}/{len(stages)}] {stage.name} -> {stage.out}", flush=True)
+        stage.run(stage.config)
+    pipeline_dir = stages[-1].out
+    print(f"latentdiff train: done; the pipeline is {pipeline_dir} (`latentdiff generate --model {pipeline_dir} PROMPT`).")
+    return pipeline_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, TrainAllConfig, argv, "latentdiff train",
+                     "Train CLIP, then the VAE, then the U-Net on a prepared dataset into one run folder "
+                     "(RUN/clip, RUN/vae, RUN/pipeline); rerun the same command to resume.")

@@ -1,0 +1,76 @@
+"""Latent and text-embedding caches: built once, reused by a second run, rebuilt when what made them changes."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from helpers.unet_components import write_unet_inputs
+from latentdiff.data.cache import EMPTY_PROMPT_ROW, cache_key, encode_prompts, load_or_build
+from latentdiff.data.prepared import open_prepared
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return write_unet_inputs(tmp_path_factory.mktemp("cache_inputs"), num_train=12, num_validation=4)
+
+
+def _frozen(paths):
+    from diffusers import AutoencoderKL
+
+    from latentdiff.stages.train_unet import load_text_encoder
+
+    text_encoder, tokenizer = load_text_encoder(paths["clip"])
+    return AutoencoderKL.from_pretrained(paths["vae"]).eval(), text_encoder.eval(), tokenizer
+
+
+def test_second_run_reuses_the_cache(inputs, tmp_path):
+    vae, text_encoder, tokenizer = _frozen(inputs)
+    dataset = open_prepared(inputs["data"])
+    first = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path)
+    assert first.built
+    mtime = first.path.stat().st_mtime_ns
+    # a "second run": fresh objects loaded from the same folders
+    vae2, text_encoder2, tokenizer2 = _frozen(inputs)
+    second = load_or_build(vae2, text_encoder2, tokenizer2, open_prepared(inputs["data"]), "train", tmp_path)
+    assert not second.built and second.path == first.path and second.path.stat().st_mtime_ns == mtime
+    assert torch.equal(first.latent_mean, second.latent_mean)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+    # contents: one posterior per image, every caption of every image, the empty prompt in row 0
+    n = len(dataset.records("train"))
+    assert first.latent_mean.shape == (n, 4, 16, 16) and first.latent_std.shape == (n, 4, 16, 16)
+    assert torch.all(first.latent_std > 0)
+    assert first.caption_index.shape == (n, 2) and torch.all(first.caption_index > EMPTY_PROMPT_ROW)
+    captions = {c for r in dataset.records("train") for c in r.captions}
+    assert first.text_embeddings.shape[0] == len(captions) + 1
+    empty = encode_prompts(text_encoder, tokenizer, [""])[0]
+    torch.testing.assert_close(first.text_embeddings[EMPTY_PROMPT_ROW].float(), empty, atol=1e-2, rtol=1e-2)
+    record = dataset.records("train")[3]
+    row = int(first.caption_index[3, 1])
+    torch.testing.assert_close(first.text_embeddings[row].float(),
+                               encode_prompts(text_encoder, tokenizer, [record.captions[1]])[0], atol=1e-2, rtol=1e-2)
+
+
+def test_key_changes_when_the_vae_changes_not_when_it_moves(inputs, tmp_path):
+    vae, text_encoder, tokenizer = _frozen(inputs)
+    dataset = open_prepared(inputs["data"])
+    key = cache_key(vae, text_encoder, tokenizer, dataset, "train")
+
+    from diffusers import AutoencoderKL
+
+    moved = tmp_path / "vae_copy"
+    shutil.copytree(inputs["vae"], moved)
+    assert cache_key(AutoencoderKL.from_pretrained(moved), text_encoder, tokenizer, dataset, "train") == key
+    assert cache_key(vae, text_encoder, tokenizer, dataset, "validation") != key
+
+    first = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "cache")
+    with torch.no_grad():
+        next(vae.encoder.parameters()).add_(0.01)  # a "retrained" VAE
+    changed_key = cache_key(vae, text_encoder, tokenizer, dataset, "train")
+    assert changed_key != key
+    second = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "cache")
+    assert second.built and second.path != first.path
+    assert not torch.equal(first.latent_mean, second.latent_mean)

@@ -1,0 +1,108 @@
+"""`latentdiff train-unet` with the tiny preset: trains a few steps into a pipeline folder that
+`StableDiffusionPipeline.from_pretrained(dir)` loads and that generates 64x64 images; bad inputs end in
+one sentence before any training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.unet_components import tiny_unet_argv, write_tiny_clip, write_tiny_vae, write_unet_inputs
+from latentdiff.stages import train_unet
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return write_unet_inputs(tmp_path_factory.mktemp("unet_inputs"))
+
+
+@pytest.fixture(scope="module")
+def trained(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("unet_run") / "pipeline"
+    argv = tiny_unet_argv(inputs, out, "--prediction-type", "v_prediction", "--snr-gamma", "5",
+                          "--noise-offset", "0.05", "--cache-dir", str(out.parent / "cache"))
+    assert train_unet.main(argv) == 0
+    return out, argv
+
+
+def test_exported_pipeline_loads_and_generates(trained):
+    from diffusers import StableDiffusionPipeline
+
+    out, _ = trained
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.safety_checker is None
+    for component in ("unet", "vae", "text_encoder"):
+        assert list((out / component).glob("*.safetensors")), component
+    pipe.set_progress_bar_config(disable=True)
+    images = [np.asarray(pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0])
+              for prompt in ("a red square", "a blue circle")]
+    assert images[0].shape == (64, 64, 3)
+    assert not np.array_equal(images[0], images[1])  # the text conditions the image
+
+
+def test_run_writes_config_validation_and_samples(trained):
+    out, _ = trained
+    config = json.loads((out / "latentdiff_config.json").read_text())["config"]
+    assert config["prediction_type"] == "v_prediction" and config["batch_size"] == 4
+    metrics = [json.loads(line) for line in (out / "validation_metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 4 and np.isfinite(metrics[-1]["loss"]) and "loss_t500" in metrics[-1]
+    assert list((out / "samples").glob("step_*.png"))
+
+
+def test_rerun_reuses_the_cache_and_the_finished_run(trained):
+    out, argv = trained
+    caches = sorted((out.parent / "cache").glob("*.safetensors"))
+    assert len(caches) == 1
+    before = caches[0].stat().st_mtime_ns
+    assert train_unet.main(argv) == 0
+    assert sorted((out.parent / "cache").glob("*.safetensors")) == caches
+    assert caches[0].stat().st_mtime_ns == before
+
+
+def test_the_loss_goes_down_on_a_tiny_set(inputs, tmp_path):
+    """A user notices training works when the loss falls: 30 steps on 24 images, fixed-seed validation loss."""
+    out = tmp_path / "p"
+    argv = tiny_unet_argv(inputs, out, "--num-validation-prompts", "0", "--validate-every", "1",
+                          "--ema-decay", "0", "--lr", "1e-3")
+    argv[argv.index("--max-steps") + 1] = "30"
+    assert train_unet.main(argv) == 0
+    metrics = [json.loads(line) for line in (out / "validation_metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["loss"] < 0.9 * metrics[0]["loss"]
+
+
+def _error(capsys, argv) -> str:
+    """The one error line (progress bars of loading may precede it on stderr)."""
+    capsys.readouterr()
+    assert train_unet.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("latentdiff train-unet: error:")]
+    assert len(lines) == 1 and lines[0].endswith(".") and lines[0].count(". ") == 0
+    return lines[0]
+
+
+def test_clip_too_wide_for_the_init_unet(inputs, trained, tmp_path, capsys):
+    out, _ = trained
+    wide_clip = write_tiny_clip(tmp_path / "wide_clip", ["a red square", "a blue circle"], text_width=64)
+    argv = tiny_unet_argv({**inputs, "clip": wide_clip}, tmp_path / "o", "--init", str(out))
+    err = _error(capsys, argv)
+    assert "64 wide" in err and "cross_attention_dim" in err and "--clip" in err
+    assert not (tmp_path / "o" / "training_state").exists()
+
+
+def test_vae_with_other_latent_channels(inputs, trained, tmp_path, capsys):
+    out, _ = trained
+    vae8 = write_tiny_vae(tmp_path / "vae8", latent_channels=8)
+    err = _error(capsys, tiny_unet_argv({**inputs, "vae": vae8}, tmp_path / "o", "--init", str(out)))
+    assert "8 latent channels" in err and "--vae" in err
+
+
+def test_missing_folders(inputs, tmp_path, capsys):
+    err = _error(capsys, tiny_unet_argv({**inputs, "clip": tmp_path / "nope"}, tmp_path / "o"))
+    assert "--clip" in err and "nope" in err
+    err = _error(capsys, tiny_unet_argv({**inputs, "data": tmp_path / "nodata"}, tmp_path / "o"))
+    assert "prepare-data" in err

@@ -1,0 +1,161 @@
+"""The VAE stage as a user meets it: a `tiny` AutoencoderKL trains on a small prepared dataset, its
+reconstructions get better, and the folder it writes loads with `AutoencoderKL.from_pretrained` carrying
+a scaling factor measured on the data; bad input ends in one sentence before any training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from PIL import Image
+
+from helpers.clip_data import write_tiny_clip_dataset
+from latentdiff.config import VAE_PRESETS, VaeTrainConfig
+from latentdiff.data.prepared import ImageCaptionDataset, open_prepared
+from latentdiff.errors import UserError
+from latentdiff.losses.vae import kl_per_pixel_value, reconstruction_loss, vae_loss
+from latentdiff.models.vae import VaeForTraining, downsampling_factor, load_vae, vae_from_preset
+from latentdiff.stages import train_vae
+from latentdiff.training.vae_task import GRID_IMAGES, measure_scaling_factor, psnr_per_image
+
+IMAGE_SIZE = 32  # the tiny preset downsamples by 4: 8x8 latents, fast on two cores
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_tiny_clip_dataset(tmp_path_factory.mktemp("vae_data") / "data", num_train=32, num_validation=8,
+                                   image_size=IMAGE_SIZE)
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return vae_from_preset(VAE_PRESETS["tiny"])
+
+
+def test_tiny_preset_encodes_to_small_latents_and_decodes_to_the_same_size():
+    vae = tiny_vae()
+    factor = downsampling_factor(vae)
+    assert factor == 4
+    pixels = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1
+    decoded, posterior = VaeForTraining(vae)(pixels, torch.Generator().manual_seed(0))
+    assert posterior.mean.shape == (2, VAE_PRESETS["tiny"].latent_channels, IMAGE_SIZE // factor, IMAGE_SIZE // factor)
+    assert decoded.shape == pixels.shape
+
+
+def test_loss_terms():
+    a, b = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    assert float(reconstruction_loss(a, b, "l1")) == pytest.approx(0.5)
+    assert float(reconstruction_loss(a, b, "mse")) == pytest.approx(0.25)
+    # KL of N(0, I) from N(0, I) is 0; a shifted mean costs 0.5 * mean^2 per latent value.
+    standard = DiagonalGaussianDistribution(torch.zeros(1, 8, 2, 2))  # (B, 2*C, h, w): mean and logvar
+    shifted = DiagonalGaussianDistribution(torch.cat([torch.full((1, 4, 2, 2), 2.0), torch.zeros(1, 4, 2, 2)], dim=1))
+    assert float(kl_per_pixel_value(standard, 48)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kl_per_pixel_value(shifted, 48)) == pytest.approx(0.5 * 4.0 * 16 / 48)
+    # The total is reconstruction + kl_weight * KL, and the weight only scales the KL term.
+    loss0, logs = vae_loss(a, b, shifted, kl_weight=0.0)
+    loss1, _ = vae_loss(a, b, shifted, kl_weight=0.1)
+    assert float(loss0) == pytest.approx(logs["reconstruction"])
+    assert float(loss1 - loss0) == pytest.approx(0.1 * logs["kl"])
+
+
+def test_psnr_of_exact_and_noisy_reconstructions():
+    target = torch.rand(2, 3, 8, 8) * 2 - 1
+    assert float(psnr_per_image(target, target).min()) > 90
+    # An error of 0.1 on the [0, 1] scale everywhere is 20 dB.
+    assert psnr_per_image(target.clamp(-0.8, 0.8) + 0.2, target.clamp(-0.8, 0.8)).tolist() == pytest.approx([20.0, 20.0], abs=1e-3)
+
+
+def test_scaling_factor_is_one_over_the_latents_std(data_dir):
+    vae = tiny_vae().eval()
+    with torch.no_grad():  # a near-deterministic encoder (logvar -30): sampled latents = posterior means
+        vae.quant_conv.weight[4:] = 0  # channels 4..7 of the (B, 2*C, h, w) moments are the logvar
+        vae.quant_conv.bias[4:] = -30.0
+    dataset = ImageCaptionDataset(open_prepared(data_dir), "train")
+    factor = measure_scaling_factor(vae, dataset, max_images=0)
+    with torch.no_grad():
+        pixels = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+        means = vae.encode(pixels).latent_dist.mean  # (N, 4, 8, 8)
+    assert factor == pytest.approx(1.0 / float(means.double().std()), rel=1e-4)
+    assert measure_scaling_factor(vae, dataset, max_images=4) == pytest.approx(1.0 / float(means[:4].double().std()), rel=1e-4)
+    # Doubling the encoder's output doubles the latents' std and halves the factor.
+    with torch.no_grad():
+        vae.quant_conv.weight[:4] *= 2
+        vae.quant_conv.bias[:4] *= 2
+    assert measure_scaling_factor(vae, dataset, max_images=0) == pytest.approx(factor / 2, rel=1e-4)
+
+
+def test_train_vae_improves_psnr_and_saves_a_loadable_vae_with_its_scaling_factor(data_dir, tmp_path, capsys):
+    out = tmp_path / "vae"
+    cfg = VaeTrainConfig(data=str(data_dir), out=str(out), preset="tiny", max_steps=40, batch_size=8, lr=2e-3,
+                         validate_every=0, checkpoint_every=0, seed=0)
+    # PSNR of the untrained model (same seed, so the same initial weights the stage starts from).
+    untrained = train_vae.build_task(cfg.with_defaults(**train_vae.SCRATCH_DEFAULTS))
+    before = untrained.validate(untrained.trainable_module().eval(), 0, tmp_path / "before")["psnr_db"]
+
+    train_vae.run(cfg)
+    after = json.loads((out / "validation_metrics.json").read_text())
+    assert after["step"] == 40
+    assert after["psnr_db"] > before + 1.0, (before, after)
+
+    vae = AutoencoderKL.from_pretrained(out)
+    stored = json.loads((out / "config.json").read_text())["scaling_factor"]
+    assert vae.config.scaling_factor == pytest.approx(stored)
+    assert stored != pytest.approx(0.18215)  # measured, not diffusers' default
+    dataset = ImageCaptionDataset(open_prepared(data_dir), "train")
+    assert stored == pytest.approx(measure_scaling_factor(vae.eval(), dataset, max_images=0), rel=1e-4)
+    assert list(out.glob("*.safetensors")) and not list(out.glob("*.bin"))
+
+    grid = Image.open(out / "validation" / "reconstructions-step000040.png")
+    assert grid.size == (IMAGE_SIZE * GRID_IMAGES, IMAGE_SIZE * 2)  # originals above reconstructions
+    assert json.loads((out / "latentdiff_config.json").read_text())["config"]["preset"] == "tiny"
+
+    capsys.readouterr()
+    train_vae.run(cfg)  # a finished folder is not trained again
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_not_a_prepared_dataset_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    code = train_vae.main(["--data", str(tmp_path / "photos"), "--out", str(tmp_path / "vae")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "not a prepared dataset" in err and "prepare-data" in err and "Traceback" not in err
+    assert not (tmp_path / "vae").exists()
+
+
+def test_image_size_the_vae_cannot_encode_is_refused_before_training(tmp_path):
+    data = write_tiny_clip_dataset(tmp_path / "odd", num_train=8, num_validation=2, image_size=30)
+    with pytest.raises(UserError, match="multiple of 4"):
+        train_vae.run(VaeTrainConfig(data=str(data), out=str(tmp_path / "vae"), preset="tiny", max_steps=1))
+    assert not (tmp_path / "vae").exists()
+
+
+def test_init_loads_vae_and_pipeline_folders_and_refuses_pickles(tmp_path):
+    vae = tiny_vae(seed=1)
+    vae.save_pretrained(tmp_path / "pipeline" / "vae", safe_serialization=True)
+    loaded = load_vae(str(tmp_path / "pipeline"))  # a pipeline folder: its vae/ subfolder
+    assert torch.equal(loaded.encoder.conv_in.weight, vae.encoder.conv_in.weight)
+
+    vae.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    with pytest.raises(UserError, match="--allow-pickle"):
+        load_vae(str(tmp_path / "pickled"))
+    assert torch.equal(load_vae(str(tmp_path / "pickled"), allow_pickle=True).encoder.conv_in.weight,
+                       vae.encoder.conv_in.weight)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="AutoencoderKL"):
+        load_vae(str(tmp_path / "empty"))
+
+
+def test_fine_tuning_from_init_starts_from_its_weights(data_dir, tmp_path):
+    tiny_vae(seed=3).save_pretrained(tmp_path / "start", safe_serialization=True)
+    cfg = VaeTrainConfig(data=str(data_dir), out=str(tmp_path / "tuned"), init=str(tmp_path / "start"), max_steps=2,
+                         batch_size=4, seed=0).with_defaults(**train_vae.FINETUNE_DEFAULTS)
+    assert cfg.lr == train_vae.FINETUNE_DEFAULTS["lr"]
+    train_vae.run(cfg)
+    start, tuned = AutoencoderKL.from_pretrained(tmp_path / "start"), AutoencoderKL.from_pretrained(tmp_path / "tuned")
+    delta = (tuned.encoder.conv_in.weight - start.encoder.conv_in.weight).abs().max()
+    assert 0 < float(delta) < 1e-3  # moved a little, from the given weights (a fresh init would differ by ~0.1)

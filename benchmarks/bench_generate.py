@@ -43,12 +43,19 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--images", type=int, default=4, help="images per run, denoised as one batch")
-    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each pipeline")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs of each pipeline")
     parser.add_argument("--scheduler", default="dpmpp-2m")
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both pipelines (0: torch's default); on a shared, "
+                             "oversubscribed machine 1 thread gives far steadier timings")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time our pipeline without channels-last weights, to see what that buys")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from diffusers import StableDiffusionPipeline
 
@@ -63,11 +70,21 @@ def main() -> None:
         seeds = [args.seed + i for i in range(args.images)]
         size = ours.default_size
 
-        def run_ours():
-            request = GenerationRequest(prompts, num_images=1, seed=args.seed, steps=args.steps,
-                                        guidance=args.guidance, scheduler=args.scheduler)
-            # one batch, like the diffusers call below (the request has one image per prompt)
-            return [r.image for r in ours.generate(request, batch_size=args.images)]
+        def runner(pipeline: TextToImage):
+            def run():
+                request = GenerationRequest(prompts, num_images=1, seed=args.seed, steps=args.steps,
+                                            guidance=args.guidance, scheduler=args.scheduler)
+                # one batch, like the diffusers call below (the request has one image per prompt)
+                return [r.image for r in pipeline.generate(request, batch_size=args.images)]
+            return run
+
+        run_ours = runner(ours)
+        contenders = {"latentdiff": run_ours}
+        if args.ablation:
+            contiguous = TextToImage.load(str(folder), "cpu")
+            contiguous.pipe.unet.to(memory_format=torch.contiguous_format)
+            contiguous.pipe.vae.to(memory_format=torch.contiguous_format)
+            contenders["latentdiff_without_channels_last"] = runner(contiguous)
 
         def run_plain():
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
@@ -85,9 +102,13 @@ def main() -> None:
         ours_images, plain_images = run_ours(), run_plain()
         max_diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
                        for a, b in zip(ours_images, plain_images))
-        times = {"latentdiff": [], "diffusers": []}
+        contenders["diffusers"] = run_plain
+        for name, fn in contenders.items():
+            if name not in ("latentdiff", "diffusers"):
+                fn()  # warm-up
+        times = {name: [] for name in contenders}
         for _ in range(args.rounds):
-            for name, fn in (("latentdiff", run_ours), ("diffusers", run_plain)):
+            for name, fn in contenders.items():
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)

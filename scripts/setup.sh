@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# System packages for the built-in offline datasets (emoji font, clip art, Fashion-MNIST).
-APT_PACKAGES="fonts-noto-color-emoji openclipart-svg dataset-fashion-mnist"
+# System packages for the built-in offline datasets (emoji font, clip art, Fashion-MNIST), and the
+# headless browser the web-page test drives through Playwright (never `playwright install`).
+APT_PACKAGES="fonts-noto-color-emoji openclipart-svg dataset-fashion-mnist chromium"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -14,6 +14,9 @@ import sys
 STAGES: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "turn a built-in source or your captioned images into a prepared dataset"),
     "train-clip": ("train_clip", "train a CLIP text+image encoder contrastively (from a preset or --init)"),
+    "train-vae": ("train_vae", "train a VAE (AutoencoderKL) whose latent scaling factor is measured on the data"),
+    "train-unet": ("train_unet", "train the latent U-Net on a CLIP + VAE; writes a StableDiffusionPipeline folder"),
+    "train": ("train", "train CLIP, VAE and U-Net in order into one run folder (resumable; finished stages skipped)"),
     "generate": ("generate", "generate images from text prompts with a pipeline folder, hub id or the bundled model"),
     "serve": ("serve", "serve a pipeline: web page, AUTOMATIC1111- and OpenAI-compatible APIs (127.0.0.1)"),
 }

@@ -109,9 +109,22 @@ VAE_PRESETS: dict[str, VaePreset] = {
     "base": VaePreset(256, (128, 256, 512, 512), 2, 4, norm_num_groups=32),
 }
 
+# Measured on the 2-core dev machine while it was shared (load average ~8, 1 thread: 2 threads thrash
+# under that load), fp32, AdamW, one forward+backward+step at batch 32 on 4x16x16 latents (64 px through
+# the f=4 VAE presets), 77 text tokens of width 256 (32 tokens of width 32 for tiny); head size 32:
+#   tiny  (32, 64) 1 layer:             0.99M params, 30 samples/s: a test run of a few steps takes seconds
+#   small (64, 128, 128) 1 layer:       6.94M params, 10.7 samples/s (U-Net alone; the whole cached train-unet
+#         step measured 6.7 samples/s by benchmarks/bench_train_unet.py on the same shared machine): the
+#         largest of these that keeps 20 epochs of the ~3,800-image emoji set (76k samples) near an hour
+#         (that needs ~21 samples/s: the machine unshared; not measured unshared here).
+#   (64, 128, 128) 2 layers:            10.4M params, 4.7 samples/s;  (96, 192, 192) 1 layer: 15.3M, 5.3/s;
+#   (64, 128, 256) 1 layer:             16.8M params, 5.3 samples/s;  (128, 256, 256) 2 layers: 40.2M, 1.6/s:
+#         each 2-6x slower than small for a 64 px emoji set, so not the default.
+#   base  (320, 640, 1280, 1280) 2 layers, head 64: Stable Diffusion 1.x's U-Net, 853M params with CLIP base
+#         (text width 512); for 256 px on a GPU (4x32x32 latents through the f=8 VAE base); not timed here.
 UNET_PRESETS: dict[str, UnetPreset] = {
     "tiny": UnetPreset((32, 64), 1, 8, (False, True)),
-    "small": UnetPreset((128, 256, 256), 2, 32, (False, True, True)),
+    "small": UnetPreset((64, 128, 128), 1, 32, (False, True, True)),
     "base": UnetPreset((320, 640, 1280, 1280), 2, 64, (True, True, True, False)),
 }
 
@@ -177,11 +190,23 @@ class TrainConfig:
         return dataclasses.replace(self, **updates)
 
 
+# train-clip's batch_size / lr / epochs when the user gives none: from scratch, and with --init (the
+# seed recipe for fine-tuning a pretrained CLIP).
+CLIP_SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 5e-4, "epochs": 30}
+CLIP_FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}
+
+
+def _clip_default(name: str) -> str:
+    return f"{CLIP_SCRATCH_DEFAULTS[name]:g} from scratch, {CLIP_FINETUNE_DEFAULTS[name]:g} with --init"
+
+
 @dataclass
 class ClipTrainConfig(TrainConfig):
-    """`latentdiff train-clip`: contrastive CLIP training. Defaults: from scratch batch 32, lr 5e-4,
-    epochs 30; with --init (fine-tuning) batch 8, lr 1e-5, epochs 5."""
+    """`latentdiff train-clip`: contrastive CLIP training (defaults in CLIP_*_DEFAULTS above)."""
 
+    epochs: int | None = option(None, f"passes over the training split when --max-steps is 0 (None: {_clip_default('epochs')})")
+    batch_size: int | None = option(None, f"image-caption pairs per step per process (None: {_clip_default('batch_size')})")
+    lr: float | None = option(None, f"peak AdamW learning rate (None: {_clip_default('lr')})")
     checkpoint_every: int = option(200, "write resumable training state every N optimizer steps (0: only at the end)")
     validate_every: int = option(200, "run retrieval validation every N optimizer steps (0: only at the end)")
 
@@ -189,7 +214,7 @@ class ClipTrainConfig(TrainConfig):
 @dataclass
 class UnetTrainConfig(TrainConfig):
     """`latentdiff train-unet`: the latent denoiser, conditioned on a frozen CLIP text encoder, in the latent
-    space of a frozen VAE. Defaults: from scratch batch 32, lr 2e-4, 30 epochs; with --init (fine-tuning)
+    space of a frozen VAE. Defaults: from scratch batch 32, lr 2e-4, 20 epochs; with --init (fine-tuning)
     batch 8, lr 1e-5, 5 epochs."""
 
     clip: str = option("", "the CLIP folder (from `latentdiff train-clip`) whose text encoder and tokenizer condition the U-Net")

@@ -141,6 +141,7 @@ class TextToImage:
                             f"`latentdiff train-unet`.") from err
         pipe.set_progress_bar_config(disable=True)  # we show one bar over all batches instead
         pipe.to(torch_device)
+        prepare_for_inference(pipe)
         return cls(pipe, source, torch_device)
 
     @property
@@ -313,6 +314,17 @@ class TextToImage:
                 callback_on_step_end=on_step_end if progress_callback else None,
             )
         return list(output.images)
+
+
+def prepare_for_inference(pipe) -> None:
+    """Speed-ups that leave the pixels within 1/255 of plain diffusers (benchmarks/bench_generate.py).
+
+    channels-last (NHWC) convolution weights let oneDNN / cuDNN skip a layout conversion around every
+    convolution (diffusers' own optimisation guide recommends it for the U-Net); measured on the 2-core
+    CPU: the VAE decoder 1.5x faster, the U-Net about even. Outputs move by ~4e-6, far below 1/255.
+    """
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
 
 
 def estimate_bytes_per_image(unet_config, latent_height: int, latent_width: int, guided: bool) -> int:

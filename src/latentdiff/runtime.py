@@ -48,3 +48,14 @@ def seed_everything(seed: int) -> None:
 def cpu_generator(seed: int) -> torch.Generator:
     """A CPU generator: the same seed draws the same noise whatever device the model runs on."""
     return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def process_state():
+    """accelerate's process-group singleton (rank, world size, barriers), joined exactly as the training
+    loop's Accelerator joins it: with `cpu=True` on machines without an accelerator, which is what makes
+    processes started by torchrun / `accelerate launch --multi_gpu` form one gloo group. Code that runs
+    before the loop (cache building, writing a config once) must use this, not a bare `PartialState()`,
+    or the first call fixes a one-process group."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=pick_device().type == "cpu")

@@ -16,14 +16,14 @@ from latentdiff import checkpoint
 
 pytestmark = pytest.mark.slow
 
-NUM_STEPS = 60
+NUM_STEPS = 30
 KILL_AFTER_STEP = 10
 
 
 def _command(data, out):
     return [sys.executable, "-m", "latentdiff", "train-clip", "--data", str(data), "--out", str(out),
             "--preset", "tiny", "--max-steps", str(NUM_STEPS), "--batch-size", "8", "--lr", "1e-3",
-            "--warmup-steps", "5", "--ema-decay", "0.9", "--checkpoint-every", "5", "--validate-every", "20",
+            "--warmup-steps", "5", "--ema-decay", "0.9", "--checkpoint-every", "5", "--validate-every", "15",
             "--seed", "7"]
 
 

@@ -87,8 +87,9 @@ def build_random_pipeline(out_dir: str | Path, preset: str = "tiny", *, predicti
         cross_attention_dim=clip.text_width,
         norm_num_groups=_groups(unet_preset.block_out_channels),
     )
+    # Stable Diffusion's training schedule (clip_sample off, steps_offset 1: what diffusers expects)
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              num_train_timesteps=1000, prediction_type=prediction_type)
+                              steps_offset=1, num_train_timesteps=1000, prediction_type=prediction_type)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

@@ -86,12 +86,20 @@ def test_send_images_false_returns_info_only(server):
 
 
 def test_samplers_models_and_options(server):
+    import importlib.util
+
     from latentdiff.diffusion.schedulers import SCHEDULERS
 
     client, _ = server
     samplers = client.get("/sdapi/v1/samplers").json()
-    assert {s["name"] for s in samplers} == {spec.a1111_name for spec in SCHEDULERS.values()}
+    listed = {s["name"] for s in samplers}
+    assert {"Euler", "Euler a", "DDIM", "DPM++ 2M", "DPM++ 2M Karras"} <= listed
+    assert listed <= {spec.a1111_name for spec in SCHEDULERS.values()}
+    assert ("LMS" in listed) == (importlib.util.find_spec("scipy") is not None)  # listed only when usable
     assert all(set(s) == {"name", "aliases", "options"} for s in samplers)
+    for sampler in samplers:  # every sampler listed is accepted by txt2img under that name
+        response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "sampler_name": sampler["name"], **FAST})
+        assert response.status_code == 200, (sampler, response.text)
     models = client.get("/sdapi/v1/sd-models").json()
     assert len(models) == 1 and models[0]["model_name"] == "tiny" and len(models[0]["hash"]) == 10
     assert "/" not in models[0]["filename"]  # no server path is revealed

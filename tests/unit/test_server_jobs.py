@@ -177,3 +177,33 @@ def test_info_reports_model_defaults_limits_and_queue(server):
     info = client.get("/api/info").json()
     assert info["model"]["name"] == "tiny" and info["defaults"]["scheduler"] in {s["name"] for s in info["schedulers"]}
     assert info["limits"]["max_steps"] == 150 and info["queue"]["max_queue"] == 3
+
+
+def test_finished_jobs_history_is_bounded_by_count_and_bytes(server):
+    from latentdiff.server.jobs import JobParams, JobQueue
+
+    _, served = server
+    params = [JobParams(f"p{i}", "", i, 2, 7.5, "euler", 32, 32, 1) for i in range(4)]
+
+    def run_all(queue):
+        jobs = [queue.submit(p) for p in params]
+        deadline = time.monotonic() + 60
+        while not all(j.finished for j in jobs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return jobs
+
+    by_count = JobQueue(served.engine, finished_jobs_kept=2)  # idle fixture queue: one model user at a time
+    by_count.start()
+    try:
+        jobs = run_all(by_count)
+        assert [by_count.get(j.id) is not None for j in jobs] == [False, False, True, True]
+    finally:
+        by_count.close()
+    by_bytes = JobQueue(served.engine, finished_bytes_kept=1)  # every PNG is over: keep only the newest
+    by_bytes.start()
+    try:
+        jobs = run_all(by_bytes)
+        assert all(j.status == "done" for j in jobs)
+        assert [by_bytes.get(j.id) is not None for j in jobs] == [False, False, False, True]
+    finally:
+        by_bytes.close()

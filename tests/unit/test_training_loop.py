@@ -73,3 +73,9 @@ def test_plan_steps_from_epochs():
 def test_too_small_dataset_for_one_batch_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="fewer than one batch"):
         train(ToyTask(), _cfg(tmp_path, batch_size=64), tmp_path)
+
+
+def test_dataloader_workers_do_not_change_the_result(tmp_path):
+    train(ToyTask(), _cfg(tmp_path / "w0", max_steps=6), tmp_path / "w0")
+    train(ToyTask(), _cfg(tmp_path / "w2", max_steps=6, num_workers=2), tmp_path / "w2")
+    assert (tmp_path / "w0" / "toy.safetensors").read_bytes() == (tmp_path / "w2" / "toy.safetensors").read_bytes()

@@ -89,7 +89,7 @@ def test_scaling_factor_is_one_over_the_latents_std(data_dir):
 
 def test_train_vae_improves_psnr_and_saves_a_loadable_vae_with_its_scaling_factor(data_dir, tmp_path, capsys):
     out = tmp_path / "vae"
-    cfg = VaeTrainConfig(data=str(data_dir), out=str(out), preset="tiny", max_steps=40, batch_size=8, lr=2e-3,
+    cfg = VaeTrainConfig(data=str(data_dir), out=str(out), preset="tiny", max_steps=20, batch_size=8, lr=2e-3,
                          validate_every=0, checkpoint_every=0, seed=0)
     # PSNR of the untrained model (same seed, so the same initial weights the stage starts from).
     untrained = train_vae.build_task(cfg.with_defaults(**train_vae.SCRATCH_DEFAULTS))
@@ -97,8 +97,8 @@ def test_train_vae_improves_psnr_and_saves_a_loadable_vae_with_its_scaling_facto
 
     train_vae.run(cfg)
     after = json.loads((out / "validation_metrics.json").read_text())
-    assert after["step"] == 40
-    assert after["psnr_db"] > before + 1.0, (before, after)
+    assert after["step"] == 20
+    assert after["psnr_db"] > before + 2.0, (before, after)  # measured: 6.4 dB -> 10.4 dB
 
     vae = AutoencoderKL.from_pretrained(out)
     stored = json.loads((out / "config.json").read_text())["scaling_factor"]
@@ -108,7 +108,7 @@ def test_train_vae_improves_psnr_and_saves_a_loadable_vae_with_its_scaling_facto
     assert stored == pytest.approx(measure_scaling_factor(vae.eval(), dataset, max_images=0), rel=1e-4)
     assert list(out.glob("*.safetensors")) and not list(out.glob("*.bin"))
 
-    grid = Image.open(out / "validation" / "reconstructions-step000040.png")
+    grid = Image.open(out / "validation" / "reconstructions-step000020.png")
     assert grid.size == (IMAGE_SIZE * GRID_IMAGES, IMAGE_SIZE * 2)  # originals above reconstructions
     assert json.loads((out / "latentdiff_config.json").read_text())["config"]["preset"] == "tiny"
 
@@ -158,4 +158,4 @@ def test_fine_tuning_from_init_starts_from_its_weights(data_dir, tmp_path):
     train_vae.run(cfg)
     start, tuned = AutoencoderKL.from_pretrained(tmp_path / "start"), AutoencoderKL.from_pretrained(tmp_path / "tuned")
     delta = (tuned.encoder.conv_in.weight - start.encoder.conv_in.weight).abs().max()
-    assert 0 < float(delta) < 1e-3  # moved a little, from the given weights (a fresh init would differ by ~0.1)
+    assert 0 < float(delta.detach()) < 1e-3  # moved a little, from the given weights (a fresh init would differ by ~0.1)

@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from latentdiff.data.prepared import METADATA_FILENAME, MANIFEST_FILENAME, ImageCaptionDataset, PreparedDataset
+from latentdiff.data.prepared import MANIFEST_FILENAME, METADATA_FILENAME, ImageCaptionDataset, PreparedDataset
+from latentdiff.errors import UserError
 
 CACHE_FORMAT_VERSION = 1
 EMPTY_PROMPT = ""
@@ -146,21 +147,27 @@ def load_or_build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split:
                   cache_dir: str | Path | None = None) -> EncodedSplit:
     """The encoded split: read from `cache_dir` when an identical one was built before, else built (by the
     main process; others wait for it) and written atomically (temporary file, then rename)."""
-    from accelerate import PartialState
     from safetensors.torch import load_file, save_file
+
+    from latentdiff.runtime import process_state
 
     cache_dir = Path(cache_dir) if cache_dir else dataset.root / DEFAULT_CACHE_SUBDIR
     key = cache_key(vae, text_encoder, tokenizer, dataset, split)
     path = cache_path(cache_dir, split, key)
     built = False
-    with PartialState().main_process_first():
+    with process_state().main_process_first():
         if not path.exists():
             tensors = _build(vae, text_encoder, tokenizer, dataset, split, desc=f"caching {split} latents + text")
-            cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            save_file(tensors, str(tmp), metadata={"key": key, "split": split, "dataset": str(dataset.root),
-                                                   "format_version": str(CACHE_FORMAT_VERSION)})
-            os.replace(tmp, path)
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                save_file(tensors, str(tmp), metadata={"key": key, "split": split, "dataset": str(dataset.root),
+                                                       "format_version": str(CACHE_FORMAT_VERSION)})
+                os.replace(tmp, path)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise UserError(f"Could not write the latent cache to {cache_dir} ({err.strerror or err}); pass "
+                                f"--cache-dir a writable folder with free space.") from None
             built = True
     tensors = load_file(str(path))
     return EncodedSplit(latent_mean=tensors["latent_mean"], latent_std=tensors["latent_std"],

@@ -161,7 +161,8 @@ class Lite0Features:
     def __init__(self, device: torch.device | str = "cpu", batch_size: int = FEATURE_BATCH_SIZE):
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.model = load_lite0(self.device)
+        # channels-last runs the depthwise convolutions about twice as fast on CPU (same numbers to ~1e-5)
+        self.model = load_lite0(self.device).to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def __call__(self, images: Iterable[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -171,7 +172,10 @@ class Lite0Features:
         else:
             images = list(images)
             batches = [torch.stack(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
-        out = [self.model.features(normalize_for_lite0(b.float().to(self.device))).double().cpu() for b in batches]
+        out = []
+        for batch in batches:
+            pixels = normalize_for_lite0(batch.float().to(self.device)).contiguous(memory_format=torch.channels_last)
+            out.append(self.model.features(pixels).double().cpu())  # (B, 1280)
         if not out:
             return torch.zeros(0, FEATURE_DIM, dtype=torch.float64)
         return torch.cat(out)

@@ -95,7 +95,12 @@ def load_vae(init: str, *, allow_pickle: bool = False) -> AutoencoderKL:
         if not allow_pickle and _pickle_only(folder):
             raise UserError(f"{folder} holds only pickled weights, which can run code when loaded; convert them to "
                             f"safetensors, or pass --allow-pickle if you trust where they came from.")
-        return AutoencoderKL.from_pretrained(folder, use_safetensors=use_safetensors)
+        try:
+            return AutoencoderKL.from_pretrained(folder, use_safetensors=use_safetensors)
+        except (OSError, ValueError) as err:  # missing or mismatched weight files
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"Could not load the VAE in {folder} ({first}); pass --init a complete AutoencoderKL "
+                            f"folder (config.json + diffusion_pytorch_model.safetensors).") from None
     # A hub id: a VAE repository (config.json at the top) or a pipeline repository (vae/ subfolder).
     errors = []
     for subfolder in (None, PIPELINE_VAE_SUBFOLDER):

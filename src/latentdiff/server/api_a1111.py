@@ -19,7 +19,7 @@ from latentdiff.diffusion.schedulers import SCHEDULERS
 from latentdiff.server.app import get_state
 from latentdiff.server.jobs import CANCELLED, FAILED
 from latentdiff.server.errors import ApiError
-from latentdiff.server.schemas import Txt2ImgRequest
+from latentdiff.server.schemas import Txt2ImgRequest, usable_schedulers
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111-compatible"])
 
@@ -124,8 +124,8 @@ def interrupt(request: Request) -> dict:
 
 @router.get("/samplers")
 def samplers() -> list[dict]:
-    return [{"name": spec.a1111_name, "aliases": [name], "options": dict(spec.overrides)}
-            for name, spec in SCHEDULERS.items()]
+    return [{"name": a1111_name, "aliases": [name], "options": dict(SCHEDULERS[name].overrides)}
+            for name, a1111_name in usable_schedulers().items()]
 
 
 def _model_item(request: Request) -> dict:

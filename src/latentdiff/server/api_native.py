@@ -19,12 +19,11 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from latentdiff.diffusion.schedulers import SCHEDULERS
 from latentdiff.server import limits
 from latentdiff.server.app import get_state
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import Job
-from latentdiff.server.schemas import GenerateRequest
+from latentdiff.server.schemas import GenerateRequest, usable_schedulers
 
 router = APIRouter(prefix="/api", tags=["latentdiff"])
 
@@ -56,7 +55,7 @@ def info(request: Request) -> dict:
     return {
         "model": {"name": state.engine.model_name, "hash": state.engine.model_hash},
         "defaults": asdict(state.engine.defaults),
-        "schedulers": [{"name": name, "a1111_name": spec.a1111_name} for name, spec in SCHEDULERS.items()],
+        "schedulers": [{"name": name, "a1111_name": a1111_name} for name, a1111_name in usable_schedulers().items()],
         "limits": {
             "min_image_side": limits.MIN_IMAGE_SIDE, "max_image_side": limits.MAX_IMAGE_SIDE,
             "image_side_multiple": limits.IMAGE_SIDE_MULTIPLE, "max_steps": limits.MAX_STEPS,

@@ -88,7 +88,7 @@ class PipelineEngine:
             self.tti.validate(self._request([params]))
         except UserError as err:
             flag = _FLAG.search(str(err))
-            name = flag.group(1).replace("-", "_") if flag else None
+            name = flag.group(1).replace("-", "_") if flag else ("scheduler" if "scheduler" in str(err) else None)
             name = (field_names or {}).get(name, name)
             raise ApiError(422, f"{name}: {err}" if name else str(err), name) from None
 

@@ -122,18 +122,21 @@ def _resolve(fut: asyncio.Future) -> None:
 class JobQueue:
     def __init__(self, engine: Engine, *, max_queue: int = limits.DEFAULT_MAX_QUEUE,
                  max_batch_images: int = limits.DEFAULT_MAX_BATCH_IMAGES,
-                 finished_jobs_kept: int = limits.FINISHED_JOBS_KEPT):
+                 finished_jobs_kept: int = limits.FINISHED_JOBS_KEPT,
+                 finished_bytes_kept: int = limits.FINISHED_IMAGE_BYTES_KEPT):
         if max_queue < 1 or max_batch_images < 1:
             raise ValueError("max_queue and max_batch_images must be at least 1")
         self.engine = engine
         self.max_queue = max_queue
         self.max_batch_images = max_batch_images
         self.finished_jobs_kept = finished_jobs_kept
+        self.finished_bytes_kept = finished_bytes_kept
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []
         self._jobs: dict[str, Job] = {}
-        self._finished_order: OrderedDict[str, None] = OrderedDict()
+        self._finished_order: OrderedDict[str, int] = OrderedDict()  # job id -> bytes of its PNGs
+        self._kept_bytes = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._batch_seconds_ema: float | None = None
@@ -263,9 +266,15 @@ class JobQueue:
         job.status = status
         job.error = error
         job.finished_at = time.time()
-        self._finished_order[job.id] = None
-        while len(self._finished_order) > self.finished_jobs_kept:
-            old_id, _ = self._finished_order.popitem(last=False)
+        job.preview_png = None
+        size = sum(len(im.png) for im in job.images)
+        self._finished_order[job.id] = size
+        self._kept_bytes += size
+        # forget the oldest finished jobs past either bound (never the one finishing now)
+        while len(self._finished_order) > 1 and (len(self._finished_order) > self.finished_jobs_kept
+                                                 or self._kept_bytes > self.finished_bytes_kept):
+            old_id, old_size = self._finished_order.popitem(last=False)
+            self._kept_bytes -= old_size
             self._jobs.pop(old_id, None)
         self._touch(job)
 

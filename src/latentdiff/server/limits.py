@@ -23,4 +23,5 @@ MAX_BODY_BYTES = 256 * 1024  # a txt2img request is < 2 KiB; this only stops abu
 DEFAULT_MAX_QUEUE = 64  # jobs waiting at once (running ones excluded); more -> 429
 DEFAULT_MAX_BATCH_IMAGES = 8  # images the worker puts in one call to the model
 FINISHED_JOBS_KEPT = 256  # finished jobs (with their PNGs) kept in memory for polling and download
+FINISHED_IMAGE_BYTES_KEPT = 512 * 2**20  # ... and at most this many bytes of their PNGs (oldest go first)
 MAX_EVENT_STREAM_SECONDS = 3600  # an SSE stream closes after this long even if its job never ends

@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from latentdiff.diffusion.schedulers import SCHEDULERS, scheduler_from_a1111
+from latentdiff.diffusion.schedulers import SCHEDULERS, check_scheduler_name, scheduler_from_a1111
+from latentdiff.errors import UserError
 from latentdiff.server import limits
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import JobParams
@@ -36,6 +37,19 @@ class ModelDefaults:
     steps: int
     guidance: float
     scheduler: str
+
+
+def usable_schedulers() -> dict[str, str]:
+    """latentdiff name -> A1111 name of every scheduler whose Python requirements are installed
+    (LMS needs scipy), the ones the APIs list."""
+    usable = {}
+    for name, spec in SCHEDULERS.items():
+        try:
+            check_scheduler_name(name)
+        except UserError:
+            continue
+        usable[name] = spec.a1111_name
+    return usable
 
 
 def resolve_scheduler(name: str | None, default: str, field: str) -> str:

@@ -20,6 +20,7 @@ DESCRIPTION = ("Measure a pipeline, CLIP or VAE folder on a prepared dataset's t
                "floor, prompt fidelity, CLIP score, attributes, retrieval, reconstructions; writes metrics.json + report.md.")
 SAMPLES_DIRNAME = "samples"
 MIN_RETRIEVAL_IMAGES = 2
+RUN_PIPELINE_DIRNAME = "pipeline"  # where `latentdiff train` writes the pipeline inside its run folder
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -38,6 +39,8 @@ def detect_model_kind(model: str) -> tuple[str, str]:
         return "pipeline", model  # a hub id, or a typo: model_source says which in one sentence
     if path.is_dir() and (path / MODEL_INDEX).is_file():
         return "pipeline", str(path.resolve())
+    if path.is_dir() and (path / RUN_PIPELINE_DIRNAME / MODEL_INDEX).is_file():  # a `latentdiff train` run folder
+        return "pipeline", str((path / RUN_PIPELINE_DIRNAME).resolve())
     config = path / "config.json"
     if path.is_dir() and config.is_file():
         if is_clip_folder(path):
@@ -136,14 +139,14 @@ def _protocol(cfg: EvaluateConfig, dataset, records, kind: str, model: str, mode
     }
 
 
-def _evaluate_pipeline(cfg, model, real_ref, extractor, out_dir: Path, payload: dict[str, Any]) -> str:
+def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, out_dir: Path,
+                       payload: dict[str, Any]) -> str:
     from latentdiff.evaluation.fid import fid_unavailable_reason, inception_fid
     from latentdiff.evaluation.report import SWEEP_PLOT_FILENAME, plot_guidance_sweep
     from latentdiff.evaluation.suite import evaluate_generations, evaluate_real_against_captions, evaluate_vae, sweep_row
     from latentdiff.pipeline import TextToImage
 
     pipeline = TextToImage.load(model, cfg.device)
-    clip_path = find_clip(cfg, str(pipeline.source.path))
     clip = _load_clip(clip_path, pipeline.pipe.text_encoder) if clip_path else None
     num = len(real_ref.real.images)
     payload["protocol"].update({
@@ -222,10 +225,12 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         _require_weights(Path(model), "CLIP")
     if kind == "vae":
         _require_weights(Path(model), "VAE")
+    clip_path = None
     if kind == "pipeline":
         from latentdiff.model_source import resolve_model
 
-        resolve_model(model)  # a missing component or a bad hub id: one sentence, before any long work
+        source = resolve_model(model)  # a missing component or a bad hub id: one sentence, before any long work
+        clip_path = find_clip(cfg, str(source.path))
 
     import torch
 
@@ -256,7 +261,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
                 _write_grid(out_dir, reconstructions, real)
                 grid_caption = "reconstruction (left) and the original (right)"
             else:
-                grid_caption = _evaluate_pipeline(cfg, model, real_ref, extractor, out_dir, payload)
+                grid_caption = _evaluate_pipeline(cfg, model, clip_path, real_ref, extractor, out_dir, payload)
     write_metrics(out_dir, payload)
     report = write_report(out_dir, payload, title=f"{Path(model).name} ({kind}) on {dataset.root.name}/{cfg.split}",
                           grid_caption=f"Each pair: {grid_caption}." if grid_caption else None)

@@ -12,14 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentdiff.checkpoint import is_stage_complete
-from latentdiff.config import CLIP_PRESETS, ClipTrainConfig, lookup_preset, run_stage, save_config
+from latentdiff.config import (CLIP_FINETUNE_DEFAULTS, CLIP_PRESETS, CLIP_SCRATCH_DEFAULTS, ClipTrainConfig, lookup_preset,
+                               run_stage, save_config)
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
-
-# Defaults for batch_size / lr / epochs when the user gives none.
-SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 5e-4, "epochs": 30}
-FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}  # the seed recipe for --init
-
 
 def build_task(cfg: ClipTrainConfig):
     """Open the dataset, build or load the model with its tokenizer and image processor: all the checks
@@ -56,7 +52,7 @@ def run(cfg: ClipTrainConfig) -> Path:
         print(f"latentdiff train-clip: {out} already holds a finished CLIP model; nothing to do "
               f"(use a new --out to train again).")
         return out
-    cfg = cfg.with_defaults(**(FINETUNE_DEFAULTS if cfg.init else SCRATCH_DEFAULTS))
+    cfg = cfg.with_defaults(**(CLIP_FINETUNE_DEFAULTS if cfg.init else CLIP_SCRATCH_DEFAULTS))
     seed_everything(cfg.seed)  # the preset model's initial weights depend only on --seed
     task = build_task(cfg)
     save_config(cfg, out)

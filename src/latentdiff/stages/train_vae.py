@@ -59,7 +59,10 @@ def run(cfg: VaeTrainConfig) -> Path:
     cfg = cfg.with_defaults(**(FINETUNE_DEFAULTS if cfg.init else SCRATCH_DEFAULTS))
     seed_everything(cfg.seed)  # the preset model's initial weights depend only on --seed
     task = build_task(cfg)
-    save_config(cfg, out)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one writer when launched with several processes
+        save_config(cfg, out)
     train(task, cfg, out)
     return out
 

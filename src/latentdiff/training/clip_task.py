@@ -77,6 +77,8 @@ class ClipTask:
         tokens = {k: v.to(pixel_values.device) for k, v in self.tokens(captions).items()}
         out = model(pixel_values=pixel_values, **tokens)  # image_embeds, text_embeds: (B, D), L2-normalised
         logit_scale = _unwrap(model).logit_scale
+        # With several processes each one contrasts its own batch (open_clip's `local_loss`); gathering
+        # embeddings across processes would give more negatives but is not needed at these sizes.
         loss = clip_contrastive_loss(out.image_embeds, out.text_embeds, logit_scale)
         return loss, {"logit_scale": float(logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp())}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from latentdiff.training.sampler import BatchStream, StreamPosition, batches_per
 from latentdiff.training.task import TrainingTask
 
 # Options that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset({"num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle"})
+RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle"})
 # Seeds of the per-process loop generators are spaced so processes never share a stream.
 GENERATOR_SEED_STRIDE = 1_000_003
 
@@ -89,14 +90,24 @@ class _Run:
         from accelerate import Accelerator
 
         self.task, self.cfg, self.out_dir = task, cfg, out_dir
+        device = pick_device()
         precision = cfg.mixed_precision
         if precision == "auto":
-            precision = mixed_precision_for(pick_device())
-        self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum_steps)
+            precision = mixed_precision_for(device)
+        # cpu=True on machines without an accelerator: that is what makes accelerate join processes
+        # started by torchrun / `accelerate launch --multi_gpu` into one gloo group (MULTI_CPU);
+        # without it each process would train alone and they would overwrite each other's files.
+        self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum_steps,
+                                       cpu=device.type == "cpu")
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.world_size:
+            raise UserError(f"{launched} processes were launched but accelerate formed a group of {self.world_size}; "
+                            f"launch with `accelerate launch --multi_gpu --num_processes N` (or torchrun) instead.")
         seed_everything(cfg.seed + self.rank)
         self.generator = torch.Generator("cpu").manual_seed(cfg.seed + GENERATOR_SEED_STRIDE * (self.rank + 1))
-        self.model = task.trainable_module()
+        # On the device before the optimizer exists, so its state (and a resumed one) lives there too.
+        self.model = task.trainable_module().to(self.accelerator.device)
         self.dataset = task.train_dataset()
         self.num_steps = plan_steps(cfg, len(self.dataset), self.world_size)
         self.optimizer = _make_optimizer(self.model, cfg)
@@ -109,9 +120,6 @@ class _Run:
         self.position = StreamPosition()
         self.last_saved_step: int | None = None
         self.resume()
-        self.model.to(self.accelerator.device)
-        if self.ema is not None:
-            self.ema.to(self.accelerator.device)
         # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it
         # num_processes times per step).
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
@@ -121,7 +129,12 @@ class _Run:
     # ---------------------------------------------------------------- checkpoints
 
     def _config_record(self) -> dict[str, Any]:
-        return {k: v for k, v in config_to_dict(self.cfg).items() if k not in RESUMABLE_CHANGES}
+        """The options a resumed run must share with the interrupted one (paths compared resolved)."""
+        record = {k: v for k, v in config_to_dict(self.cfg).items() if k not in RESUMABLE_CHANGES}
+        for key in ("data", "init"):
+            if record.get(key) and Path(record[key]).expanduser().exists():
+                record[key] = str(Path(record[key]).expanduser().resolve())
+        return record
 
     def resume(self) -> None:
         latest = checkpoint.latest_checkpoint(self.out_dir)

@@ -59,8 +59,7 @@ def _download(hub_id: str) -> Path:
     try:
         return Path(StableDiffusionPipeline.download(hub_id, use_safetensors=True))
     except Exception as err:  # network, auth, missing repo: all mean "cannot get this id"
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise UserError(f"Could not get '{hub_id}' from the Hugging Face Hub or its local cache ({reason}); "
+        raise UserError(f"Could not get '{hub_id}' from the Hugging Face Hub or its local cache ({error_reason(err)}); "
                         f"check the id and your network, or pass a local pipeline folder.") from err
 
 
@@ -99,3 +98,10 @@ def check_pipeline_folder(path: Path) -> Path:
         raise UserError(f"Model folder '{path}' stores {', '.join(pickled)} as pickled weights, which latentdiff does "
                         f"not load; convert them to safetensors (save_pretrained(..., safe_serialization=True)).")
     return path
+
+
+def error_reason(err: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message, cut at a word boundary: a clause for a one-sentence error."""
+    text = str(err).strip()
+    line = text.splitlines()[0].rstrip(".") if text else type(err).__name__
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."

@@ -35,7 +35,7 @@ from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAUL
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
 from latentdiff.infotext import PNG_TEXT_KEY, Infotext, model_hash
-from latentdiff.model_source import ModelSource, resolve_model
+from latentdiff.model_source import ModelSource, error_reason, resolve_model
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype
 
 log = logging.getLogger("latentdiff.generate")
@@ -136,8 +136,7 @@ class TextToImage:
                     source.path, dtype=pick_dtype(torch_device), use_safetensors=True
                 )
         except (OSError, ValueError, KeyError, RuntimeError) as err:
-            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise UserError(f"Could not load the pipeline in '{source.path}' ({reason}); re-export it with "
+            raise UserError(f"Could not load the pipeline in '{source.path}' ({error_reason(err)}); re-export it with "
                             f"`latentdiff train-unet`.") from err
         pipe.set_progress_bar_config(disable=True)  # we show one bar over all batches instead
         pipe.to(torch_device)
@@ -184,16 +183,18 @@ class TextToImage:
             raise UserError(f"--steps must be between 1 and {self.max_steps}, the model's training timesteps "
                             f"(got {request.steps}); 20-50 is typical.")
         if not math.isfinite(request.guidance) or request.guidance < 0:
-            raise UserError(f"--guidance must be a number >= 0 (got {request.guidance}); 7.5 is typical, <= 1 turns it off.")
+            raise UserError(f"--guidance must be a number >= 0 (got {request.guidance}); {DEFAULT_GUIDANCE} is "
+                            f"typical, <= 1 turns guidance off.")
         check_scheduler_name(request.scheduler)
         width = self.default_size if request.width is None else request.width
         height = self.default_size if request.height is None else request.height
         multiple = self.size_multiple
         for flag, value in (("--width", width), ("--height", height)):
             if value <= 0 or value % multiple or value > MAX_IMAGE_SIDE:
-                raise UserError(f"{flag} must be a positive multiple of {multiple} up to {MAX_IMAGE_SIDE} pixels (the VAE "
-                                f"downsamples by {self.vae_scale_factor} and diffusers needs multiples of "
-                                f"{DIFFUSERS_SIZE_MULTIPLE}), got {value}; try {max(multiple, round(value / multiple) * multiple)}.")
+                nearest = min(MAX_IMAGE_SIDE, max(multiple, round(value / multiple) * multiple))
+                raise UserError(f"{flag} must be a positive multiple of {multiple} up to {MAX_IMAGE_SIDE} pixels "
+                                f"(the VAE downsamples by {self.vae_scale_factor} and diffusers needs multiples of "
+                                f"{DIFFUSERS_SIZE_MULTIPLE}), got {value}; try {nearest}.")
         num_total = len(request.prompts) * request.num_images
         seed = request.seed
         if seed is None or seed == -1:

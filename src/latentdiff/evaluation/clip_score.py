@@ -50,10 +50,11 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = CLIP_BATC
     return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
 
-def clip_score(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> float:
-    """Mean of 100 * max(cos, 0) over aligned rows of (N, D) normalised embeddings."""
-    cosine = (image_embeds * text_embeds).sum(dim=-1)  # (N,)
-    return float(CLIP_SCORE_SCALE * cosine.clamp(min=0).double().mean())
+def clip_score(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, float]:
+    """Over aligned rows of (N, D) normalised embeddings: the CLIP score, mean of 100 * max(cos, 0), and
+    the plain mean cosine, which still moves where a weak CLIP puts every pair below 0 (score 0)."""
+    cosine = (image_embeds * text_embeds).sum(dim=-1).double()  # (N,)
+    return {"score": float(CLIP_SCORE_SCALE * cosine.clamp(min=0).mean()), "mean_cosine": float(cosine.mean())}
 
 
 def clip_retrieval(model, tokenizer, processor, images: list[Image.Image],

@@ -66,7 +66,7 @@ def fidelity(generated_features: torch.Tensor, ref: RealReference) -> dict[str, 
     }
 
 
-def clip_scores(clip: Clip, images: list[Image.Image], captions: list[str]) -> float:
+def clip_scores(clip: Clip, images: list[Image.Image], captions: list[str]) -> dict[str, float]:
     return clip_score(encode_images(clip.model, clip.processor, images),
                       encode_texts(clip.model, clip.tokenizer, captions))
 
@@ -130,7 +130,8 @@ def sweep_row(metrics: dict[str, Any]) -> dict[str, Any]:
            "prompt_fidelity_top1": metrics["prompt_fidelity"]["top1"],
            "prompt_fidelity_top5": metrics["prompt_fidelity"]["top5"]}
     if "clip_score" in metrics:
-        row["clip_score"] = metrics["clip_score"]
+        row["clip_score"] = metrics["clip_score"]["score"]
+        row["clip_mean_cosine"] = metrics["clip_score"]["mean_cosine"]
     if "attributes" in metrics:
         row["attributes_overall"] = metrics["attributes"]["accuracy"].get("overall")
     return row

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from latentdiff import checkpoint
 from latentdiff.config import TrainConfig, config_to_dict
@@ -233,7 +234,7 @@ class _Run:
             for key, value in metrics.items():
                 writer.add_scalar(f"val/{key}", value, self.step)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6])
-            print(f"[{self.task.name}] step {self.step}: {shown}", flush=True)
+            tqdm.write(f"[{self.task.name}] step {self.step}: {shown}")  # above the progress bar, not through it
         acc.wait_for_everyone()
         return metrics
 
@@ -250,6 +251,14 @@ class _Run:
 
     # ---------------------------------------------------------------- the loop
 
+    def _any_process(self, flag: torch.Tensor) -> bool:
+        """True if `flag` is set on any process: every process must take the same branch (stop or go
+        on), or the others would wait forever in the next collective operation."""
+        flag = flag.reshape(1).to(self.accelerator.device, torch.float32)
+        if self.world_size > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
     def _stop_diverged(self, what: str, value: float) -> None:
         where = (f"the last good checkpoint (step {self.last_saved_step}) is kept under {checkpoint.state_dir(self.out_dir)}"
                  if self.last_saved_step is not None else "no checkpoint had been written yet")
@@ -258,7 +267,6 @@ class _Run:
 
     def run(self) -> TrainResult:
         from torch.utils.tensorboard import SummaryWriter
-        from tqdm.auto import tqdm
 
         acc, cfg = self.accelerator, self.cfg
         writer = SummaryWriter(str(self.out_dir / "logs"), purge_step=self.step) if acc.is_main_process else None
@@ -276,7 +284,7 @@ class _Run:
                 with acc.accumulate(self.model):
                     with acc.autocast():
                         loss, logs = self.task.loss(self.model, batch, self.generator)
-                    if not torch.isfinite(loss.detach()).all():
+                    if self._any_process(~torch.isfinite(loss.detach())):
                         self._stop_diverged("loss", float(loss.detach()))
                     acc.backward(loss)
                     total += loss.detach() / cfg.grad_accum_steps
@@ -308,8 +316,6 @@ class _Run:
             if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or final:
                 self.save_checkpoint()
         bar.close()
-        if self.last_saved_step != self.step:  # a resumed run that had nothing left to do
-            self.save_checkpoint()
         metrics = self.validate(writer)
         self.export()
         if writer is not None:

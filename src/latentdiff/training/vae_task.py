@@ -1,24 +1,25 @@
 """VaeTask: an AutoencoderKL trained with reconstruction + KL inside the one training loop.
 
-Validation: PSNR of the reconstructions of the validation images (decoded from the posterior mean, so it
-is deterministic) and a grid PNG, originals on top and reconstructions below.
-Export: the latents' scaling factor is measured on training images (Rombach et al. 2022, Sec. 4.3.2 and
-App. D.1: "we rescale the latents by 1/std of the first batch"; diffusers keeps it as the VAE config's
-`scaling_factor`) and written into the config before `save_pretrained` (safetensors).
+Validation: PSNR and SSIM (`latentdiff.evaluation.vae_metrics`, the numbers `evaluate` reports) of the
+validation images' reconstructions (decoded from the posterior mean, so deterministic), and a grid PNG
+with the originals on top and their reconstructions below.
+Export: the latents' scaling factor is measured on training images (Rombach et al. 2022, Sec. 4.3.2: the
+KL-regularised latents are rescaled by 1/std estimated on a batch of training data; the LDM code's
+`scale_by_std` computes `1 / z.flatten().std()`); diffusers keeps it as the VAE config's
+`scaling_factor`, which is set before `save_pretrained` (safetensors).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
+from latentdiff.evaluation.vae_metrics import psnr, reconstruct, ssim
 from latentdiff.losses.vae import vae_loss
 from latentdiff.models.vae import VaeForTraining
 
@@ -29,28 +30,13 @@ GRID_IMAGES = 8  # columns of the reconstruction grid
 SCALING_SEED = 0  # the latents whose std is measured are sampled with this seed: same data, same factor
 
 
-def psnr_per_image(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB of images in [-1, 1] (B, 3, H, W) -> (B,), on the [0, 1] scale
-    (peak 1): 10 log10(1 / MSE). Reconstructions are clamped to the valid range first, as a saved
-    image would be."""
-    rec01 = (reconstruction.clamp(-1, 1) + 1) / 2
-    target01 = (target + 1) / 2
-    mse = (rec01 - target01).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1.0 / mse)
-
-
-def to_uint8_image(pixels: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor):
-    """A PIL image: originals (B, 3, H, W) in the top row, their reconstructions below."""
+    """A PIL image: originals (B, 3, H, W) in [0, 1] in the top row, their reconstructions below."""
     from PIL import Image
 
-    top = np.concatenate([to_uint8_image(x) for x in originals], axis=1)  # (H, B*W, 3)
-    bottom = np.concatenate([to_uint8_image(x) for x in reconstructions], axis=1)
-    return Image.fromarray(np.concatenate([top, bottom], axis=0))
+    rows = [torch.cat(list(images), dim=2) for images in (originals, reconstructions)]  # (3, H, B*W) each
+    grid = torch.cat(rows, dim=1)  # (3, 2H, B*W)
+    return Image.fromarray((grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
 
 
 def _batches(dataset: ImageCaptionDataset, count: int, batch_size: int):
@@ -106,24 +92,19 @@ class VaeTask:
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, float]:
-        vae = model.vae
-        device = next(vae.parameters()).device
         count = len(self.validation_split)
         if self.validation_images > 0:
             count = min(count, self.validation_images)
-        psnrs, grid = [], None
-        for pixels in _batches(self.validation_split, count, EVAL_BATCH_SIZE):
-            pixels = pixels.to(device)
-            latents = vae.encode(pixels).latent_dist.mode()  # (B, C_latent, H/f, W/f), the posterior mean
-            decoded = vae.decode(latents).sample  # (B, 3, H, W)
-            psnrs.append(psnr_per_image(decoded, pixels).cpu())
-            if grid is None:
-                grid = reconstruction_grid(pixels[:GRID_IMAGES], decoded[:GRID_IMAGES])
-        psnr = torch.cat(psnrs)
-        metrics = {"psnr_db": float(psnr.mean()), "psnr_db_min": float(psnr.min()), "num_images": float(count)}
+        originals = (torch.cat(list(_batches(self.validation_split, count, EVAL_BATCH_SIZE))) + 1) / 2  # (N, 3, H, W) in [0, 1]
+        # Decoded from the posterior mean (no sampling), so the same weights always score the same.
+        reconstructions = reconstruct(model.vae, originals, batch_size=EVAL_BATCH_SIZE)  # (N, 3, H, W) in [0, 1]
+        psnr_db = psnr(reconstructions, originals)  # (N,)
+        metrics = {"psnr_db": float(psnr_db.mean()), "psnr_db_min": float(psnr_db.min()),
+                   "ssim": float(ssim(reconstructions, originals).mean()), "num_images": float(count)}
         folder = Path(out_dir) / VALIDATION_DIRNAME
         folder.mkdir(parents=True, exist_ok=True)
-        grid.save(folder / f"reconstructions-step{step:06d}.png")
+        reconstruction_grid(originals[:GRID_IMAGES], reconstructions[:GRID_IMAGES]).save(
+            folder / f"reconstructions-step{step:06d}.png")
         write_json_atomic(Path(out_dir) / METRICS_FILENAME, {"step": step, **metrics})
         return metrics
 

@@ -55,6 +55,7 @@ def plot_guidance_sweep(rows: list[dict[str, Any]], path: Path) -> Path:
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     guidance = [row["guidance"] for row in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -67,11 +68,15 @@ def plot_guidance_sweep(rows: list[dict[str, Any]], path: Path) -> Path:
     left.plot(xs, [row["fd_lite0"] for row in rows], marker="o")
     for x, row in zip(xs, rows):
         left.annotate(f"w={row['guidance']:g}", (x, row["fd_lite0"]), textcoords="offset points", xytext=(4, 4))
+    left.xaxis.set_major_locator(MaxNLocator(5))  # guidance barely moves a weak model: keep labels apart
     left.set_xlabel(xlabel)
     left.set_ylabel("fd_lite0 (lower: closer to real images)")
     left.set_title("Fidelity against prompt agreement")
     right.plot(guidance, [row["prompt_fidelity_top1"] for row in rows], marker="o", label="prompt fidelity top-1")
     right.plot(guidance, [row["prompt_fidelity_top5"] for row in rows], marker="o", label="prompt fidelity top-5")
+    for k, color in ((1, "C0"), (5, "C1")):
+        right.axhline(rows[0][f"prompt_fidelity_chance_top{k}"], color=color, linestyle="--", linewidth=1,
+                      label=f"chance, top-{k}")
     if all(row.get("attributes_overall") is not None for row in rows):
         right.plot(guidance, [row["attributes_overall"] for row in rows], marker="o", label="attributes, overall")
     right.set_xlabel("guidance scale")

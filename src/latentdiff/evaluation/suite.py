@@ -128,7 +128,9 @@ def sweep_row(metrics: dict[str, Any]) -> dict[str, Any]:
     row = {"guidance": metrics["guidance"], "fd_lite0": metrics["fidelity"]["fd_lite0"],
            "fd_lite0_half": metrics["fidelity"]["fd_lite0_half"],
            "prompt_fidelity_top1": metrics["prompt_fidelity"]["top1"],
-           "prompt_fidelity_top5": metrics["prompt_fidelity"]["top5"]}
+           "prompt_fidelity_top5": metrics["prompt_fidelity"]["top5"],
+           "prompt_fidelity_chance_top1": metrics["prompt_fidelity"]["chance_top1"],
+           "prompt_fidelity_chance_top5": metrics["prompt_fidelity"]["chance_top5"]}
     if "clip_score" in metrics:
         row["clip_score"] = metrics["clip_score"]["score"]
         row["clip_mean_cosine"] = metrics["clip_score"]["mean_cosine"]

@@ -43,14 +43,13 @@ SQUARE_MIN_FILL = 0.89  # square 1.0, circle pi/4 = 0.785
 CIRCLE_MIN_FILL = 0.66  # triangle and diamond 0.5
 TRIANGLE_MIN_CENTROID = 0.58  # vertical centroid in its box: triangle (apex up) 2/3, diamond 1/2
 # One shape's box is about square (a star's is 0.95 as wide as tall); a region at least this elongated is
-# two same-coloured shapes of one size that touch (two-object scenes place them edge to edge), split at
-# the middle of its long side.
+# two same-coloured shapes of one size that touch (a generator may join the two shapes of a two-object
+# scene), split at the middle of its long side.
 MERGED_MIN_ASPECT = 1.6
 CATEGORIES = ("colors", "shapes", "counting", "objects", "sizes", "positions", "relations", "overall")
 
 _LABEL_COLORS = list(PALETTE)  # label i < len(PALETTE): that colour; len(PALETTE): background; -1: none
 _LABEL_RGB = np.array([PALETTE[c] for c in _LABEL_COLORS] + [BACKGROUND_RGB], dtype=np.float64)  # (7, 3)
-_BACKGROUND_LABEL = len(_LABEL_COLORS)
 _SIZE_THRESHOLD = (SIZE_FRACTIONS["small"] + SIZE_FRACTIONS["large"]) / 2
 
 
@@ -60,7 +59,7 @@ class DetectedObject:
     shape: str
     size: str
     position: str
-    center: tuple[float, float]  # (x, y) centroid in pixels
+    center: tuple[float, float]  # (x, y) centre of its bounding box, in pixels
     area: int
 
 

@@ -171,10 +171,11 @@ def _vae_section(vae: dict[str, Any]) -> list[str]:
 
 def write_report(out_dir: Path, payload: dict[str, Any], *, title: str, grid_caption: str | None) -> Path:
     """report.md; `grid_caption` says what the pairs of the samples grid are (None: no grid written)."""
-    lines = [f"# Evaluation: {title}", "",
-             "Every number below was measured with the protocol at the end; `metrics.json` holds the same numbers. "
-             "`fd_lite0` is a Fréchet distance on EfficientNet-Lite0 ImageNet features: it is not FID and is not "
-             "comparable with published FIDs.", ""]
+    intro = "Every number below was measured with the protocol at the end; `metrics.json` holds the same numbers."
+    if "generation" in payload or "vae" in payload:
+        intro += (" `fd_lite0` is a Fréchet distance on EfficientNet-Lite0 ImageNet features: it is not FID and is "
+                  "not comparable with published FIDs.")
+    lines = [f"# Evaluation: {title}", "", intro, ""]
     if "generation" in payload:
         lines += _generation_section(payload["generation"], payload["real_reference"])
     if grid_caption:

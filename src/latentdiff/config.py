@@ -90,9 +90,16 @@ class UnetPreset:
 # CLIP training speed (benchmarks/bench_train_clip.py, batch 32, fp32, 2 cores, measured while the machine
 # ran other jobs at load ~8, so an idle machine is about 2-4x faster): tiny 0.11M params, 6-15 samples/s;
 # small 8.6M params (2.1M of them the 8192-token embedding), ~3 samples/s.
+# Re-measured for the bundled default model (issue 6; batch 32, 2 threads, 64 px, patch 8 = 64 image tokens,
+# 32 text tokens: the emoji names in all 14 languages are at most 26 tokens, 99% at most 15):
+#   width 256, 4+4 layers: 8.62M params, 45 samples/s on the idle machine (7 samples/s under load ~5)
+#   width 192, 3+3 layers: 4.37M params, 108 samples/s idle (16 under load)
+#   small = width 128, 3+3 layers, 2 heads: 2.31M params (1.05M of them the embedding), 140 samples/s idle,
+#         23 under load ~5 with 2 threads: the one that fits ~5 emoji epochs into ~10 minutes on a shared CPU.
+# Under load, 2 threads thrash: 1 thread was 3.5x faster than 2 while another job used a core (VAE below).
 CLIP_PRESETS: dict[str, ClipPreset] = {
     "tiny": ClipPreset(64, 32, 2, 2, 32, 2, 2, 16, 32, 1000, 32),
-    "small": ClipPreset(64, 256, 4, 4, 256, 4, 4, 8, 256, 8192, 77),
+    "small": ClipPreset(64, 128, 3, 2, 128, 3, 2, 8, 128, 8192, 32),
     "base": ClipPreset(224, 512, 12, 8, 768, 12, 12, 32, 512, 49408, 77),
 }
 
@@ -104,6 +111,8 @@ CLIP_PRESETS: dict[str, ClipPreset] = {
 #   small (32, 64, 128) f=4: 2.70M params, latents 4x16x16 at 64 px, 12.6 samples/s (batch 8): about
 #         11k images (3 epochs of the emoji set) in 15 minutes. f=4 is LDM-4, the best quality/speed
 #         trade-off in Rombach et al. 2022 (Sec. 4.1).
+#   small re-measured (issue 6, batch 16, fp32): 2 threads 1.5 samples/s and 1 thread 5.4 samples/s while another
+#         job used one core (load ~3.5): a shared CPU wants OMP_NUM_THREADS=1.
 #   base  (128, 256, 512, 512) f=8, 2 layers: 83.65M params (Stable Diffusion's VAE), latents 4x32x32 at
 #         256 px; ~200 s per batch-2 step here, a GPU-sized model.
 VAE_PRESETS: dict[str, VaePreset] = {
@@ -125,9 +134,14 @@ VAE_PRESETS: dict[str, VaePreset] = {
 #         each 2-6x slower than small for a 64 px emoji set, so not the default.
 #   base  (320, 640, 1280, 1280) 2 layers, head 64: Stable Diffusion 1.x's U-Net, 853M params with CLIP base
 #         (text width 512); for 256 px on a GPU (4x32x32 latents through the f=8 VAE base); not timed here.
+# Re-measured for the bundled default model (issue 6; batch 32, 2 threads, U-Net alone, 32 text tokens of
+# width 128 = CLIP small): (64, 128, 128) 6.72M params, 31.9 samples/s on the idle machine, 2.2 under load ~5;
+# small = (32, 64, 128) 1 layer: 4.22M params, 75.1 samples/s idle, 5.0 under load ~5: 32 instead of 64
+# channels at the 16x16 level (no attention there) make it 2.3x faster, so twice the epochs fit the hour.
+# (64, 128) with attention at both levels: 4.28M params, 2.5 samples/s under load ~5.
 UNET_PRESETS: dict[str, UnetPreset] = {
     "tiny": UnetPreset((32, 64), 1, 8, (False, True)),
-    "small": UnetPreset((64, 128, 128), 1, 32, (False, True, True)),
+    "small": UnetPreset((32, 64, 128), 1, 32, (False, True, True)),
     "base": UnetPreset((320, 640, 1280, 1280), 2, 64, (True, True, True, False)),
 }
 

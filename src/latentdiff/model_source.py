@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import UserError
+from latentdiff.models.weights import pickle_only_files
 
 # the package folder that issue 6 fills with a small trained pipeline (`latentdiff generate` with no --model)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -26,7 +27,6 @@ REQUIRED_COMPONENTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "tokenizer": (("tokenizer.json", "vocab.json", "tokenizer_config.json"), False),
     "scheduler": (("scheduler_config.json",), False),
 }
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -87,7 +87,7 @@ def check_pipeline_folder(path: Path) -> Path:
             missing.append(f"{component}/")
             continue
         if needs_weights and not any(folder.glob("*.safetensors")):
-            if any(f.suffix in PICKLE_SUFFIXES for f in folder.iterdir()):
+            if pickle_only_files(folder):
                 pickled.append(f"{component}/")
             else:
                 missing.append(f"{component}/ weights")

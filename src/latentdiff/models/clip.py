@@ -7,13 +7,13 @@ from pathlib import Path
 
 from latentdiff.config import ClipPreset
 from latentdiff.errors import UserError
+from latentdiff.models.weights import refuse_pickle_only
 
 # OpenAI CLIP's pixel statistics: kept for models trained from scratch too, so every CLIP folder we
 # write normalises images the way the whole CLIP ecosystem expects.
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 MLP_RATIO = 4  # transformer MLP width / model width, as in CLIP and ViT
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def make_image_processor(image_size: int):
@@ -59,16 +59,6 @@ def build_clip(preset: ClipPreset, tokenizer):
     return CLIPModel(config)
 
 
-def _refuse_pickles(folder: Path, allow_pickle: bool) -> None:
-    if allow_pickle or not folder.is_dir():
-        return
-    has_safetensors = any(folder.glob("*.safetensors"))
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles and not has_safetensors:
-        raise UserError(f"{folder} holds only pickled weights ({', '.join(pickles)}), which can run code when loaded; "
-                        f"convert them to safetensors, or pass --allow-pickle if you trust where they came from.")
-
-
 def load_clip(init: str, allow_pickle: bool = False):
     """(CLIPModel, tokenizer, image processor) from a local folder or a hub id. Safetensors only unless
     `allow_pickle`."""
@@ -80,7 +70,7 @@ def load_clip(init: str, allow_pickle: bool = False):
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise UserError(f"--init {init} is not a CLIP model folder (no config.json); give a folder written by "
                         f"`latentdiff train-clip` or `CLIPModel.save_pretrained`.")
-    _refuse_pickles(folder, allow_pickle)
+    refuse_pickle_only(folder, allow_pickle)
     source = str(folder) if folder.is_dir() else init
     try:
         model = CLIPModel.from_pretrained(source, use_safetensors=None if allow_pickle else True)

@@ -11,17 +11,13 @@ factor, `cross_attention_dim` = the CLIP text encoder's hidden size.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from diffusers import UNet2DConditionModel
 
 from latentdiff.config import UnetPreset
 from latentdiff.errors import UserError
+from latentdiff.models.weights import load_diffusers_component
 
-UNET_CLASS_NAME = "UNet2DConditionModel"
-PIPELINE_UNET_SUBFOLDER = "unet"
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 
 
 def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: int,
@@ -55,49 +51,10 @@ def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _local_unet_folder(root: Path) -> Path:
-    """`root` itself when it is a U-Net folder, `root/unet` when it is a pipeline folder."""
-    for folder in (root, root / PIPELINE_UNET_SUBFOLDER):
-        config_path = folder / "config.json"
-        if config_path.is_file():
-            try:
-                class_name = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
-            except json.JSONDecodeError:
-                class_name = None
-            if class_name == UNET_CLASS_NAME:
-                return folder
-    raise UserError(f"{root} is neither a UNet2DConditionModel folder nor a pipeline folder with a "
-                    f"'{PIPELINE_UNET_SUBFOLDER}/' subfolder; pass --init a folder written by `latentdiff train-unet` "
-                    f"or by diffusers' save_pretrained.")
-
-
-def _pickle_only(folder: Path) -> bool:
-    names = [p.name for p in folder.iterdir() if p.is_file()]
-    return not any(n.endswith(".safetensors") for n in names) and any(n.endswith(PICKLE_SUFFIXES) for n in names)
-
-
 def load_unet(init: str, *, allow_pickle: bool = False) -> UNet2DConditionModel:
     """A pretrained U-Net from a local folder (U-Net or pipeline folder) or a hub id (a U-Net repository
-    or a pipeline repository with `unet/`). Unpickling can run arbitrary code, so pickled weights are
-    refused unless `allow_pickle` (`--allow-pickle`)."""
-    use_safetensors = None if allow_pickle else True  # True: diffusers refuses to fall back to .bin
-    local = Path(init).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise UserError(f"--init {init} is a file; give the folder that holds the U-Net's config.json and weights.")
-        folder = _local_unet_folder(local)
-        if not allow_pickle and _pickle_only(folder):
-            raise UserError(f"{folder} holds only pickled weights, which can run code when loaded; convert them to "
-                            f"safetensors, or pass --allow-pickle if you trust where they came from.")
-        return UNet2DConditionModel.from_pretrained(folder, use_safetensors=use_safetensors)
-    errors = []
-    for subfolder in (None, PIPELINE_UNET_SUBFOLDER):
-        try:
-            return UNet2DConditionModel.from_pretrained(init, subfolder=subfolder, use_safetensors=use_safetensors)
-        except (OSError, ValueError) as err:  # diffusers raises EnvironmentError (OSError) for missing files
-            errors.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
-    raise UserError(f"Could not load a U-Net from '{init}' ({errors[-1]}); pass --init an existing folder or a hub id "
-                    f"of a UNet2DConditionModel or pipeline repository (add --allow-pickle only for trusted .bin weights).")
+    or a pipeline repository with `unet/`); pickled weights only with `allow_pickle` (`--allow-pickle`)."""
+    return load_diffusers_component(UNet2DConditionModel, init, subfolder="unet", allow_pickle=allow_pickle)
 
 
 def check_unet_fits(unet: UNet2DConditionModel, *, text_width: int, latent_channels: int, clip_dir: str,

@@ -8,7 +8,6 @@ depth, so any diffusers tool that reads an `AutoencoderKL` folder reads ours.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,12 +15,7 @@ from diffusers import AutoencoderKL
 
 from latentdiff.config import VaePreset
 from latentdiff.errors import UserError
-
-# Stable Diffusion's VAE (and every diffusers `AutoencoderKL` config) stores this class name.
-VAE_CLASS_NAME = "AutoencoderKL"
-# Where a diffusers pipeline folder keeps its VAE.
-PIPELINE_VAE_SUBFOLDER = "vae"
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+from latentdiff.models.weights import load_diffusers_component
 
 
 def vae_from_preset(preset: VaePreset) -> AutoencoderKL:
@@ -61,55 +55,10 @@ def check_image_size(vae: AutoencoderKL | VaePreset, image_size: int, data_dir: 
                         f"`--image-size` a multiple of {factor} (e.g. {max(factor, image_size // factor * factor)}).")
 
 
-def _pickle_only(folder: Path) -> bool:
-    names = [p.name for p in folder.iterdir() if p.is_file()]
-    has_safetensors = any(n.endswith(".safetensors") for n in names)
-    return not has_safetensors and any(n.endswith(PICKLE_SUFFIXES) for n in names)
-
-
-def _local_vae_folder(root: Path) -> Path:
-    """`root` itself when it is a VAE folder, `root/vae` when it is a pipeline folder."""
-    for folder in (root, root / PIPELINE_VAE_SUBFOLDER):
-        config_path = folder / "config.json"
-        if config_path.is_file():
-            try:
-                class_name = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
-            except json.JSONDecodeError:
-                class_name = None
-            if class_name == VAE_CLASS_NAME:
-                return folder
-    raise UserError(f"{root} is neither an AutoencoderKL folder nor a pipeline folder with a '{PIPELINE_VAE_SUBFOLDER}/' "
-                    f"subfolder; pass --init a folder saved by `latentdiff train-vae` or by diffusers' save_pretrained.")
-
-
 def load_vae(init: str, *, allow_pickle: bool = False) -> AutoencoderKL:
-    """Load a pretrained VAE from a local folder (a VAE folder or a pipeline folder) or a hub id.
-
-    diffusers falls back to pickled `.bin` weights when no safetensors file exists; unpickling can run
-    arbitrary code, so that fallback is only allowed when the user said so (`--allow-pickle`)."""
-    # use_safetensors=True refuses pickles; None lets diffusers prefer safetensors and fall back.
-    use_safetensors = None if allow_pickle else True
-    local = Path(init).expanduser()
-    if local.exists():
-        folder = _local_vae_folder(local)
-        if not allow_pickle and _pickle_only(folder):
-            raise UserError(f"{folder} holds only pickled weights, which can run code when loaded; convert them to "
-                            f"safetensors, or pass --allow-pickle if you trust where they came from.")
-        try:
-            return AutoencoderKL.from_pretrained(folder, use_safetensors=use_safetensors)
-        except (OSError, ValueError) as err:  # missing or mismatched weight files
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"Could not load the VAE in {folder} ({first}); pass --init a complete AutoencoderKL "
-                            f"folder (config.json + diffusion_pytorch_model.safetensors).") from None
-    # A hub id: a VAE repository (config.json at the top) or a pipeline repository (vae/ subfolder).
-    errors = []
-    for subfolder in (None, PIPELINE_VAE_SUBFOLDER):
-        try:
-            return AutoencoderKL.from_pretrained(init, subfolder=subfolder, use_safetensors=use_safetensors)
-        except (OSError, ValueError) as err:  # diffusers raises EnvironmentError (OSError) for missing files
-            errors.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
-    raise UserError(f"Could not load a VAE from '{init}' ({errors[-1]}); pass --init an existing folder or a hub id "
-                    f"of an AutoencoderKL or pipeline repository (add --allow-pickle only for trusted .bin weights).")
+    """A pretrained VAE from a local folder (a VAE folder or a pipeline folder) or a hub id (a VAE
+    repository or a pipeline repository with `vae/`); pickled weights only with `allow_pickle`."""
+    return load_diffusers_component(AutoencoderKL, init, subfolder="vae", allow_pickle=allow_pickle)
 
 
 class VaeForTraining(torch.nn.Module):

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import (CLIP_FINETUNE_DEFAULTS, CLIP_PRESETS, CLIP_SCRATCH_DEFAULTS, ClipTrainConfig, lookup_preset,
-                               run_stage, save_config)
+                               run_stage)
 from latentdiff.data.prepared import open_prepared
-from latentdiff.errors import UserError
+from latentdiff.training.stage import already_finished, require_data_and_out, train_and_record
 
 def build_task(cfg: ClipTrainConfig):
     """Open the dataset, build or load the model with its tokenizer and image processor: all the checks
@@ -41,22 +40,13 @@ def build_task(cfg: ClipTrainConfig):
 
 def run(cfg: ClipTrainConfig) -> Path:
     from latentdiff.runtime import seed_everything
-    from latentdiff.training.loop import train
 
-    if not cfg.data:
-        raise UserError("Say which prepared dataset to train on with --data DIR.")
-    if not cfg.out:
-        raise UserError("Say where to write the CLIP model with --out DIR.")
-    out = Path(cfg.out)
-    if is_stage_complete(out):
-        print(f"latentdiff train-clip: {out} already holds a finished CLIP model; nothing to do "
-              f"(use a new --out to train again).")
+    out = require_data_and_out(cfg, "the CLIP model")
+    if already_finished(out, "train-clip", "CLIP model"):
         return out
     cfg = cfg.with_defaults(**(CLIP_FINETUNE_DEFAULTS if cfg.init else CLIP_SCRATCH_DEFAULTS))
     seed_everything(cfg.seed)  # the preset model's initial weights depend only on --seed
-    task = build_task(cfg)
-    save_config(cfg, out)
-    train(task, cfg, out)
+    train_and_record(build_task(cfg), cfg, out)
     return out
 
 

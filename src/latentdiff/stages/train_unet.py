@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.config import UNET_PRESETS, UnetTrainConfig, lookup_preset, run_stage, save_config
+from latentdiff.config import UNET_PRESETS, UnetTrainConfig, lookup_preset, run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.runtime import process_state, seed_everything
+from latentdiff.training.stage import already_finished, require_data_and_out, train_and_record
 
 # (batch_size, lr, epochs) when the user does not say. From scratch: AdamW at 2e-4 is stable for these
 # small U-Nets with gradient clipping; 20 epochs of the ~3,800-image emoji set is the hour budget of
@@ -66,10 +67,7 @@ def build_components(cfg: UnetTrainConfig):
     from latentdiff.models.unet import check_unet_fits, load_unet, unet_from_preset
     from latentdiff.models.vae import check_image_size, downsampling_factor, load_vae
 
-    if not cfg.out:
-        raise UserError("Say where to write the pipeline with --out DIR.")
-    if not cfg.data:
-        raise UserError("Say which prepared dataset to train on with --data DIR (made by `latentdiff prepare-data`).")
+    require_data_and_out(cfg, "the pipeline")
     dataset = open_prepared(cfg.data)
     dataset.require_split("train")
     clip_dir = _require_folder(cfg.clip, "--clip", "latentdiff train-clip")
@@ -99,16 +97,15 @@ def build_components(cfg: UnetTrainConfig):
 
 def run(cfg: UnetTrainConfig):
     from latentdiff.training.diffusion_task import DiffusionTask
-    from latentdiff.training.loop import train
 
+    out = require_data_and_out(cfg, "the pipeline")
+    if already_finished(out, "train-unet", "pipeline"):
+        return None
     dataset, unet, vae, text_encoder, tokenizer = build_components(cfg)
     cfg = cfg.with_defaults(**(FINETUNE_DEFAULTS if cfg.init else SCRATCH_DEFAULTS))
-    out = Path(cfg.out)
     task = DiffusionTask(cfg, dataset, unet, vae, text_encoder, tokenizer)
-    result = train(task, cfg, out)
-    if process_state().is_main_process:  # one writer when launched with several processes
-        # written after training: a rerun refused for changed options must not overwrite the record
-        save_config(cfg, out)
+    result = train_and_record(task, cfg, out)
+    if process_state().is_main_process:
         print(f"pipeline written to {out} (step {result.step}, last loss {result.last_loss:.4f}); load it with "
               f"StableDiffusionPipeline.from_pretrained('{out}') or `latentdiff generate --model {out} PROMPT`")
     return result

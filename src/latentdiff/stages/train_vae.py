@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.checkpoint import is_stage_complete
-from latentdiff.config import VAE_PRESETS, VaeTrainConfig, lookup_preset, run_stage, save_config
+from latentdiff.config import VAE_PRESETS, VaeTrainConfig, lookup_preset, run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
+from latentdiff.training.stage import already_finished, require_data_and_out, train_and_record
 
 # Defaults for batch_size / lr / epochs when the user gives none. From scratch a small VAE takes a high
 # LR well (AdamW, warmup-free, cosine); fine-tuning a pretrained VAE uses a small one so it keeps what it
@@ -45,25 +45,13 @@ def build_task(cfg: VaeTrainConfig):
 
 def run(cfg: VaeTrainConfig) -> Path:
     from latentdiff.runtime import seed_everything
-    from latentdiff.training.loop import train
 
-    if not cfg.data:
-        raise UserError("Say which prepared dataset to train on with --data DIR.")
-    if not cfg.out:
-        raise UserError("Say where to write the VAE with --out DIR.")
-    out = Path(cfg.out)
-    if is_stage_complete(out):
-        print(f"latentdiff train-vae: {out} already holds a finished VAE; nothing to do "
-              f"(use a new --out to train again).")
+    out = require_data_and_out(cfg, "the VAE")
+    if already_finished(out, "train-vae", "VAE"):
         return out
     cfg = cfg.with_defaults(**(FINETUNE_DEFAULTS if cfg.init else SCRATCH_DEFAULTS))
     seed_everything(cfg.seed)  # the preset model's initial weights depend only on --seed
-    task = build_task(cfg)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:  # one writer when launched with several processes
-        save_config(cfg, out)
-    train(task, cfg, out)
+    train_and_record(build_task(cfg), cfg, out)
     return out
 
 

@@ -1,0 +1,75 @@
+"""Loading pretrained components safely, the same way for the U-Net, the VAE and CLIP.
+
+Unpickling can run arbitrary code, so a folder whose only weights are pickles (`.bin`, `.ckpt`, ...) is
+refused unless the user explicitly allows it (`--allow-pickle`); safetensors load as usual.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from latentdiff.errors import UserError
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+def pickle_only_files(folder: Path) -> list[str]:
+    """The pickled weight files of `folder` when it has no safetensors weights at all; else []."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+
+
+def refuse_pickle_only(folder: Path, allow_pickle: bool) -> None:
+    pickles = [] if allow_pickle else pickle_only_files(folder)
+    if pickles:
+        raise UserError(f"{folder} holds only pickled weights ({', '.join(pickles)}), which can run code when loaded; "
+                        f"convert them to safetensors, or pass --allow-pickle if you trust where they came from.")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def find_component_folder(root: Path, subfolder: str, class_name: str) -> Path | None:
+    """`root` itself when its config.json names `class_name`, `root/subfolder` when `root` is a pipeline
+    folder holding the component there; None otherwise."""
+    for folder in (root, root / subfolder):
+        config_path = folder / "config.json"
+        if config_path.is_file():
+            try:
+                found = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
+            except json.JSONDecodeError:
+                found = None
+            if found == class_name:
+                return folder
+    return None
+
+
+def load_diffusers_component(model_cls, init: str, *, subfolder: str, allow_pickle: bool = False):
+    """A diffusers model (`UNet2DConditionModel`, `AutoencoderKL`) from a local component folder, a local
+    pipeline folder (its `subfolder`), or a hub id of either kind of repository."""
+    class_name = model_cls.__name__
+    use_safetensors = None if allow_pickle else True  # True: diffusers will not fall back to pickles
+    local = Path(init).expanduser()
+    if local.exists():
+        folder = find_component_folder(local, subfolder, class_name) if local.is_dir() else None
+        if folder is None:
+            raise UserError(f"{local} is neither a {class_name} folder nor a pipeline folder with a '{subfolder}/' "
+                            f"subfolder; pass --init a folder written by latentdiff or by diffusers' save_pretrained.")
+        refuse_pickle_only(folder, allow_pickle)
+        try:
+            return model_cls.from_pretrained(folder, use_safetensors=use_safetensors)
+        except (OSError, ValueError) as err:  # missing or mismatched weight files
+            raise UserError(f"Could not load the {class_name} in {folder} ({_first_line(err)}); pass --init a "
+                            f"complete folder (config.json + safetensors weights).") from None
+    errors = []
+    for hub_subfolder in (None, subfolder):
+        try:
+            return model_cls.from_pretrained(init, subfolder=hub_subfolder, use_safetensors=use_safetensors)
+        except (OSError, ValueError) as err:  # diffusers raises EnvironmentError (OSError) for missing files
+            errors.append(_first_line(err))
+    raise UserError(f"Could not load a {class_name} from '{init}' ({errors[-1]}); pass --init an existing folder or a "
+                    f"hub id of a {class_name} or pipeline repository (add --allow-pickle only for trusted pickled weights).")

@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from latentdiff.config import EvaluateConfig, run_stage, save_config
+from latentdiff.config import EvaluateConfig
+from latentdiff.options import run_stage, save_config
 from latentdiff.errors import UserError
 
 DESCRIPTION = ("Measure a pipeline, CLIP or VAE folder on a prepared dataset's test split: fd_lite0 with its noise "

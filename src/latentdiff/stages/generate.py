@@ -11,7 +11,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from latentdiff.config import GenerateConfig, run_stage, save_config
+from latentdiff.config import GenerateConfig
+from latentdiff.options import run_stage, save_config
 
 DESCRIPTION = "Generate images from text with a trained pipeline (one PNG per image, parameters embedded)."
 GRID_PREFIX = "grid-"

@@ -6,7 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from latentdiff.config import PrepareDataConfig, run_stage, save_config
+from latentdiff.config import PrepareDataConfig
+from latentdiff.options import run_stage, save_config
 from latentdiff.data import coco as coco_reader
 from latentdiff.data import flickr8k as flickr8k_reader
 from latentdiff.data import folder as folder_reader

@@ -16,7 +16,8 @@ import os
 import socket
 import sys
 
-from latentdiff.config import ServeConfig, run_stage
+from latentdiff.config import ServeConfig
+from latentdiff.options import run_stage
 from latentdiff.errors import UserError
 
 DESCRIPTION = ("Serve a pipeline over HTTP: a web page, an AUTOMATIC1111-compatible API (/sdapi/v1) and an "

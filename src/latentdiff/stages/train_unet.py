@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.config import UNET_PRESETS, UnetTrainConfig, lookup_preset, run_stage
+from latentdiff.config import UNET_PRESETS, UnetTrainConfig, lookup_preset
+from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.runtime import process_state, seed_everything

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.config import VAE_PRESETS, VaeTrainConfig, lookup_preset, run_stage
+from latentdiff.config import VAE_PRESETS, VaeTrainConfig, lookup_preset
+from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.training.stage import already_finished, require_data_and_out, train_and_record

@@ -27,7 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from latentdiff import checkpoint
-from latentdiff.config import TrainConfig, config_to_dict
+from latentdiff.config import TrainConfig
+from latentdiff.options import config_to_dict
 from latentdiff.errors import UserError
 from latentdiff.runtime import mixed_precision_for, pick_device, seed_everything
 from latentdiff.training import ema as ema_lib

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentdiff.checkpoint import is_stage_complete
-from latentdiff.config import TrainConfig, save_config
+from latentdiff.config import TrainConfig
+from latentdiff.options import save_config
 from latentdiff.errors import UserError
 from latentdiff.runtime import process_state
 

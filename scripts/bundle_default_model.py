@@ -1,0 +1,122 @@
+"""Put a `latentdiff train` run into the package as the bundled default model (issue 6).
+
+    python scripts/bundle_default_model.py --run RUN [--out src/latentdiff/default_model]
+
+RUN is a `latentdiff train` run folder (RUN/pipeline and RUN/clip). The output folder gets
+
+    model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/   the pipeline
+    clip/                                                                the whole CLIPModel (text and
+                                                                         vision towers, tokenizer, image
+                                                                         processor) for CLIP score/retrieval
+
+written by the libraries' own `save_pretrained` (so only the files a loader needs travel: no training
+state, logs or checkpoints), then every floating-point tensor of every `*.safetensors` file is stored as
+float16, which halves the package. The configs still say float32, so both loaders build float32 models
+and cast the float16 tensors up while loading: diffusers casts to the dtype of the module it loads into
+when no torch_dtype is given (`load_model_dict_into_meta`), and transformers' default dtype="auto" follows
+the config's dtype. `latentdiff generate` and a plain `StableDiffusionPipeline.from_pretrained(dir)` thus
+run the same float32 model (checked at the end, and by tests/unit/test_default_model.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "src" / "latentdiff" / "default_model"
+MAX_BUNDLE_BYTES = 60 * 1024 * 1024  # issue 6: at most 60 MB of weights and configs in the package
+STORED_DTYPE = torch.float16
+CLIP_SUBDIR = "clip"
+
+
+def to_float16(path: Path) -> None:
+    """Rewrite one safetensors file with its floating-point tensors as float16 (metadata kept)."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            if tensor.abs().max() > torch.finfo(STORED_DTYPE).max:
+                raise SystemExit(f"{path}: tensor {name} exceeds the float16 range; cannot bundle it as float16.")
+            tensors[name] = tensor.to(STORED_DTYPE).contiguous()
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def save_bundle(run: Path, out: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from latentdiff.models.clip import load_clip
+
+    pipeline_dir, clip_dir = run / "pipeline", run / CLIP_SUBDIR
+    for folder in (pipeline_dir, clip_dir):
+        if not folder.is_dir():
+            raise SystemExit(f"{folder} does not exist: finish `latentdiff train --out {run}` first.")
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir)
+    pipe.save_pretrained(out, safe_serialization=True)
+    for part in load_clip(str(clip_dir)):  # CLIPModel, tokenizer, image processor
+        part.save_pretrained(out / CLIP_SUBDIR)
+    for weights in sorted(out.rglob("*.safetensors")):
+        to_float16(weights)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def check_same_images(folder: Path) -> None:
+    """latentdiff's loader and plain diffusers must give identical pixels from the bundled folder."""
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+
+    from latentdiff.pipeline import GenerationRequest, TextToImage
+
+    ours = TextToImage.load(str(folder), "cpu")
+    image = ours.generate(GenerationRequest(["a red apple"], seed=0, steps=4, scheduler="ddim"))[0].image
+    plain = StableDiffusionPipeline.from_pretrained(folder)
+    dtypes = {name: next(getattr(plain, name).parameters()).dtype for name in ("unet", "vae", "text_encoder")}
+    if set(dtypes.values()) != {torch.float32}:
+        raise SystemExit(f"plain from_pretrained loaded {dtypes}, not float32 everywhere")
+    from diffusers import DDIMScheduler
+
+    plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
+    plain.set_progress_bar_config(disable=True)
+    theirs = plain("a red apple", num_inference_steps=4, generator=torch.Generator("cpu").manual_seed(0)).images[0]
+    difference = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(theirs, dtype=np.int16)).max()
+    print(f"latentdiff vs plain diffusers, same seed: max pixel difference {difference}")
+    if difference:
+        raise SystemExit("latentdiff and plain diffusers disagree on the bundled model")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="the `latentdiff train` run folder (pipeline/ and clip/ inside)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="the bundled model folder (replaced)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # replace the old bundle only once the new one is whole
+        staged = Path(tmp) / out.name
+        save_bundle(Path(args.run), staged)
+        size = folder_bytes(staged)
+        if size > MAX_BUNDLE_BYTES:
+            raise SystemExit(f"the bundle is {size / 2**20:.1f} MiB, over the {MAX_BUNDLE_BYTES / 2**20:.0f} MiB limit")
+        if out.exists():
+            shutil.rmtree(out)
+        staged.rename(out)
+    print(f"bundled {args.run} into {out}: {folder_bytes(out) / 2**20:.1f} MiB")
+    for weights in sorted(out.rglob("*.safetensors")):
+        print(f"  {weights.relative_to(out)}: {weights.stat().st_size / 2**20:.2f} MiB")
+    check_same_images(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

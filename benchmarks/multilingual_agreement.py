@@ -1,0 +1,112 @@
+"""Do prompts in other languages give the same picture as English? (issue 6's multilingual check)
+
+    python benchmarks/multilingual_agreement.py --data EMOJI_DATA [--model DIR] [--num-concepts 60]
+
+For the first N test images of a prepared emoji dataset (made with `--languages` covering the languages
+below), each image's emoji name in English, French, Spanish, German, Chinese and Japanese (the `emoji`
+package's names, as prepare-data wrote them) is generated with the same seed per concept, through
+`latentdiff.pipeline.TextToImage` (what `latentdiff generate` runs). Each generated image ranks the real
+test images by EfficientNet-Lite0 feature distance, exactly as `latentdiff evaluate`'s prompt fidelity does,
+and scores a hit when a real image carrying the concept's ENGLISH name is in its top k: so a language
+scores as high as English only if its prompt leads to the English prompt's picture. Chance levels are
+those of prompt fidelity. Prints a table and writes benchmarks/results/multilingual_agreement.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "multilingual_agreement.json"
+LANGUAGES = ("en", "fr", "es", "de", "zh", "ja")
+
+
+def concepts(records, languages: tuple[str, ...], limit: int) -> list[tuple[object, dict[str, str]]]:
+    """(record, {language: caption}) of the first `limit` records that carry every language."""
+    chosen = []
+    for record in records:
+        names = {}
+        for language, caption in zip(record.languages, record.captions):
+            names.setdefault(language, caption)  # the first caption of each language
+        if all(language in names for language in languages):
+            chosen.append((record, names))
+        if len(chosen) == limit:
+            break
+    return chosen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="a prepared emoji dataset with captions in the languages below")
+    parser.add_argument("--model", default=None, help="a pipeline folder (default: the bundled model)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--num-concepts", type=int, default=60, help="test images (concepts) asked in every language")
+    parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated; English must come first")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: latentdiff's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: latentdiff's)")
+    parser.add_argument("--seed", type=int, default=0, help="concept i uses seed + i in every language")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+
+    from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
+    from latentdiff.data.prepared import open_prepared
+    from latentdiff.evaluation.features import FEATURE_EXTRACTOR_NAME, Lite0Features
+    from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
+    from latentdiff.evaluation.samples import generate_for_captions, load_real, to_tensor
+    from latentdiff.pipeline import TextToImage
+
+    languages = tuple(code.strip() for code in args.languages.split(",") if code.strip())
+    if languages[0] != "en":
+        raise SystemExit("--languages must start with en: every language is scored against the English name's image")
+    steps = args.steps or DEFAULT_GENERATION_STEPS
+    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+    dataset = open_prepared(args.data)
+    records = dataset.require_split(args.split)
+    chosen = concepts(records, languages, args.num_concepts)
+    if not chosen:
+        raise SystemExit(f"no {args.split} image of {args.data} has captions in all of {', '.join(languages)}; "
+                         f"prepare it with `latentdiff prepare-data emoji --languages all`")
+
+    started = time.perf_counter()
+    pipeline = TextToImage.load(args.model, "cpu")
+    features = Lite0Features()
+    real = load_real(records)  # every image of the split is a candidate, as in prompt fidelity
+    real_features = features(to_tensor(real.images, dataset.image_size))
+    english = [names["en"] for _, names in chosen]
+    rows = {}
+    for language in languages:
+        prompts = [names[language] for _, names in chosen]
+        images = generate_for_captions(pipeline, prompts, seed=args.seed, steps=steps, guidance=guidance,
+                                       scheduler=DEFAULT_SCHEDULER, batch_size=args.batch_size, desc=language)
+        generated = features(to_tensor([image.image for image in images], dataset.image_size))
+        # scored against the ENGLISH name: did this language's prompt find the English prompt's picture?
+        scores = prompt_fidelity(generated, real_features, english, real.all_captions)
+        rows[language] = {"top1": scores["top1"], "top5": scores["top5"], "examples": prompts[:3]}
+        chance = {"chance_top1": scores["chance_top1"], "chance_top5": scores["chance_top5"]}
+        print(f"{language}: top-1 {scores['top1']:.3f}  top-5 {scores['top5']:.3f}  "
+              f"(e.g. {', '.join(prompts[:3])})", flush=True)
+
+    print(f"chance: top-1 {chance['chance_top1']:.3f}  top-5 {chance['chance_top5']:.3f}; "
+          f"{len(chosen)} concepts, ranked among the {len(records)} real {args.split} images")
+    payload = {
+        "benchmark": "multilingual_agreement", "model": str(pipeline.source.path),
+        "data": str(Path(args.data).resolve()), "split": args.split, "num_concepts": len(chosen),
+        "num_real_images": len(records), "languages": rows, **chance, "steps": steps, "guidance": guidance,
+        "scheduler": DEFAULT_SCHEDULER, "seed": args.seed, "features": FEATURE_EXTRACTOR_NAME,
+        "seconds": round(time.perf_counter() - started, 1), "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

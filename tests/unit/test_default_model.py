@@ -1,0 +1,84 @@
+"""The bundled default model (src/latentdiff/default_model, made by runs/default.sh): it is where the package
+looks without configuration, its weights are float16 safetensors within the size budget, and they load
+and generate: 64x64 images that depend on the prompt, identical to what plain diffusers makes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentdiff.model_source import DEFAULT_MODEL_DIR, MODEL_INDEX, resolve_model
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file(),
+    reason=f"no default model is bundled in {DEFAULT_MODEL_DIR} (runs/default.sh makes it)")
+
+MAX_BUNDLE_BYTES = 60 * 1024 * 1024  # issue 6
+STEPS = 4  # enough to turn noise into a prompt-dependent image, fast on CPU
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from latentdiff.pipeline import TextToImage
+
+    return TextToImage.load(None, "cpu")  # no --model: the bundled one
+
+
+def _generate(pipeline, prompts, seed=0):
+    from latentdiff.pipeline import GenerationRequest
+
+    results = pipeline.generate(GenerationRequest(list(prompts), seed=seed, steps=STEPS, scheduler="ddim"))
+    return [r.image for r in results]
+
+
+def test_no_model_means_the_bundled_one():
+    assert resolve_model(None).path == DEFAULT_MODEL_DIR.resolve()
+
+
+def test_weights_are_float16_safetensors_within_budget():
+    from safetensors import safe_open
+
+    files = sorted(DEFAULT_MODEL_DIR.rglob("*.safetensors"))
+    folders = {f.parent.name for f in files}
+    assert {"unet", "vae", "text_encoder", "clip"} <= folders
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
+        assert dtypes <= {"F16", "I64"}, f"{path} stores {dtypes}"
+    assert sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file()) <= MAX_BUNDLE_BYTES
+    assert not any(f.suffix in (".bin", ".pt", ".ckpt") for f in DEFAULT_MODEL_DIR.rglob("*"))
+
+
+def test_generates_64px_images_that_depend_on_the_prompt(pipeline):
+    apple, whale = _generate(pipeline, ["a red apple", "spouting whale"])
+    assert apple.size == whale.size == (64, 64)
+    a, b = np.asarray(apple, dtype=np.int16), np.asarray(whale, dtype=np.int16)
+    assert a.std() > 5  # an image, not a flat colour
+    assert np.abs(a - b).mean() > 5  # same seed, different prompt: a different picture
+
+
+def test_plain_diffusers_loads_it_in_float32_and_makes_the_same_image(pipeline):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    (ours,) = _generate(pipeline, ["a red apple"], seed=3)
+    plain = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR)
+    for name in ("unet", "vae", "text_encoder"):
+        assert next(getattr(plain, name).parameters()).dtype == torch.float32, name
+    plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
+    plain.set_progress_bar_config(disable=True)
+    theirs = plain("a red apple", num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    # at most 1/255: latentdiff runs channels-last kernels that may round differently (pipeline.py)
+    assert np.abs(np.asarray(ours, dtype=np.int16) - np.asarray(theirs, dtype=np.int16)).max() <= 1
+
+
+def test_bundled_clip_has_both_towers_and_matches_the_pipeline_text_encoder(pipeline):
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(DEFAULT_MODEL_DIR / "clip")
+    assert clip.vision_model.config.image_size == 64
+    text_weights = clip.text_model.state_dict()
+    encoder_weights = pipeline.pipe.text_encoder.state_dict()  # CLIPTextModel: "text_model." or no prefix
+    assert encoder_weights
+    for name, tensor in encoder_weights.items():  # the U-Net's conditioning is this CLIP's text tower
+        assert torch.equal(text_weights[name.removeprefix("text_model.")], tensor), name

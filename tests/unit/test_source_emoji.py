@@ -10,6 +10,7 @@ import pytest
 from latentdiff.config import PrepareDataConfig
 from latentdiff.data.prepared import load_image_array, open_prepared
 from latentdiff.data.sources import emoji as emoji_source
+from latentdiff.data.writer import SkipItem
 from latentdiff.errors import UserError
 from latentdiff.stages.prepare_data import run
 
@@ -64,7 +65,7 @@ def test_blank_glyph_is_an_error_the_writer_records():
     from PIL import ImageFont
 
     font = ImageFont.truetype(emoji_source.FONT_PATH, emoji_source.FONT_SIZE)
-    with pytest.raises(ValueError, match="no glyph"):
+    with pytest.raises(SkipItem, match="no glyph"):
         emoji_source.render_glyph(font, "\u0378")  # an unassigned code point: the blank .notdef glyph
 
 

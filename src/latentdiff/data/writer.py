@@ -30,6 +30,10 @@ VALIDATION_FRACTION = 0.05
 TEST_FRACTION = 0.05
 
 
+class SkipItem(Exception):
+    """Raised by a source's `load_image` to skip that item, with the message as the recorded reason."""
+
+
 @dataclass
 class SourceItem:
     key: str  # stable identity of the image (file name, emoji code point...): dedupe and split by it
@@ -115,6 +119,9 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
             continue
         try:
             image = square_image(item.load_image(), image_size)
+        except SkipItem as reason:
+            skipped.append(Skipped(item.key, str(reason)))
+            continue
         except FileNotFoundError:
             skipped.append(Skipped(item.key, "image file not found"))
             continue

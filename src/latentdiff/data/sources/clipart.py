@@ -29,7 +29,7 @@ from PIL import Image
 
 from latentdiff.config import PrepareDataConfig
 from latentdiff.data.sources import require_english_only, require_system_path
-from latentdiff.data.writer import Skipped, SourceItem, SourceResult
+from latentdiff.data.writer import SkipItem, Skipped, SourceItem, SourceResult
 
 SVG_DIR = "/usr/share/openclipart/svg"
 PACKAGE = "openclipart-svg"
@@ -168,9 +168,9 @@ def render_svg(path: Path, size: int) -> Image.Image:
             image = Image.open(io.BytesIO(png))
         image = image.convert("RGBA")
     except _RenderTimeout:
-        raise ValueError(f"rendering took longer than {RENDER_TIMEOUT_S} s") from None
+        raise SkipItem(f"SVG rendering took longer than {RENDER_TIMEOUT_S} s") from None
     except Exception as err:  # cairosvg raises many kinds (XML, parsing, cairo) for broken drawings
-        raise ValueError(f"render failed: {type(err).__name__}: {str(err)[:120]}") from None
+        raise SkipItem(f"SVG render failed ({type(err).__name__}: {str(err)[:120]})") from None
     finally:
         if use_alarm:
             signal.alarm(0)
@@ -179,7 +179,7 @@ def render_svg(path: Path, size: int) -> Image.Image:
     canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
     on_white = Image.alpha_composite(Image.new("RGBA", canvas.size, (255, 255, 255, 255)), canvas)
     if on_white.convert("L").getextrema() == (255, 255):
-        raise ValueError("renders blank (nothing but white or transparent)")
+        raise SkipItem("SVG renders blank (nothing but white or transparent)")
     return canvas
 
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from latentdiff.config import PrepareDataConfig
 from latentdiff.data.sources import require_system_path
-from latentdiff.data.writer import Skipped, SourceItem, SourceResult
+from latentdiff.data.writer import SkipItem, Skipped, SourceItem, SourceResult
 from latentdiff.errors import UserError
 
 FONT_PATH = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
@@ -54,13 +54,13 @@ def fits_one_glyph(font: ImageFont.FreeTypeFont, char: str) -> bool:
 
 def render_glyph(font: ImageFont.FreeTypeFont, char: str) -> Image.Image:
     """The glyph as an RGBA square (136 x 136: the 136 x 128 bitmap padded top and bottom so nothing is
-    cropped; the writer composites transparent parts on white). ValueError when the font draws nothing
+    cropped; the writer composites transparent parts on white). SkipItem when the font draws nothing
     (its .notdef glyph is blank), which the writer records as a skipped item."""
     canvas = Image.new("RGBA", (GLYPH_WIDTH, GLYPH_WIDTH), (255, 255, 255, 0))
     pad_top = (GLYPH_WIDTH - GLYPH_HEIGHT) // 2
     ImageDraw.Draw(canvas).text((0, pad_top), char, font=font, embedded_color=True)
     if canvas.getchannel("A").getbbox() is None:
-        raise ValueError(f"the installed {FONT_PACKAGE} font has no glyph for it (blank)")
+        raise SkipItem(f"the installed {FONT_PACKAGE} font has no glyph for it (blank)")
     return canvas
 
 

@@ -20,12 +20,11 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import torch
 from PIL import Image
@@ -35,6 +34,7 @@ from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAUL
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
 from latentdiff.infotext import PNG_TEXT_KEY, Infotext, model_hash
+from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
 from latentdiff.model_source import ModelSource, error_reason, resolve_model
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype
 
@@ -66,11 +66,17 @@ class GenerationRequest:
     scheduler: str = DEFAULT_SCHEDULER
     width: int | None = None  # None: the model's training size
     height: int | None = None
+    # One explicit seed per image (then `seed` is ignored): lets the server batch requests whose images
+    # keep their own seeds. len(image_seeds) == len(prompts) * num_images.
+    image_seeds: list[int] | None = None
 
     def jobs(self) -> list[tuple[str, int]]:
         """(prompt, seed) per image, prompt-major: all images of prompt 0, then prompt 1, ..."""
-        assert self.seed is not None, "validate the request first"
         prompts = [p for p in self.prompts for _ in range(self.num_images)]
+        if self.image_seeds is not None:
+            assert len(self.image_seeds) == len(prompts), "one seed per image"
+            return list(zip(prompts, self.image_seeds))
+        assert self.seed is not None, "validate the request first"
         return [(prompt, self.seed + i) for i, prompt in enumerate(prompts)]
 
 
@@ -90,12 +96,12 @@ class GeneratedImage:
         return save_png(self.image, self.infotext, path)
 
 
-def save_png(image: Image.Image, infotext: str, path: str | Path) -> Path:
+def save_png(image: Image.Image, infotext: str, target: str | Path | BinaryIO) -> str | Path | BinaryIO:
+    """Write a PNG carrying `infotext` to a path or a binary file object; returns `target`."""
     meta = PngInfo()
     meta.add_text(PNG_TEXT_KEY, infotext)
-    path = Path(path)
-    image.save(path, format="PNG", pnginfo=meta)
-    return path
+    image.save(target, format="PNG", pnginfo=meta)
+    return target
 
 
 def image_grid(images: list[Image.Image]) -> Image.Image:
@@ -276,7 +282,7 @@ class TextToImage:
                                     f"{self.device}; use a smaller --width/--height or another --device.") from None
                 batch_size = max(1, batch_size // 2)  # try again with half as many images at once
                 log.warning("Out of memory; retrying with --batch-size %d.", batch_size)
-                _empty_cache(self.device)
+                empty_cache(self.device)
                 continue
             for (prompt, seed), image in zip(chunk, images):
                 info = Infotext(prompt=prompt, negative_prompt=request.negative_prompt, steps=request.steps,
@@ -326,37 +332,6 @@ def prepare_for_inference(pipe) -> None:
     """
     pipe.unet.to(memory_format=torch.channels_last)
     pipe.vae.to(memory_format=torch.channels_last)
-
-
-def estimate_bytes_per_image(unet_config, latent_height: int, latent_width: int, guided: bool) -> int:
-    """Peak U-Net inference memory for one image: the skip connections every level keeps for the
-    decoder, plus the largest working set (a few feature maps, or one level's attention scores)."""
-    channels = list(unet_config.block_out_channels)
-    heads = unet_config.attention_head_dim  # diffusers' name; it holds the number of heads per block
-    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * len(channels)
-    skips, peak = 0, 0
-    for level, (width, num_heads, block) in enumerate(zip(channels, heads, unet_config.down_block_types)):
-        pixels = math.ceil(latent_height / 2**level) * math.ceil(latent_width / 2**level)
-        skips += (unet_config.layers_per_block + 1) * width * pixels
-        peak = max(peak, 8 * width * pixels)  # resnet in/out, norm, conv workspace
-        if "CrossAttn" in block:
-            peak = max(peak, 3 * num_heads * pixels * pixels)  # (heads, HW, HW) scores + softmax + copy
-    floats = (skips + peak) * (2 if guided else 1)  # classifier-free guidance doubles the U-Net batch
-    return 4 * floats
-
-
-def free_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # not Linux: assume a modest machine
-        return 4 * 2**30
-
-
-def _empty_cache(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager

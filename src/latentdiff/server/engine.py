@@ -14,15 +14,13 @@ from __future__ import annotations
 import io
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Callable
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.errors import UserError
-from latentdiff.infotext import PNG_TEXT_KEY
+from latentdiff.pipeline import save_png
 from latentdiff.pipeline import GenerationRequest, TextToImage
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import JobImage, JobParams
@@ -32,29 +30,13 @@ from latentdiff.server.schemas import ModelDefaults
 _FLAG = re.compile(r"--([a-z][a-z-]*)")
 
 
-@dataclass
-class SeededBatchRequest(GenerationRequest):
-    """A GenerationRequest whose images carry explicit seeds: one prompt and one seed per image, so jobs
-    with different seeds share one denoising batch. `prompts` holds one entry per image (num_images=1)
-    and `jobs()` pairs it with `image_seeds` instead of counting up from `seed`."""
-
-    image_seeds: list[int] = field(default_factory=list)
-
-    def jobs(self) -> list[tuple[str, int]]:
-        return list(zip(self.prompts, self.image_seeds))
-
-
 class _Stop(Exception):
     """Raised from the progress callback to leave the denoising loop when every job was cancelled."""
 
 
 def png_bytes(image: Image.Image, infotext: str) -> bytes:
     """The PNG `latentdiff generate` writes (infotext in the `parameters` chunk), in memory."""
-    meta = PngInfo()
-    meta.add_text(PNG_TEXT_KEY, infotext)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=meta)
-    return buf.getvalue()
+    return save_png(image, infotext, io.BytesIO()).getvalue()
 
 
 class PipelineEngine:
@@ -92,14 +74,14 @@ class PipelineEngine:
             name = (field_names or {}).get(name, name)
             raise ApiError(422, f"{name}: {err}" if name else str(err), name) from None
 
-    def _request(self, batch: list[JobParams]) -> SeededBatchRequest:
+    def _request(self, batch: list[JobParams]) -> GenerationRequest:
         head = batch[0]
         prompts = [p.prompt for p in batch for _ in range(p.num_images)]
         seeds = [s for p in batch for s in p.image_seeds()]
-        return SeededBatchRequest(prompts=prompts, negative_prompt=head.negative_prompt, num_images=1,
-                                  seed=min(seeds), steps=head.steps, guidance=head.guidance,
-                                  scheduler=head.scheduler, width=head.width, height=head.height,
-                                  image_seeds=seeds)
+        return GenerationRequest(prompts=prompts, negative_prompt=head.negative_prompt, num_images=1,
+                                 seed=min(seeds), steps=head.steps, guidance=head.guidance,
+                                 scheduler=head.scheduler, width=head.width, height=head.height,
+                                 image_seeds=seeds)
 
     def run(self, batch: list[JobParams], on_step: Callable[[int, int, dict[int, bytes]], bool]) -> list[list[JobImage]]:
         request = self._request(batch)

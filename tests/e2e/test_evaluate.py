@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from helpers.eval_data import prepare_shapes
 
@@ -83,5 +84,11 @@ def test_samples_are_what_generate_writes(trained_run, tmp_path):
     paths = generate.run(GenerateConfig(prompts=[first_caption], model=str(run_dir / "pipeline"), seed=5, steps=4,
                                         out=str(tmp_path / "gen")))
     evaluated = sorted((out / "samples").glob("00000-*.png"))[0]
-    assert list(Image.open(paths[0]).getdata()) == list(Image.open(evaluated).getdata())
+    # evaluate denoises a batch of 8, generate this one image alone: the same noise and the same model,
+    # but batched and single matrix products may round differently in the last bit, so pixels may move
+    # by 1/255 (the tolerance issue 4 sets for any change of batching or speed-up), never more.
+    generated = np.asarray(Image.open(paths[0]), dtype=np.int16)
+    in_evaluation = np.asarray(Image.open(evaluated), dtype=np.int16)
+    assert generated.shape == in_evaluation.shape
+    assert np.abs(generated - in_evaluation).max() <= 1
     assert payload["protocol"]["seeds"].startswith("5..")

@@ -59,3 +59,16 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=pick_device().type == "cpu")
+
+
+def warn_if_cpu_launch_started_one_process(world_size: int) -> None:
+    """`accelerate launch --cpu --num_processes N` (accelerate <= 1.x) starts ONE process unless an MPI
+    hostfile is given; it only sets MASTER_ADDR. Say so, instead of letting the user believe N trained."""
+    if world_size == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") \
+            and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        import warnings
+
+        warnings.warn("`accelerate launch --cpu --num_processes N` started only one process (accelerate needs "
+                      "--mpirun_hostfile for several CPU processes); for N processes over gloo use "
+                      "`accelerate launch --multi_gpu --num_processes N ...` (works without GPUs) or torchrun.",
+                      stacklevel=2)

@@ -30,7 +30,8 @@ from latentdiff import checkpoint
 from latentdiff.config import TrainConfig
 from latentdiff.options import config_to_dict
 from latentdiff.errors import UserError
-from latentdiff.runtime import mixed_precision_for, pick_device, seed_everything
+from latentdiff.runtime import (mixed_precision_for, pick_device, seed_everything,
+                               warn_if_cpu_launch_started_one_process)
 from latentdiff.training import ema as ema_lib
 from latentdiff.training.sampler import BatchStream, StreamPosition, batches_per_epoch
 from latentdiff.training.task import TrainingTask
@@ -102,6 +103,7 @@ class _Run:
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum_steps,
                                        cpu=device.type == "cpu")
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
+        warn_if_cpu_launch_started_one_process(self.world_size)
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.world_size:
             raise UserError(f"{launched} processes were launched but accelerate formed a group of {self.world_size}; "

@@ -145,8 +145,9 @@ class TextToImage:
             raise UserError(f"Could not load the pipeline in '{source.path}' ({error_reason(err)}); re-export it with "
                             f"`latentdiff train-unet`.") from err
         pipe.set_progress_bar_config(disable=True)  # we show one bar over all batches instead
+        # No channels-last or torch.compile: on the 2-core CPU neither sped up generation measurably
+        # (benchmarks/bench_generate.py --ablation), and plain weights keep the pixels identical to diffusers'.
         pipe.to(torch_device)
-        prepare_for_inference(pipe)
         return cls(pipe, source, torch_device)
 
     @property
@@ -321,17 +322,6 @@ class TextToImage:
                 callback_on_step_end=on_step_end if progress_callback else None,
             )
         return list(output.images)
-
-
-def prepare_for_inference(pipe) -> None:
-    """Speed-ups that leave the pixels within 1/255 of plain diffusers (benchmarks/bench_generate.py).
-
-    channels-last (NHWC) convolution weights let oneDNN / cuDNN skip a layout conversion around every
-    convolution (diffusers' own optimisation guide recommends it for the U-Net); measured on the 2-core
-    CPU: the VAE decoder 1.5x faster, the U-Net about even. Outputs move by ~4e-6, far below 1/255.
-    """
-    pipe.unet.to(memory_format=torch.channels_last)
-    pipe.vae.to(memory_format=torch.channels_last)
 
 
 @contextlib.contextmanager

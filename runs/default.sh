@@ -14,7 +14,12 @@
 # OMP_NUM_THREADS=1: two threads per process thrash when another process holds a core (measured 3.5x
 # slower, see the preset comments in src/latentdiff/config.py).
 #
-# Wall time: (filled in after the run below)
+# Wall time: 43 min from nothing (prepare-data ~10 s, CLIP 8.5 min at 75 samples/s, VAE 13.3 min at
+# 5.0 samples/s, U-Net cache 1.7 min + 18.9 min at 42 samples/s, export + bundle ~1 min), 2026-11-27, on the
+# 2-core AMD EPYC development VM (CPU only, fp32, OMP_NUM_THREADS=1, nice 5) while other jobs shared it
+# (load average 2-5). The result is a weak model: see the README's evaluation table. The VAE is the limit
+# (16 dB PSNR after these 250 steps: shapes right, colours washed out); more VAE and U-Net steps, or a GPU,
+# are what it needs.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

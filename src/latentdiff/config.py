@@ -303,7 +303,7 @@ class EvaluateConfig:
     seed: int = option(0, "seed of the first generated image; image i uses seed+i")
     guidance_sweep: list[float] = option([], "also measure fidelity and CLIP score at these guidance scales (e.g. 1,3,5,7)")
     clip: str | None = option(None, "the CLIP folder the pipeline was trained with, for CLIP score and retrieval "
-                                    "(default: a `clip` folder beside the pipeline, if there is one)")
+                                    "(default: a `clip` folder beside or inside the pipeline, if there is one)")
     inception_weights: str | None = option(None, "a local InceptionV3 FID weights file: also report standard FID (needs torch-fidelity)")
     out: str = option("evaluation", "folder for metrics.json, report.md, images and plots")
     batch_size: int = option(8, "images generated at once (fixed, so numbers do not depend on free memory)")

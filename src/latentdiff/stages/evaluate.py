@@ -85,7 +85,8 @@ def validate(cfg: EvaluateConfig) -> None:
 
 
 def find_clip(cfg: EvaluateConfig, pipeline_path: str | None) -> Path | None:
-    """The CLIP folder to score with: --clip, else a `clip` folder beside the pipeline (`latentdiff train`'s layout)."""
+    """The CLIP folder to score with: --clip, else a `clip` folder beside the pipeline (`latentdiff train`'s
+    layout) or inside it (the bundled default model's layout)."""
     from latentdiff.evaluation.clip_score import is_clip_folder
 
     if cfg.clip:
@@ -96,9 +97,9 @@ def find_clip(cfg: EvaluateConfig, pipeline_path: str | None) -> Path | None:
         _require_weights(path, "CLIP")
         return path.resolve()
     if pipeline_path and Path(pipeline_path).is_dir():
-        sibling = Path(pipeline_path).parent / "clip"
-        if is_clip_folder(sibling) and any(sibling.glob("*.safetensors")):
-            return sibling.resolve()
+        for candidate in (Path(pipeline_path).parent / "clip", Path(pipeline_path) / "clip"):
+            if is_clip_folder(candidate) and any(candidate.glob("*.safetensors")):
+                return candidate.resolve()
     return None
 
 
@@ -163,7 +164,7 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
     payload["generation"] = generation
     payload["real_reference"] = evaluate_real_against_captions(real_ref, clip)
     if clip is None:
-        payload["notes"].append("No CLIP score or retrieval: no CLIP folder was found beside the pipeline; pass "
+        payload["notes"].append("No CLIP score or retrieval: no CLIP folder was found beside or inside the pipeline; pass "
                                 "--clip with the folder the pipeline was trained with.")
     elif clip.matches_text_encoder is False:
         payload["notes"].append(f"The CLIP folder {clip.path} has a text tower that differs from the pipeline's text "

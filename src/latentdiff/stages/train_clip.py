@@ -9,12 +9,10 @@ load, `retrieval_metrics.json` (rewritten at every validation), TensorBoard logs
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from latentdiff.config import (CLIP_FINETUNE_DEFAULTS, CLIP_PRESETS, CLIP_SCRATCH_DEFAULTS, ClipTrainConfig, lookup_preset)
-from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
-from latentdiff.training.stage import already_finished, require_data_and_out, train_and_record
+from latentdiff.options import run_stage
+from latentdiff.training.stage import run_training_stage
 
 def build_task(cfg: ClipTrainConfig):
     """Open the dataset, build or load the model with its tokenizer and image processor: all the checks
@@ -38,16 +36,9 @@ def build_task(cfg: ClipTrainConfig):
     return ClipTask(model, tokenizer, processor, dataset)
 
 
-def run(cfg: ClipTrainConfig) -> Path:
-    from latentdiff.runtime import seed_everything
-
-    out = require_data_and_out(cfg, "the CLIP model")
-    if already_finished(out, "train-clip", "CLIP model"):
-        return out
-    cfg = cfg.with_defaults(**(CLIP_FINETUNE_DEFAULTS if cfg.init else CLIP_SCRATCH_DEFAULTS))
-    seed_everything(cfg.seed)  # the preset model's initial weights depend only on --seed
-    train_and_record(build_task(cfg), cfg, out)
-    return out
+def run(cfg: ClipTrainConfig):
+    return run_training_stage(cfg, command="train-clip", artefact="CLIP model", scratch_defaults=CLIP_SCRATCH_DEFAULTS,
+                              finetune_defaults=CLIP_FINETUNE_DEFAULTS, build_task=build_task)
 
 
 def main(argv: list[str] | None = None) -> int:

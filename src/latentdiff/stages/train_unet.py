@@ -16,7 +16,7 @@ from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.runtime import process_state, seed_everything
-from latentdiff.training.stage import already_finished, require_data_and_out, train_and_record
+from latentdiff.training.stage import require_data_and_out, run_training_stage
 
 # (batch_size, lr, epochs) when the user does not say. From scratch: AdamW at 2e-4 is stable for these
 # small U-Nets with gradient clipping; 20 epochs of the ~3,800-image emoji set is the hour budget of
@@ -96,17 +96,17 @@ def build_components(cfg: UnetTrainConfig):
     return dataset, unet, vae, text_encoder, tokenizer
 
 
-def run(cfg: UnetTrainConfig):
+def build_task(cfg: UnetTrainConfig):
     from latentdiff.training.diffusion_task import DiffusionTask
 
-    out = require_data_and_out(cfg, "the pipeline")
-    if already_finished(out, "train-unet", "pipeline"):
-        return None
-    dataset, unet, vae, text_encoder, tokenizer = build_components(cfg)
-    cfg = cfg.with_defaults(**(FINETUNE_DEFAULTS if cfg.init else SCRATCH_DEFAULTS))
-    task = DiffusionTask(cfg, dataset, unet, vae, text_encoder, tokenizer)
-    result = train_and_record(task, cfg, out)
-    if process_state().is_main_process:
+    return DiffusionTask(cfg, *build_components(cfg))
+
+
+def run(cfg: UnetTrainConfig):
+    result = run_training_stage(cfg, command="train-unet", artefact="pipeline", scratch_defaults=SCRATCH_DEFAULTS,
+                                finetune_defaults=FINETUNE_DEFAULTS, build_task=build_task)
+    out = cfg.out
+    if result is not None and process_state().is_main_process:
         print(f"pipeline written to {out} (step {result.step}, last loss {result.last_loss:.4f}); load it with "
               f"StableDiffusionPipeline.from_pretrained('{out}') or `latentdiff generate --model {out} PROMPT`")
     return result

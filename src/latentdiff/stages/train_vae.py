@@ -9,13 +9,11 @@ grids, TensorBoard logs and resumable training state.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from latentdiff.config import VAE_PRESETS, VaeTrainConfig, lookup_preset
-from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
-from latentdiff.training.stage import already_finished, require_data_and_out, train_and_record
+from latentdiff.options import run_stage
+from latentdiff.training.stage import run_training_stage
 
 # Defaults for batch_size / lr / epochs when the user gives none. From scratch a small VAE takes a high
 # LR well (AdamW, warmup-free, cosine); fine-tuning a pretrained VAE uses a small one so it keeps what it
@@ -44,16 +42,9 @@ def build_task(cfg: VaeTrainConfig):
                    scaling_images=cfg.scaling_images, validation_images=cfg.validation_images)
 
 
-def run(cfg: VaeTrainConfig) -> Path:
-    from latentdiff.runtime import seed_everything
-
-    out = require_data_and_out(cfg, "the VAE")
-    if already_finished(out, "train-vae", "VAE"):
-        return out
-    cfg = cfg.with_defaults(**(FINETUNE_DEFAULTS if cfg.init else SCRATCH_DEFAULTS))
-    seed_everything(cfg.seed)  # the preset model's initial weights depend only on --seed
-    train_and_record(build_task(cfg), cfg, out)
-    return out
+def run(cfg: VaeTrainConfig):
+    return run_training_stage(cfg, command="train-vae", artefact="VAE", scratch_defaults=SCRATCH_DEFAULTS,
+                              finetune_defaults=FINETUNE_DEFAULTS, build_task=build_task)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,15 +1,17 @@
 """What every training stage's `run(cfg)` does around the loop, written once: the checks before any
-work, skipping a stage that already finished, and recording the resolved config once per run."""
+work, skipping a stage that already finished, the stage's defaults, seeding, and recording the resolved
+config once per run. A stage supplies only how to build its task."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import TrainConfig
 from latentdiff.options import save_config
 from latentdiff.errors import UserError
-from latentdiff.runtime import process_state
+from latentdiff.runtime import process_state, seed_everything
 
 
 def require_data_and_out(cfg: TrainConfig, artefact: str) -> Path:
@@ -39,3 +41,15 @@ def train_and_record(task, cfg: TrainConfig, out: Path):
     if process_state().is_main_process:
         save_config(cfg, out)
     return result
+
+
+def run_training_stage(cfg: TrainConfig, *, command: str, artefact: str, scratch_defaults: dict[str, Any],
+                       finetune_defaults: dict[str, Any], build_task: Callable[[TrainConfig], Any]):
+    """The body of `train-clip`, `train-vae` and `train-unet`: returns the loop's TrainResult, or None when
+    --out already holds a finished `artefact`. Defaults fill only what the user left unset (None)."""
+    out = require_data_and_out(cfg, f"the {artefact}")
+    if already_finished(out, command, artefact):
+        return None
+    cfg = cfg.with_defaults(**(finetune_defaults if cfg.init else scratch_defaults))
+    seed_everything(cfg.seed)  # a preset model's initial weights depend only on --seed
+    return train_and_record(build_task(cfg), cfg, out)

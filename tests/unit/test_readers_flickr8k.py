@@ -314,3 +314,22 @@ def test_kaggle_lines_with_sloppy_quotes_keep_their_caption(tmp_path):
     assert _kaggle_row('x.jpg,"A cat says "meow" , loudly ."', 0, 1, 2) == ("x.jpg", 'A cat says "meow" , loudly .')
     assert _kaggle_row('x.jpg,"A ""quoted"" word"', 0, 1, 2) == ("x.jpg", 'A "quoted" word')
     assert _kaggle_row("no comma here", 0, 1, 2) is None
+
+
+def test_an_unreadable_caption_file_is_one_sentence(tmp_path, monkeypatch, capsys):
+    from latentdiff.data import reader_common
+    from latentdiff.stages.prepare_data import main
+
+    root = tmp_path / "flickr8k"
+    (root / "Images").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(root / "Images" / "a.jpg")
+    (root / "captions.txt").write_text("image,caption\na.jpg,a red square\n")
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(reader_common.Path, "read_text", lambda self, *a, **k: denied(self))
+    assert main(["flickr8k", str(root), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Permission denied" in err and "captions.txt" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

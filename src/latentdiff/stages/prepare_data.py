@@ -49,8 +49,13 @@ def run(cfg: PrepareDataConfig) -> dict:
     if not 8 <= cfg.image_size <= 4096:
         raise UserError(f"--image-size {cfg.image_size} is out of range; use a size between 8 and 4096 pixels (e.g. 64).")
 
-    result = sources[cfg.source](cfg)
-    manifest = write_prepared_dataset(result, cfg.out, cfg.image_size, seed=cfg.seed, max_images=cfg.max_images)
+    try:
+        result = sources[cfg.source](cfg)
+        manifest = write_prepared_dataset(result, cfg.out, cfg.image_size, seed=cfg.seed, max_images=cfg.max_images)
+    except OSError as err:  # a caption file or the output folder we cannot read or write (bad images are skipped)
+        where = f" {err.filename}" if err.filename else ""
+        raise UserError(f"Could not read or write{where} ({err.strerror or err}); check that the path exists and that "
+                        f"you may read the dataset and write --out {cfg.out}.") from None
     save_config(cfg, cfg.out)
     print(summary_line(manifest, cfg.out))
     return manifest

@@ -49,19 +49,3 @@ def prepare_shapes(out: Path, num_images: int, image_size: int = 64) -> Path:
 
     prepare_data.run(PrepareDataConfig(source="shapes", out=str(out), num_images=num_images, image_size=image_size))
     return out
-
-
-def build_random_clip(out: Path, captions: list[str], preset: str = "tiny", seed: int = 0) -> Path:
-    """A randomly initialised CLIP folder (model, tokenizer, image processor) as `train-clip` writes it."""
-    from latentdiff.config import CLIP_PRESETS
-    from latentdiff.models.clip import build_clip, make_image_processor
-    from latentdiff.models.tokenizer import MIN_VOCAB_SIZE, save_clip_tokenizer, train_clip_tokenizer
-
-    spec = CLIP_PRESETS[preset]
-    torch.manual_seed(seed)
-    tokenizer = train_clip_tokenizer(captions, max(MIN_VOCAB_SIZE, spec.vocab_size), spec.max_text_tokens)
-    model = build_clip(spec, tokenizer)
-    model.save_pretrained(out)
-    save_clip_tokenizer(tokenizer, out)
-    make_image_processor(spec.image_size).save_pretrained(out)
-    return Path(out)

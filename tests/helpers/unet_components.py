@@ -16,11 +16,11 @@ IMAGE_SIZE = 64
 
 def write_tiny_clip(out_dir: Path, captions: list[str], preset: str = "tiny", text_width: int | None = None,
                     seed: int = 0) -> Path:
-    """A randomly initialised CLIPModel folder with a tokenizer trained on `captions`; `text_width`
-    overrides the preset's (to build a CLIP that does not fit a U-Net)."""
+    """A randomly initialised CLIP folder as `train-clip` writes it (model, tokenizer trained on `captions`,
+    image processor); `text_width` overrides the preset's (to build a CLIP that does not fit a U-Net)."""
     import dataclasses
 
-    from latentdiff.models.clip import build_clip
+    from latentdiff.models.clip import build_clip, make_image_processor
     from latentdiff.models.tokenizer import MIN_VOCAB_SIZE, save_clip_tokenizer, train_clip_tokenizer
 
     clip_preset = CLIP_PRESETS[preset]
@@ -32,6 +32,7 @@ def write_tiny_clip(out_dir: Path, captions: list[str], preset: str = "tiny", te
     model = build_clip(clip_preset, tokenizer)
     model.save_pretrained(out_dir)
     save_clip_tokenizer(tokenizer, out_dir)
+    make_image_processor(clip_preset.image_size).save_pretrained(out_dir)
     return Path(out_dir)
 
 

@@ -6,7 +6,8 @@ import json
 import shutil
 
 import pytest
-from helpers.eval_data import build_random_clip, prepare_shapes
+from helpers.eval_data import prepare_shapes
+from helpers.unet_components import write_tiny_clip
 
 from latentdiff.config import EvaluateConfig
 from latentdiff.errors import UserError
@@ -27,7 +28,7 @@ def clip_dir(tmp_path_factory, shapes_dir):
     from latentdiff.data.prepared import open_prepared
 
     captions = sorted({c for r in open_prepared(shapes_dir).records("train")[:100] for c in r.captions})
-    return build_random_clip(tmp_path_factory.mktemp("clip") / "clip", captions)
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "clip", captions)
 
 
 def _config(model, data, out, **kwargs) -> EvaluateConfig:

@@ -1,14 +1,17 @@
-# The two commands of the README: `make demo` (set up, then run the main job) and `make test`.
+# The two commands of the README: `make demo` (set up, then generate with the bundled model) and `make test`.
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-unit
+.PHONY: setup demo demo-train test test-unit
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup
 	bash scripts/demo.sh
+
+demo-train: setup
+	bash scripts/demo_train.sh
 
 test: setup
 	$(BIN)/python -m pytest -q tests

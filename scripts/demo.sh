@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: the whole chain on the built-in shapes dataset with the tiny presets, in a few minutes on a
-# 2-core CPU: prepare the data, train CLIP + VAE + U-Net, generate from text, evaluate.
-# Outputs go to demo/ (rerunning resumes or skips what is done).
+# `make demo`: generate from the bundled default model (src/latentdiff/default_model/, the emoji model
+# runs/default.sh trains), no network and no GPU needed: one English prompt and the same concept in
+# French, Spanish, German, Chinese and Japanese. Outputs go to demo/images/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LD=.venv/bin/latentdiff
 OUT=${DEMO_DIR:-demo}
 
-[ -f "$OUT/shapes/manifest.json" ] || $LD prepare-data shapes --out "$OUT/shapes" --num-images 600
-$LD train --data "$OUT/shapes" --out "$OUT/run" --preset tiny --clip-max-steps 200 --vae-max-steps 200 --unet-max-steps 400
-$LD generate "a red circle" "two blue squares" --model "$OUT/run/pipeline" --num-images 2 --seed 7 --steps 20 --out "$OUT/images"
-$LD evaluate --model "$OUT/run/pipeline" --data "$OUT/shapes" --num-samples 40 --steps 20 --out "$OUT/evaluation"
-echo "demo done: images in $OUT/images, metrics in $OUT/evaluation/report.md"
+$LD generate "red apple" --num-images 4 --seed 1 --out "$OUT/images"
+$LD generate "pomme rouge" "manzana roja" "roter apfel" "红苹果" "赤リンゴ" --seed 1 --out "$OUT/images"
+echo "demo done: images in $OUT/images (train your own model: make demo-train)"

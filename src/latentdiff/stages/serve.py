@@ -59,9 +59,8 @@ def build(cfg: ServeConfig, api_key: str):
     from latentdiff.server.jobs import JobQueue
     from latentdiff.server.security import is_loopback
 
-    engine = PipelineEngine.load(cfg.model, cfg.device)
-    queue = JobQueue(engine, max_queue=cfg.max_queue, max_batch_images=cfg.max_batch)
-    queue.start()
+    queue = JobQueue(None, max_queue=cfg.max_queue, max_batch_images=cfg.max_batch)
+    queue.start(load_engine=lambda: PipelineEngine.load(cfg.model, cfg.device))  # the worker owns the model
     app = create_app(queue, api_key=api_key, check_loopback_host=is_loopback(cfg.host))
     return app, queue
 

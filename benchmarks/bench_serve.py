@@ -12,7 +12,6 @@ benchmarks/results/serve.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the shared test helpers: random pipel
 
 from helpers.live_server import live_server  # noqa: E402
 from helpers.random_pipeline import build_random_pipeline  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "serve.json"
 
@@ -123,10 +123,7 @@ def main() -> None:
     print(f"{args.clients} concurrent clients: {concurrent_ips:.2f} images/s ({args.requests} requests in "
           f"{concurrent_s:.1f} s, {batches} model calls, {result['concurrent']['mean_images_per_call']} images/call)")
     print(f"batching gain: {result['batching_gain']:.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(result, args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# `latentdiff generate` leaves a keep-alive worker after each run: tests must neither leave processes behind
+# nor be answered by (or stop) a worker of the user's (tests/unit/test_keep_alive.py turns workers on
+# explicitly, each test in its own runtime folder)
+os.environ["LATENTDIFF_KEEP_ALIVE"] = "0"
+os.environ["LATENTDIFF_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="latentdiff-test-runtime-")
 
 
 @pytest.fixture(scope="session")

@@ -286,6 +286,9 @@ class GenerateConfig:
     out: str = option("outputs", "folder for the PNGs (created if needed)")
     batch_size: int | None = option(None, "images denoised at once (default: as many as fit in memory)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+    keep_alive: float | None = option(None, "seconds a background worker keeps the model loaded after this call, "
+                                            "so the next generate skips loading it (0: no worker; default: "
+                                            "$LATENTDIFF_KEEP_ALIVE if set, else 300)")
 
 
 @dataclass

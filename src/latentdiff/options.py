@@ -115,10 +115,14 @@ def save_config(cfg: Any, out_dir: str | Path, filename: str = CONFIG_FILENAME) 
 
 
 def run_stage(run: Callable[[T], Any], cls: type[T], argv: list[str] | None, prog: str, description: str) -> int:
-    """The body of every stage's `main(argv)`: parse flags into `cls`, call `run`, turn a `UserError`
-    into one line on stderr and exit status 2 (never a traceback for a user's mistake)."""
+    """The body of every stage's `main(argv)`: parse flags into `cls` and `run_reporting_errors`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = parse_config(cls, argv, prog, description)
+    return run_reporting_errors(run, parse_config(cls, argv, prog, description), prog)
+
+
+def run_reporting_errors(run: Callable[[T], Any], cfg: T, prog: str) -> int:
+    """Call `run(cfg)` and return the exit status, turning a `UserError` into one line on stderr and
+    status 2 (never a traceback for a user's mistake) and Ctrl-C into status 130."""
     try:
         run(cfg)
     except UserError as err:

@@ -1,0 +1,89 @@
+"""Wall time of a whole `latentdiff generate` command, as a user types it: one-shot (`--keep-alive 0`,
+everything loaded in the process) versus a call answered by the keep-alive worker the previous call left.
+
+    .venv/bin/python benchmarks/bench_generate_cli.py             # the bundled model, 4 images at 64x64, ~1.5 min
+    .venv/bin/python benchmarks/bench_generate_cli.py --model DIR --num-images 4 --repeats 3
+
+Each timing is a fresh `latentdiff generate` process from start to exit (imports, loading, denoising,
+writing PNGs). The worker lives in a private runtime folder, so other workers are neither used nor
+disturbed; the last call stops it. Prints the numbers and writes benchmarks/results/generate_cli.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from results_file import write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "generate_cli.json"
+LATENTDIFF = [sys.executable, "-m", "latentdiff"]
+WORKER_START_TIMEOUT_S = 120
+
+
+def timed_generate(args, out_dir: Path, env: dict, keep_alive_s: float) -> float:
+    command = [*LATENTDIFF, "generate", args.prompt, "--num-images", str(args.num_images), "--seed", "1",
+               "--out", str(out_dir), "--keep-alive", str(keep_alive_s)]
+    if args.model:
+        command += ["--model", args.model]
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def wait_for_worker(runtime: Path) -> None:
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while not list(runtime.glob("*.sock")):
+        if time.monotonic() > deadline:
+            raise SystemExit("the keep-alive worker never opened its socket")
+        time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a pipeline folder (default: the bundled model)")
+    parser.add_argument("--prompt", default="red apple")
+    parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each kind")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = Path(tmp) / "runtime"
+        env = {**os.environ, "LATENTDIFF_RUNTIME_DIR": str(runtime)}
+        timed_generate(args, Path(tmp) / "warmup", env, 0)  # the OS file cache, as any second call has it
+        one_shot = [timed_generate(args, Path(tmp) / f"one-shot-{i}", env, 0) for i in range(args.repeats)]
+        leaves_worker = timed_generate(args, Path(tmp) / "leaves-worker", env, 120)
+        wait_for_worker(runtime)
+        warm = [timed_generate(args, Path(tmp) / f"warm-{i}", env, 120) for i in range(args.repeats)]
+        timed_generate(args, Path(tmp) / "stop", env, 0)  # answered by the worker, which then stops
+
+    result = {
+        "benchmark": "generate_cli",
+        "model": args.model or "bundled default model",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        "command": f"latentdiff generate '{args.prompt}' --num-images {args.num_images} (64x64 for the bundled model)",
+        "one_shot_s": [round(t, 2) for t in one_shot],
+        "first_call_leaving_worker_s": round(leaves_worker, 2),
+        "warm_worker_s": [round(t, 2) for t in warm],
+        "median_one_shot_s": round(statistics.median(one_shot), 2),
+        "median_warm_worker_s": round(statistics.median(warm), 2),
+    }
+    result["speedup"] = round(result["median_one_shot_s"] / result["median_warm_worker_s"], 2)
+    print(f"one-shot (--keep-alive 0): {', '.join(f'{t:.2f}' for t in one_shot)} s")
+    print(f"first call, leaving a worker: {leaves_worker:.2f} s")
+    print(f"answered by the warm worker: {', '.join(f'{t:.2f}' for t in warm)} s")
+    print(f"median {result['median_one_shot_s']} s -> {result['median_warm_worker_s']} s ({result['speedup']}x)")
+    write_results(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

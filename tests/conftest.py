@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 # explicitly, each test in its own runtime folder)
 os.environ["LATENTDIFF_KEEP_ALIVE"] = "0"
 os.environ["LATENTDIFF_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="latentdiff-test-runtime-")
+atexit.register(shutil.rmtree, os.environ["LATENTDIFF_RUNTIME_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

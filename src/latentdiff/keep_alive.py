@@ -7,13 +7,15 @@ seconds (default 300) and listens on a Unix socket in a folder only this user ca
 `generate` with the same model, device, Python, latentdiff code and thread settings finds that socket,
 sends its resolved config, and replays the worker's stdout and stderr; it never imports torch itself.
 Each call restarts the worker's timer with its own `--keep-alive`; 0 stops the worker after answering.
+One model stays warm at a time: a new worker stops the others (their memory, on a GPU too, comes back).
 
 The worker runs exactly the in-process code (`stages.generate.run` with the preloaded pipeline), so a
-seed gives the same pixels either way. Anything unusual (no socket, a stale one, a worker that dies) makes
-`generate` run in process as before: the worker only ever saves time.
+seed gives the same pixels either way. When no worker answers (none, a stale socket, one that exits just
+then), `generate` runs in process as before: the worker only ever saves time.
 
-Wire protocol, one JSON object per line: the client sends {"config": {...}, "keep_alive_s": S}; the
-worker answers {"stream": "stdout"|"stderr", "text": "..."} lines, then {"exit": status}.
+Wire protocol, one JSON object per line. Client: {"config": {...}, "cwd": ..., "keep_alive_s": S} or
+{"stop": true}. Worker: {"accepted": true} when it starts on the request, {"stream": "stdout"|"stderr",
+"text": ...} lines, then {"exit": status}.
 """
 
 from __future__ import annotations
@@ -21,43 +23,56 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import select
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 from latentdiff.config import GenerateConfig
 from latentdiff.options import config_to_dict
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # ollama's default is 5 minutes too
+MAX_KEEP_ALIVE_S = 24 * 3600.0
 KEEP_ALIVE_ENV = "LATENTDIFF_KEEP_ALIVE"
 RUNTIME_DIR_ENV = "LATENTDIFF_RUNTIME_DIR"  # where sockets live (default: $XDG_RUNTIME_DIR/latentdiff)
 PROG = "latentdiff generate"
-MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 104-108 bytes depending on the OS
+MAX_SOCKET_PATH_BYTES = 100  # AF_UNIX paths are limited to 104-108 bytes depending on the OS
+BUSY_NOTICE_AFTER_S = 2.0  # say why we wait when the worker has not started on our request by then
+REQUEST_READ_TIMEOUT_S = 10.0  # a connection that sends no request in this long is dropped
 # environment that changes what a worker would compute: a worker started under other values is not reused
 _KEY_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "HF_HOME", "HF_HUB_OFFLINE")
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_SUPPORTED = os.name == "posix" and hasattr(socket, "AF_UNIX")
 
 
 def keep_alive_seconds(cfg: GenerateConfig) -> float:
-    """`--keep-alive`, else $LATENTDIFF_KEEP_ALIVE, else 300; 0 on systems without Unix sockets."""
-    if not hasattr(socket, "AF_UNIX"):
+    """`--keep-alive`, else $LATENTDIFF_KEEP_ALIVE, else 300, within [0, 24 h]; 0 where there are no
+    Unix sockets (Windows)."""
+    if not _SUPPORTED:
         return 0.0
-    if cfg.keep_alive is not None:
-        return max(0.0, float(cfg.keep_alive))
-    try:
-        return max(0.0, float(os.environ.get(KEEP_ALIVE_ENV, DEFAULT_KEEP_ALIVE_S)))
-    except ValueError:
+    value = cfg.keep_alive
+    if value is None:
+        try:
+            value = float(os.environ.get(KEEP_ALIVE_ENV, DEFAULT_KEEP_ALIVE_S))
+        except ValueError:
+            value = DEFAULT_KEEP_ALIVE_S
+    if math.isnan(value):
         return DEFAULT_KEEP_ALIVE_S
+    return min(max(0.0, float(value)), MAX_KEEP_ALIVE_S)
 
 
 # ------------------------------------------------------------------------------------ where workers live
 
 def runtime_dir() -> Path | None:
-    """A folder only this user can open (created 0700), or None when there is no safe one."""
+    """A real folder (no symlink) that only this user can open, created 0700; None when there is none."""
     base = os.environ.get(RUNTIME_DIR_ENV)
     if base:
         folder = Path(base)
@@ -67,11 +82,11 @@ def runtime_dir() -> Path | None:
         folder = Path(tempfile.gettempdir()) / f"latentdiff-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = folder.stat()
+        info = os.lstat(folder)
     except OSError:
         return None
-    # a world-writable /tmp folder someone else created (or opened up) must not receive our requests
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+    # someone else's folder, a symlink to one, or a folder others can write must not receive our requests
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         return None
     return folder
 
@@ -87,6 +102,22 @@ def _absolute_model(model: str | None) -> str | None:
     return str(path.resolve()) if path is not None and path.exists() else model
 
 
+def worker_key(cfg: GenerateConfig) -> str:
+    """Which worker may answer `cfg`: same model, device, Python, latentdiff code and thread settings."""
+    parts = {"model": _absolute_model(cfg.model) or "bundled", "device": cfg.device or "auto",
+             "python": sys.executable, "code": _code_fingerprint(),
+             "env": {name: os.environ.get(name, "") for name in _KEY_ENV}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def socket_path(key: str) -> Path | None:
+    folder = runtime_dir()
+    if folder is None:
+        return None
+    path = folder / f"{key}.sock"
+    return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES else None
+
+
 @contextlib.contextmanager
 def _working_dir(folder: str):
     previous = os.getcwd()
@@ -97,70 +128,87 @@ def _working_dir(folder: str):
         os.chdir(previous)
 
 
-def worker_key(cfg: GenerateConfig) -> str:
-    """Which worker may answer `cfg`: same model, device, Python, latentdiff code and thread settings."""
-    parts = {"model": _absolute_model(cfg.model) or "bundled", "device": cfg.device or "auto", "python": sys.executable,
-             "code": _code_fingerprint(), "env": {name: os.environ.get(name, "") for name in _KEY_ENV}}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def socket_path(key: str) -> Path | None:
-    folder = runtime_dir()
-    if folder is None:
-        return None
-    path = folder / f"{key}.sock"
-    return path if len(str(path)) <= MAX_SOCKET_PATH else None
+def _send(connection: socket.socket, message: dict) -> None:
+    connection.sendall(json.dumps(message).encode() + b"\n")
 
 
 # ------------------------------------------------------------------------------------ client side
 
-def run_in_worker(cfg: GenerateConfig) -> int | None:
-    """`cfg` answered by a warm worker: its exit status, or None when no worker answered (run in process)."""
-    if not hasattr(socket, "AF_UNIX"):
-        return None
-    path = socket_path(worker_key(cfg))
-    if path is None or not path.exists():
-        return None
+def _connect(path: Path) -> socket.socket | None:
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(str(path))
     except OSError:  # a stale socket of a worker that was killed: the next worker replaces it
         connection.close()
         return None
+    return connection
+
+
+def run_in_worker(cfg: GenerateConfig) -> int | None:
+    """`cfg` answered by a warm worker: its exit status, or None when no worker took it (run in process)."""
+    path = socket_path(worker_key(cfg)) if _SUPPORTED else None
+    connection = _connect(path) if path is not None and path.exists() else None
+    if connection is None:
+        return None
     # the worker answers from this folder, so relative --out/--model and the printed paths read as in process
     request = {"config": config_to_dict(cfg), "cwd": os.getcwd(), "keep_alive_s": keep_alive_seconds(cfg)}
+    accepted = False
     with connection, connection.makefile("rb") as replies:
         try:
-            connection.sendall(json.dumps(request).encode() + b"\n")
-            for line in replies:
+            _send(connection, request)
+            # select, not a socket timeout: a file object that once timed out refuses every later read
+            if not select.select([connection], [], [], BUSY_NOTICE_AFTER_S)[0]:
+                print(f"{PROG}: waiting for the background worker (it is loading the model or busy with another "
+                      f"generate).", file=sys.stderr)
+            line = replies.readline()
+            while line:
                 message = json.loads(line)
                 if "exit" in message:
                     return int(message["exit"])
-                stream = sys.stdout if message.get("stream") == "stdout" else sys.stderr
-                stream.write(message.get("text", ""))
-                stream.flush()
+                accepted = accepted or bool(message.get("accepted"))
+                if "text" in message:
+                    stream = sys.stdout if message.get("stream") == "stdout" else sys.stderr
+                    stream.write(message["text"])
+                    stream.flush()
+                line = replies.readline()
         except (OSError, ValueError):
             pass
-    print(f"{PROG}: the background worker stopped before answering; generating in this process.", file=sys.stderr)
-    return None
+        except KeyboardInterrupt:  # the worker notices the closed socket at its next progress line
+            print(f"{PROG}: interrupted.", file=sys.stderr)
+            return 130
+    if accepted:  # it may have written images already: running again here would duplicate them
+        print(f"{PROG}: error: the background worker stopped while generating (see {path.with_suffix('.log')}); "
+              f"rerun with --keep-alive 0 to generate in this process.", file=sys.stderr)
+        return 1
+    return None  # it exited before taking the request: nothing happened, generate in process
+
+
+def stop_other_workers(keep_key: str) -> None:
+    """Ask every worker but `keep_key`'s to exit once it has answered what it is running."""
+    folder = runtime_dir()
+    for path in folder.glob("*.sock") if folder is not None else ():
+        if path.stem != keep_key and (connection := _connect(path)) is not None:
+            with connection, contextlib.suppress(OSError):
+                _send(connection, {"stop": True})
 
 
 def start_worker(cfg: GenerateConfig) -> None:
     """Leave a detached worker holding `cfg`'s model for `--keep-alive` seconds (nothing when that is 0)."""
     keep_alive_s = keep_alive_seconds(cfg)
-    if keep_alive_s <= 0:
-        return
-    key = worker_key(cfg)
-    path = socket_path(key)
+    key = worker_key(cfg) if keep_alive_s > 0 else ""
+    path = socket_path(key) if key else None
     if path is None:
         return
     command = [sys.executable, "-m", "latentdiff.keep_alive", key, json.dumps(_absolute_model(cfg.model)),
-               json.dumps(cfg.device),
-               str(keep_alive_s)]
-    with open(path.with_suffix(".log"), "ab") as log:  # the worker's own errors, if any, land here
+               json.dumps(cfg.device), str(keep_alive_s)]
+    # the worker runs in the runtime folder: it must import this very latentdiff whatever PYTHONPATH says
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_DIR.parent),
+                                                                       os.environ.get("PYTHONPATH")]))}
+    log_fd = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(log_fd, "ab") as log:  # the worker's own errors, if any, land here
         subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                         close_fds=True, cwd=path.parent)
-    print(f"{PROG}: the model stays loaded in a background worker for {keep_alive_s:g} s, so the next generate "
+                         close_fds=True, cwd=path.parent, env=env)
+    print(f"{PROG}: keeping the model loaded in a background worker for {keep_alive_s:g} s, so the next generate "
           f"starts at once (--keep-alive 0 or {KEEP_ALIVE_ENV}=0 turns this off).", file=sys.stderr)
 
 
@@ -176,7 +224,7 @@ class _FrameWriter:
 
     def write(self, text: str) -> int:
         if text:
-            self.connection.sendall(json.dumps({"stream": self.name, "text": text}).encode() + b"\n")
+            _send(self.connection, {"stream": self.name, "text": text})
         return len(text)
 
     def flush(self) -> None:
@@ -186,39 +234,67 @@ class _FrameWriter:
         return False
 
 
-def _model_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
-    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in folder.rglob("*") if p.is_file())
+def _model_fingerprint(folder: Path) -> list[tuple[str, int, int]] | None:
+    """Names, sizes and times of a pipeline folder's files; None when it cannot be read (so: changed)."""
+    try:
+        return sorted((str(p.relative_to(folder)), (info := p.stat()).st_size, info.st_mtime_ns)
+                      for p in folder.rglob("*") if p.is_file())
+    except OSError:
+        return None
 
 
 class _Worker:
     def __init__(self, model: str | None, device: str | None):
         self.model, self.device = model, device
         self.pipeline = None
-        self.fingerprint: list[tuple[str, int, int]] = []
+        self.fingerprint: list[tuple[str, int, int]] | None = None
 
     def loaded_pipeline(self):
         """The pipeline, reloaded when its files changed on disk since it was loaded (a retrained model)."""
+        from latentdiff.model_source import resolve_model
         from latentdiff.pipeline import TextToImage
 
-        if self.pipeline is None or _model_fingerprint(self.pipeline.source.path) != self.fingerprint:
+        folder = self.pipeline.source.path if self.pipeline is not None else resolve_model(self.model).path
+        fingerprint = _model_fingerprint(folder)  # before loading: a re-export meanwhile shows next time
+        if self.pipeline is None or fingerprint is None or fingerprint != self.fingerprint:
+            self.pipeline = None  # free the old weights before loading the new ones
             self.pipeline = TextToImage.load(self.model, self.device)
-            self.fingerprint = _model_fingerprint(self.pipeline.source.path)
+            self.fingerprint = fingerprint
         return self.pipeline
 
-    def answer(self, connection: socket.socket) -> float:
-        """Run one request; returns the keep-alive it asked for."""
+    def answer(self, connection: socket.socket) -> float | None:
+        """Run one request; returns the keep-alive it asked for (None: a stop request)."""
         from latentdiff.options import run_reporting_errors
         from latentdiff.stages.generate import run
 
+        connection.settimeout(REQUEST_READ_TIMEOUT_S)
         with connection.makefile("rb") as requests:
             request = json.loads(requests.readline())
+        connection.settimeout(None)
+        if request.get("stop"):
+            return None
         cfg = GenerateConfig(**request["config"])
-        with _working_dir(request["cwd"]), contextlib.redirect_stdout(_FrameWriter(connection, "stdout")), \
+        _send(connection, {"accepted": True})
+        # warnings.catch_warnings resets the once-per-process registry: each call sees what it would in process
+        with _working_dir(request["cwd"]), warnings.catch_warnings(), \
+                contextlib.redirect_stdout(_FrameWriter(connection, "stdout")), \
                 contextlib.redirect_stderr(_FrameWriter(connection, "stderr")):
-            status = run_reporting_errors(lambda c: run(c, pipeline=self.loaded_pipeline()), cfg, PROG)
-        connection.sendall(json.dumps({"exit": status}).encode() + b"\n")
+            try:
+                status = run_reporting_errors(lambda c: run(c, pipeline=self.loaded_pipeline()), cfg, PROG)
+            except Exception:  # noqa: BLE001 - what the same call in process would have shown, then status 1
+                traceback.print_exc()
+                status = 1
+        _send(connection, {"exit": status})
         return float(request["keep_alive_s"])
+
+    def answer_safely(self, connection: socket.socket, keep_alive_s: float) -> float | None:
+        """`answer`, except that a client that left (Ctrl-C) or sent junk keeps the current `keep_alive_s`."""
+        with connection:
+            try:
+                return self.answer(connection)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                print(f"keep-alive worker: dropped a request ({err!r})", file=sys.stderr)
+                return keep_alive_s
 
 
 def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) -> int:
@@ -239,6 +315,7 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(16)
+    stop_other_workers(key)
     worker = _Worker(model, device)
     try:
         worker.loaded_pipeline()
@@ -249,13 +326,19 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) 
                 connection, _ = listener.accept()
             except TimeoutError:
                 break
-            connection.settimeout(None)
-            with connection:
-                try:
-                    keep_alive_s = worker.answer(connection)
-                except (OSError, ValueError, KeyError, TypeError) as err:  # a client that left or sent junk
-                    print(f"keep-alive worker: dropped a request ({err!r})", file=sys.stderr)
-            deadline = time.monotonic() + keep_alive_s
+            asked = worker.answer_safely(connection, keep_alive_s)
+            if asked is None:  # a stop request: a newer worker holds another model
+                break
+            keep_alive_s = asked
+            deadline = time.monotonic() + keep_alive_s  # the latest call's keep-alive counts from now
+        path.unlink(missing_ok=True)  # no new clients; answer the ones already queued, then exit
+        listener.settimeout(0.0)
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except (BlockingIOError, TimeoutError):
+                break
+            worker.answer_safely(connection, 0.0)
     finally:
         path.unlink(missing_ok=True)
         listener.close()

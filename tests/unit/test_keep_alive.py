@@ -3,7 +3,10 @@ anything unusual falls back to generating in process."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,15 +18,27 @@ from latentdiff import keep_alive
 from latentdiff.config import GenerateConfig
 from latentdiff.stages.generate import main
 
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="keep-alive workers need Unix sockets")
+
 WORKER_START_TIMEOUT_S = 120  # the worker imports torch and diffusers before it answers
+WORKER_EXIT_TIMEOUT_S = 30
 
 
 @pytest.fixture
-def runtime_dir(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "runtime"
+def runtime_dir(monkeypatch):
+    """A private runtime folder with a short path (pytest's tmp_path can pass the ~100-byte socket limit)."""
+    folder = Path(tempfile.mkdtemp(prefix="ld-", dir="/tmp"))
     monkeypatch.setenv(keep_alive.RUNTIME_DIR_ENV, str(folder))
     monkeypatch.delenv(keep_alive.KEEP_ALIVE_ENV, raising=False)
-    return folder
+    yield folder
+    keep_alive.stop_other_workers("")  # whatever a failed test left running
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _socket_of(cfg: GenerateConfig) -> Path:
+    path = keep_alive.socket_path(keep_alive.worker_key(cfg))
+    assert path is not None
+    return path
 
 
 def _wait_for(condition, timeout_s: float) -> bool:
@@ -44,38 +59,47 @@ def test_second_generate_is_answered_by_the_warm_worker_with_identical_images(
     monkeypatch.chdir(tmp_path)
     flags = ["a red circle", "--model", str(tiny_pipeline_dir), "--seed", "3", "--num-images", "2", "--steps", "4"]
     assert main([*flags, "--out", "cold", "--keep-alive", "30"]) == 0
-    assert "background worker" in capsys.readouterr().err
-    cfg = GenerateConfig(prompts=["a red circle"], model=str(tiny_pipeline_dir), seed=3, num_images=2, steps=4,
-                         out="warm", keep_alive=0)  # 0: the worker stops after answering
-    sock = keep_alive.socket_path(keep_alive.worker_key(cfg))
+    assert "keeping the model loaded in a background worker" in capsys.readouterr().err
+    sock = _socket_of(GenerateConfig(model=str(tiny_pipeline_dir)))
     assert _wait_for(sock.exists, WORKER_START_TIMEOUT_S), "the worker never opened its socket"
 
-    assert keep_alive.run_in_worker(cfg) == 0  # not None: the worker answered
-    printed = capsys.readouterr().out
-    assert "warm/00000-3.png" in printed  # paths read as they would in process (relative to our folder)
+    # --keep-alive 0: in process it would leave no worker and not touch this one; the worker answers and stops
+    assert main([*flags, "--out", "warm", "--keep-alive", "0"]) == 0
+    assert _wait_for(lambda: not sock.exists(), 5), "the warm worker did not answer"
+    printed = capsys.readouterr()
+    assert "warm/00000-3.png" in printed.out  # paths read as they would in process (relative to our folder)
+    assert "keeping the model loaded" not in printed.err  # no second worker started
     for name in ("00000-3.png", "00001-4.png"):
         assert np.array_equal(_pixels(tmp_path / "warm" / name), _pixels(tmp_path / "cold" / name))
     assert Image.open(tmp_path / "warm" / "00000-3.png").text["parameters"] == \
         Image.open(tmp_path / "cold" / "00000-3.png").text["parameters"]
-    assert _wait_for(lambda: not sock.exists(), 30), "--keep-alive 0 should stop the worker"
 
 
-def test_worker_reports_a_users_mistake_like_the_cli(tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
+def test_worker_reports_mistakes_like_the_cli_and_a_new_worker_stops_the_old_one(
+        tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    good = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, out="o", keep_alive=20)
-    keep_alive.start_worker(good)
-    sock = keep_alive.socket_path(keep_alive.worker_key(good))
-    assert _wait_for(sock.exists, WORKER_START_TIMEOUT_S)
-    bad = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, width=30, out="o", keep_alive=0)
+    first = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, out="o", keep_alive=60)
+    keep_alive.start_worker(first)
+    first_sock = _socket_of(first)
+    assert _wait_for(first_sock.exists, WORKER_START_TIMEOUT_S)
+    bad = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, width=30, out="o", keep_alive=60)
     assert keep_alive.run_in_worker(bad) == 2
     assert "--width must be a positive multiple of 8" in capsys.readouterr().err
-    assert _wait_for(lambda: not sock.exists(), 30)
+
+    other_model = shutil.copytree(tiny_pipeline_dir, tmp_path / "other")
+    second = GenerateConfig(prompts=["a"], model=str(other_model), steps=1, out="o", keep_alive=60)
+    keep_alive.start_worker(second)
+    assert _wait_for(lambda: not first_sock.exists(), WORKER_START_TIMEOUT_S), "one model stays warm at a time"
+    second_sock = _socket_of(second)
+    assert second_sock.exists()
+    keep_alive.stop_other_workers("")
+    assert _wait_for(lambda: not second_sock.exists(), WORKER_EXIT_TIMEOUT_S)
 
 
 def test_without_a_listening_worker_generate_runs_in_process(runtime_dir, tmp_path):
     cfg = GenerateConfig(prompts=["a"], model=str(tmp_path), out=str(tmp_path / "o"))
     assert keep_alive.run_in_worker(cfg) is None  # no socket at all
-    stale = keep_alive.socket_path(keep_alive.worker_key(cfg))
+    stale = _socket_of(cfg)
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(stale))  # a socket file nobody listens on: a worker that was killed
     dead.close()

@@ -33,6 +33,7 @@ from helpers.random_pipeline import build_random_pipeline  # noqa: E402
 
 from latentdiff.diffusion.schedulers import make_scheduler  # noqa: E402
 from latentdiff.pipeline import GenerationRequest, TextToImage  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 PROMPTS = ["a red circle on a white background", "a blue square in the corner", "two small purple hearts",
            "a green triangle and a yellow star"]
@@ -133,9 +134,8 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    write_results(result, RESULTS)
 
 
 if __name__ == "__main__":

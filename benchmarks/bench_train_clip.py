@@ -10,7 +10,6 @@ with whatever else runs: the load average is recorded next to them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -24,6 +23,7 @@ from latentdiff.config import CLIP_PRESETS
 from latentdiff.losses.contrastive import clip_contrastive_loss
 from latentdiff.models.clip import build_clip
 from latentdiff.models.tokenizer import train_clip_tokenizer
+from results_file import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_clip.json"
 
@@ -67,10 +67,8 @@ def main() -> None:
         print(f"{row['preset']:>6}: {row['params_millions']}M params, {row['samples_per_s']} samples/s "
               f"(batch {row['batch_size']}, fp32, {torch.get_num_threads()} threads)", flush=True)
         rows.append(row)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                                   "load_average_1min": os.getloadavg()[0], "results": rows}, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                   "load_average_1min": os.getloadavg()[0], "results": rows}, RESULTS)
 
 
 if __name__ == "__main__":

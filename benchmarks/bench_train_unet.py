@@ -13,7 +13,6 @@ Prints samples/s for each (and the one-off cache build time) and writes benchmar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny-dataset and component builders live with the tests
+
+from results_file import write_results  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "train_unet.json"
 
 
@@ -107,9 +109,7 @@ def main() -> int:
                "results": results, "cache_speedup": speedup, "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "load_average_1min_at_end": load, "torch": torch.__version__,
                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(payload, RESULTS)
     return 0
 
 

@@ -15,11 +15,12 @@ those of prompt fidelity. Prints a table and writes benchmarks/results/multiling
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
+
+from results_file import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "multilingual_agreement.json"
 LANGUAGES = ("en", "fr", "es", "de", "zh", "ja")
@@ -101,10 +102,7 @@ def main() -> int:
         "seconds": round(time.perf_counter() - started, 1), "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    print(f"wrote {out}")
+    write_results(payload, args.out)
     return 0
 
 

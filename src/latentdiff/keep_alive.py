@@ -119,7 +119,7 @@ def socket_path(key: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def _working_dir(folder: str):
+def _working_dir(folder: str):  # contextlib.chdir, which needs Python 3.11 (we support 3.10)
     previous = os.getcwd()
     os.chdir(folder)
     try:

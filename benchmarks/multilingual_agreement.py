@@ -40,6 +40,30 @@ def concepts(records, languages: tuple[str, ...], limit: int) -> list[tuple[obje
     return chosen
 
 
+def score_languages(pipeline, features, chosen, languages: tuple[str, ...], real_features, records, image_size: int,
+                    *, seed: int, steps: int, guidance: float, batch_size: int) -> tuple[dict, dict]:
+    """Generate every chosen concept in every language (concept i with seed + i) and score each language's
+    images against the ENGLISH name: did this language's prompt find the English prompt's picture?
+    `real_features` (N_real, D) are the features of `records`, every image of the split being a candidate.
+    Returns ({language: {"top1", "top5", "examples"}}, {"chance_top1", "chance_top5"})."""
+    from latentdiff.config import DEFAULT_SCHEDULER
+    from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
+    from latentdiff.evaluation.samples import generate_for_captions, to_tensor
+
+    english = [names["en"] for _, names in chosen]
+    real_captions = [record.captions for record in records]
+    rows, chance = {}, {}
+    for language in languages:
+        prompts = [names[language] for _, names in chosen]
+        images = generate_for_captions(pipeline, prompts, seed=seed, steps=steps, guidance=guidance,
+                                       scheduler=DEFAULT_SCHEDULER, batch_size=batch_size, desc=language)
+        generated = features(to_tensor([image.image for image in images], image_size))
+        scores = prompt_fidelity(generated, real_features, english, real_captions)
+        rows[language] = {"top1": scores["top1"], "top5": scores["top5"], "examples": prompts[:3]}
+        chance = {"chance_top1": scores["chance_top1"], "chance_top5": scores["chance_top5"]}
+    return rows, chance
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a prepared emoji dataset with captions in the languages below")
@@ -57,8 +81,7 @@ def main() -> int:
     from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
     from latentdiff.data.prepared import open_prepared
     from latentdiff.evaluation.features import FEATURE_EXTRACTOR_NAME, Lite0Features
-    from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
-    from latentdiff.evaluation.samples import generate_for_captions, load_real, to_tensor
+    from latentdiff.evaluation.samples import load_real, to_tensor
     from latentdiff.pipeline import TextToImage
 
     languages = tuple(code.strip() for code in args.languages.split(",") if code.strip())
@@ -76,21 +99,12 @@ def main() -> int:
     started = time.perf_counter()
     pipeline = TextToImage.load(args.model, "cpu")
     features = Lite0Features()
-    real = load_real(records)  # every image of the split is a candidate, as in prompt fidelity
-    real_features = features(to_tensor(real.images, dataset.image_size))
-    english = [names["en"] for _, names in chosen]
-    rows = {}
-    for language in languages:
-        prompts = [names[language] for _, names in chosen]
-        images = generate_for_captions(pipeline, prompts, seed=args.seed, steps=steps, guidance=guidance,
-                                       scheduler=DEFAULT_SCHEDULER, batch_size=args.batch_size, desc=language)
-        generated = features(to_tensor([image.image for image in images], dataset.image_size))
-        # scored against the ENGLISH name: did this language's prompt find the English prompt's picture?
-        scores = prompt_fidelity(generated, real_features, english, real.all_captions)
-        rows[language] = {"top1": scores["top1"], "top5": scores["top5"], "examples": prompts[:3]}
-        chance = {"chance_top1": scores["chance_top1"], "chance_top5": scores["chance_top5"]}
-        print(f"{language}: top-1 {scores['top1']:.3f}  top-5 {scores['top5']:.3f}  "
-              f"(e.g. {', '.join(prompts[:3])})", flush=True)
+    real_features = features(to_tensor(load_real(records).images, dataset.image_size))
+    rows, chance = score_languages(pipeline, features, chosen, languages, real_features, records, dataset.image_size,
+                                   seed=args.seed, steps=steps, guidance=guidance, batch_size=args.batch_size)
+    for language, row in rows.items():
+        print(f"{language}: top-1 {row['top1']:.3f}  top-5 {row['top5']:.3f}  (e.g. {', '.join(row['examples'])})",
+              flush=True)
 
     print(f"chance: top-1 {chance['chance_top1']:.3f}  top-5 {chance['chance_top5']:.3f}; "
           f"{len(chosen)} concepts, ranked among the {len(records)} real {args.split} images")

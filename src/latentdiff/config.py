@@ -159,6 +159,9 @@ class TrainConfig:
     preset: str = option("tiny", "model size when training from scratch", choices=PRESET_NAMES)
     seed: int = option(0, "seed for weights init, data order and every random draw (a run is reproducible)")
     max_steps: int = option(0, "optimizer steps to train (0: derived from --epochs)")
+    max_minutes: float = option(0.0, "train for about this many minutes of wall time: the step count (at most the "
+                                     "--max-steps/--epochs one) is fixed from the speed of the first steps, so the LR "
+                                     "schedule still ends on time (0: off)")
     epochs: int | None = option(None, "passes over the training split when --max-steps is 0 (default: the stage's)")
     batch_size: int | None = option(None, "images per optimizer step per process, before accumulation (default: the stage's)")
     lr: float | None = option(None, "peak learning rate of AdamW (default: the stage's)")
@@ -213,6 +216,10 @@ class UnetTrainConfig(TrainConfig):
     vae: str = option("", "the VAE folder (from `latentdiff train-vae`) whose latent space the U-Net denoises")
     prediction_type: str = option("epsilon", "what the U-Net predicts: the noise (epsilon) or the velocity (v_prediction)",
                                   choices=("epsilon", "v_prediction"))
+    zero_terminal_snr: bool = option(False, "rescale the noise schedule so the last step is pure noise, and sample from "
+                                            "it with trailing timesteps (Lin et al. 2024; needs --prediction-type v_prediction)")
+    text_time_embedding: bool = option(False, "also add an attention-pooled text embedding to the time embedding "
+                                              "(diffusers addition_embed_type='text'), so every ResNet block sees the prompt")
     snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's choice; 0: off)")
     noise_offset: float = option(0.0, "std of a per-channel noise offset (0.05-0.1 helps very dark/bright images; 0: off)")
     caption_dropout: float = option(0.1, "fraction of steps trained on the empty prompt, for classifier-free guidance")
@@ -234,6 +241,9 @@ class VaeTrainConfig(TrainConfig):
 
     reconstruction_loss: str = option("l1", "pixel reconstruction loss: l1 (sharper, as in LDM) or mse (what PSNR measures)",
                                       choices=("l1", "mse"))
+    crop_size: int = option(0, "train on random square crops of this many pixels (a multiple of the VAE's downsampling "
+                               "factor): the VAE is fully convolutional, so each step costs less and still learns "
+                               "to reconstruct whole images, as Stable Diffusion's VAE (256 px crops) does (0: whole images)")
     kl_weight: float = option(1e-6, "weight of the KL term relative to the per-pixel reconstruction loss (LDM: 1e-6)")
     scaling_images: int = option(1024, "training images whose latents' std sets the exported scaling_factor (1/std)")
     validation_images: int = option(256, "validation images used for PSNR (0: all)")

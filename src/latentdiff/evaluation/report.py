@@ -13,6 +13,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from latentdiff.evaluation.vae_metrics import JUST_NOTICEABLE_DELTA_E
+
 METRICS_FILENAME = "metrics.json"
 REPORT_FILENAME = "report.md"
 GRID_FILENAME = "samples_grid.png"
@@ -164,6 +166,9 @@ def _vae_section(vae: dict[str, Any]) -> list[str]:
     return ["## VAE reconstructions", "", "| metric | value | reference |", "|---|---|---|",
             f"| PSNR (dB) | {_fmt(vae['psnr_db'], 2)} | higher is better |",
             f"| SSIM (Wang et al. 2004) | {_fmt(vae['ssim'])} | 1 is identical |",
+            f"| mean ΔE2000 (CIELAB colour error) | {_fmt(vae.get('delta_e2000'), 2)} | below {JUST_NOTICEABLE_DELTA_E:g}: not noticeable |",
+            f"| mean ΔE2000 on saturated pixels ({_fmt(vae.get('saturated_fraction'), 2)} of them) | "
+            f"{_fmt(vae.get('delta_e2000_saturated'), 2)} | hue shifts show here first |",
             f"| fd_lite0, {fid['num_images']} reconstructions vs originals | {_fmt(fid['fd_lite0'])} | |",
             f"| fd_lite0, {fid['num_images_half']} reconstructions vs the other {fid['num_images_half']} real | "
             f"{_fmt(fid['fd_lite0_half'])} | noise floor {_fmt(fid['noise_floor'])} |", ""]

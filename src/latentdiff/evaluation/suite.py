@@ -24,7 +24,7 @@ from latentdiff.evaluation.clip_score import clip_retrieval, clip_score, encode_
 from latentdiff.evaluation.frechet import frechet_distance, split_halves
 from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
 from latentdiff.evaluation.samples import RealSet, generate_for_captions, to_tensor
-from latentdiff.evaluation.vae_metrics import psnr, reconstruct, ssim
+from latentdiff.evaluation.vae_metrics import colour_error, psnr, reconstruct, ssim
 
 
 @dataclass
@@ -105,12 +105,14 @@ def evaluate_real_against_captions(ref: RealReference, clip: Clip | None) -> dic
 
 
 def evaluate_vae(vae, ref: RealReference, extractor) -> tuple[dict[str, Any], list[Image.Image]]:
-    """PSNR and SSIM of each image against its reconstruction (means), and fd_lite0 of the reconstructions."""
+    """PSNR, SSIM and colour error (CIEDE2000) of each image against its reconstruction (means), and
+    fd_lite0 of the reconstructions."""
     originals = to_tensor(ref.real.images)  # (N, 3, H, W) in [0, 1]
     reconstructions = reconstruct(vae, originals)
     metrics = {
         "psnr_db": float(psnr(reconstructions, originals).double().mean()),
         "ssim": float(ssim(reconstructions, originals).double().mean()),
+        **colour_error(reconstructions, originals),
         "fidelity": fidelity(extractor(reconstructions), ref),
     }
     arrays = (reconstructions.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)

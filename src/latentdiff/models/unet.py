@@ -21,8 +21,13 @@ from latentdiff.models.weights import load_diffusers_component
 
 
 def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: int,
-                     cross_attention_dim: int) -> UNet2DConditionModel:
-    """A randomly initialised U-Net with the preset's widths, sized to the VAE and text encoder."""
+                     cross_attention_dim: int, text_time_embedding: bool = False) -> UNet2DConditionModel:
+    """A randomly initialised U-Net with the preset's widths, sized to the VAE and text encoder.
+
+    `text_time_embedding`: diffusers' `addition_embed_type="text"` (a `TextTimeEmbedding`: attention-pool
+    the text hidden states (B, L, D) -> (B, D), project to the time embedding and add it), so the prompt
+    reaches every ResNet block through its scale/shift, not only the levels with cross-attention. The
+    pipeline calls the U-Net exactly as before (it pools `encoder_hidden_states` itself)."""
     for width in preset.block_out_channels:
         if width % preset.attention_head_dim:
             raise ValueError(f"U-Net width {width} is not a multiple of the head size {preset.attention_head_dim}")
@@ -44,6 +49,7 @@ def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: i
         attention_head_dim=heads_per_level,
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=preset.norm_num_groups,
+        **({"addition_embed_type": "text"} if text_time_embedding else {}),
     )
 
 

@@ -76,6 +76,9 @@ def build_components(cfg: UnetTrainConfig):
     for name, value in (("--snr-gamma", cfg.snr_gamma), ("--noise-offset", cfg.noise_offset)):
         if value < 0:
             raise UserError(f"{name} must be 0 (off) or positive (got {value}).")
+    if cfg.zero_terminal_snr and cfg.prediction_type != "v_prediction":
+        raise UserError("--zero-terminal-snr needs --prediction-type v_prediction: at pure noise the noise itself is "
+                        "known, so only a v (or x0) target carries information (Lin et al. 2024).")
     if not 0 <= cfg.caption_dropout < 1:
         raise UserError(f"--caption-dropout must be in [0, 1) (got {cfg.caption_dropout}); 0.1 is the usual choice.")
 
@@ -92,7 +95,7 @@ def build_components(cfg: UnetTrainConfig):
         seed_everything(cfg.seed)  # the same --seed gives the same initial weights
         unet = unet_from_preset(preset, latent_channels=latent_channels,
                                 sample_size=dataset.image_size // downsampling_factor(vae),
-                                cross_attention_dim=text_width)
+                                cross_attention_dim=text_width, text_time_embedding=cfg.text_time_embedding)
     return dataset, unet, vae, text_encoder, tokenizer
 
 

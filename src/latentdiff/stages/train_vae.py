@@ -25,7 +25,7 @@ FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 2}
 def build_task(cfg: VaeTrainConfig):
     """Open the dataset and build or load the VAE: every check a user can fail happens here, before
     any training."""
-    from latentdiff.models.vae import check_image_size, load_vae, vae_from_preset
+    from latentdiff.models.vae import check_image_size, downsampling_factor, load_vae, vae_from_preset
     from latentdiff.training.vae_task import VaeTask
 
     dataset = open_prepared(cfg.data)
@@ -36,10 +36,15 @@ def build_task(cfg: VaeTrainConfig):
     else:
         vae = vae_from_preset(lookup_preset(VAE_PRESETS, cfg.preset, "VAE"))
     check_image_size(vae, dataset.image_size, cfg.data)
+    factor = downsampling_factor(vae)
+    if cfg.crop_size and (cfg.crop_size < factor or cfg.crop_size % factor):
+        raise UserError(f"--crop-size must be 0 (whole images) or a multiple of the VAE's downsampling factor {factor} "
+                        f"(got {cfg.crop_size}); e.g. --crop-size {max(factor, dataset.image_size // 2 // factor * factor)}.")
     if cfg.kl_weight < 0:
         raise UserError(f"--kl-weight must be 0 or more (got {cfg.kl_weight}); LDM uses 1e-6.")
     return VaeTask(vae, dataset, reconstruction_loss=cfg.reconstruction_loss, kl_weight=cfg.kl_weight,
-                   scaling_images=cfg.scaling_images, validation_images=cfg.validation_images)
+                   scaling_images=cfg.scaling_images, validation_images=cfg.validation_images,
+                   crop_size=cfg.crop_size)
 
 
 def run(cfg: VaeTrainConfig):

@@ -65,7 +65,7 @@ class DiffusionTask:
         self.cfg, self.dataset = cfg, dataset
         self.unet = unet
         self.vae, self.text_encoder, self.tokenizer = _freeze(vae), _freeze(text_encoder), tokenizer
-        self.noise_scheduler = training_scheduler(cfg.prediction_type)
+        self.noise_scheduler = training_scheduler(cfg.prediction_type, cfg.zero_terminal_snr)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.cache: EncodedSplit | None = None
         if cfg.cache:

@@ -40,6 +40,10 @@ from latentdiff.training.task import TrainingTask
 RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle"})
 # Seeds of the per-process loop generators are spaced so processes never share a stream.
 GENERATOR_SEED_STRIDE = 1_000_003
+# --max-minutes: the step count is fixed from the speed of steps (TIMING_SKIP_STEPS, TIMING_STEPS] of the
+# run (the first steps are slower: allocator and kernel warm-up), then kept in the checkpoints.
+TIMING_SKIP_STEPS = 5
+TIMING_STEPS = 25
 
 
 class TrainingDiverged(UserError):
@@ -71,6 +75,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--ema-decay must be in [0, 1) (got {cfg.ema_decay}); 0.999 is a common choice.")
     if cfg.lr <= 0:
         raise UserError(f"--lr must be positive (got {cfg.lr}).")
+    if cfg.max_minutes < 0:
+        raise UserError(f"--max-minutes must be 0 (no time budget) or positive (got {cfg.max_minutes}).")
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -115,10 +121,8 @@ class _Run:
         self.dataset = task.train_dataset()
         self.num_steps = plan_steps(cfg, len(self.dataset), self.world_size)
         self.optimizer = _make_optimizer(self.model, cfg)
-        from diffusers.optimization import get_scheduler
-
-        self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
-                                       num_training_steps=self.num_steps)
+        self.steps_fixed = cfg.max_minutes <= 0  # with a time budget the count is fixed after TIMING_STEPS
+        self.scheduler = self._lr_scheduler()
         self.ema = ema_lib.make_ema(self.model, cfg.ema_decay)
         self.step = 0
         self.position = StreamPosition()
@@ -129,6 +133,33 @@ class _Run:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.stream = BatchStream(self.dataset, task.collate, cfg.batch_size, cfg.seed, self.rank, self.world_size,
                                   num_workers=cfg.num_workers, position=self.position)
+
+    def _lr_scheduler(self):
+        from diffusers.optimization import get_scheduler
+
+        return get_scheduler(self.cfg.lr_scheduler, self.optimizer, num_warmup_steps=self.cfg.warmup_steps,
+                             num_training_steps=self.num_steps)
+
+    def _fix_num_steps(self, num_steps: int) -> None:
+        """Set the run's length (a --max-minutes run, once timed): the LR schedule is rebuilt for it at the
+        current step, so the cosine still reaches its end on the last step."""
+        state = self.scheduler.state_dict()
+        self.num_steps, self.steps_fixed = num_steps, True
+        self.scheduler = self._lr_scheduler()
+        self.scheduler.load_state_dict(state)
+
+    def _fix_steps_from_speed(self, seconds_so_far: float, seconds_timed: float, steps_timed: int) -> None:
+        """Steps that fit the rest of --max-minutes at the measured speed; the same number on every process."""
+        seconds_left = self.cfg.max_minutes * 60 - seconds_so_far
+        budget = torch.tensor(float(self.step + max(1, int(seconds_left * steps_timed / seconds_timed))),
+                              device=self.accelerator.device)
+        if self.world_size > 1:
+            budget = self.accelerator.reduce(budget, reduction="min")
+        num_steps = max(self.step + 1, min(self.num_steps, int(budget.item())))
+        self._fix_num_steps(num_steps)
+        if self.accelerator.is_main_process:
+            tqdm.write(f"[{self.task.name}] --max-minutes {self.cfg.max_minutes:g}: "
+                       f"{steps_timed / seconds_timed:.2f} steps/s, so the run ends at step {num_steps}")
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -153,6 +184,8 @@ class _Run:
         if state["world_size"] != self.world_size:
             raise UserError(f"{self.out_dir} was being trained with {state['world_size']} process(es), not "
                             f"{self.world_size}; resume with the same number of processes or use a new --out.")
+        if state.get("num_steps_fixed") and not self.steps_fixed:
+            self._fix_num_steps(state["num_steps"])
         checkpoint.load_module_weights(self.model, latest / checkpoint.MODEL_FILE)
         opt_state = checkpoint.load_torch_state(latest / checkpoint.OPTIMIZER_FILE)
         self.optimizer.load_state_dict(opt_state["optimizer"])
@@ -211,7 +244,8 @@ class _Run:
         checkpoint.save_module_weights(model, tmp / checkpoint.MODEL_FILE)
         checkpoint.save_torch_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                                     tmp / checkpoint.OPTIMIZER_FILE)
-        state = {"step": self.step, "num_steps": self.num_steps, "world_size": self.world_size,
+        state = {"step": self.step, "num_steps": self.num_steps, "num_steps_fixed": self.steps_fixed,
+                 "world_size": self.world_size,
                  "positions": [{"epoch": e, "batch_in_epoch": b} for e, b in positions],
                  "config": self._config_record(), "task": self.task.name, "ema": None}
         if self.ema is not None:
@@ -278,7 +312,7 @@ class _Run:
                    disable=not acc.is_main_process, dynamic_ncols=True)
         self.model.train()
         last_loss, metrics, started = float("nan"), {}, time.perf_counter()
-        steps_this_run = 0
+        steps_this_run, timing_started = 0, None
         while self.step < self.num_steps:
             logs: dict[str, float] = {}
             total = torch.zeros((), device=acc.device)
@@ -305,6 +339,13 @@ class _Run:
             steps_this_run += 1
             last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
             rate = steps_this_run * samples_per_step / max(time.perf_counter() - started, 1e-9)
+            if not self.steps_fixed:
+                if steps_this_run == TIMING_SKIP_STEPS:
+                    timing_started = time.perf_counter()
+                elif steps_this_run == TIMING_STEPS:
+                    now = time.perf_counter()
+                    self._fix_steps_from_speed(now - started, now - timing_started, TIMING_STEPS - TIMING_SKIP_STEPS)
+                    bar.total = self.num_steps
             bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
             bar.update(1)
             if writer is not None:

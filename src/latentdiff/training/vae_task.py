@@ -19,7 +19,7 @@ import torch
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
-from latentdiff.evaluation.vae_metrics import psnr, reconstruct, ssim
+from latentdiff.evaluation.vae_metrics import colour_error, psnr, reconstruct, ssim
 from latentdiff.losses.vae import vae_loss
 from latentdiff.models.vae import VaeForTraining
 
@@ -63,16 +63,27 @@ def measure_scaling_factor(vae, dataset: ImageCaptionDataset, max_images: int) -
     return 1.0 / std
 
 
+def random_crops(pixels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, size, size): one uniformly placed crop per image, drawn from `generator`."""
+    height, width = pixels.shape[-2:]
+    if size >= min(height, width):
+        return pixels
+    tops = torch.randint(0, height - size + 1, (pixels.shape[0],), generator=generator).tolist()
+    lefts = torch.randint(0, width - size + 1, (pixels.shape[0],), generator=generator).tolist()
+    return torch.stack([image[:, top:top + size, left:left + size] for image, top, left in zip(pixels, tops, lefts)])
+
+
 class VaeTask:
     name = "vae"
 
     def __init__(self, vae, dataset: PreparedDataset, *, reconstruction_loss: str, kl_weight: float,
-                 scaling_images: int, validation_images: int):
+                 scaling_images: int, validation_images: int, crop_size: int = 0):
         self.module = VaeForTraining(vae)
         self.train_split = ImageCaptionDataset(dataset, "train")
         self.validation_split = ImageCaptionDataset(dataset, "validation")
         self.reconstruction_loss, self.kl_weight = reconstruction_loss, kl_weight
         self.scaling_images, self.validation_images = scaling_images, validation_images
+        self.crop_size = crop_size
 
     # ------------------------------------------------------------------ TrainingTask
 
@@ -86,7 +97,9 @@ class VaeTask:
         return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}  # (B, 3, H, W)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        pixels = batch["pixel_values"]
+        pixels = batch["pixel_values"]  # (B, 3, H, W)
+        if self.crop_size:
+            pixels = random_crops(pixels, self.crop_size, generator)  # (B, 3, crop, crop)
         decoded, posterior = model(pixels, generator)
         return vae_loss(decoded, pixels, posterior, kl_weight=self.kl_weight, reconstruction=self.reconstruction_loss)
 
@@ -100,7 +113,8 @@ class VaeTask:
         reconstructions = reconstruct(model.vae, originals, batch_size=EVAL_BATCH_SIZE)  # (N, 3, H, W) in [0, 1]
         psnr_db = psnr(reconstructions, originals)  # (N,)
         metrics = {"psnr_db": float(psnr_db.mean()), "psnr_db_min": float(psnr_db.min()),
-                   "ssim": float(ssim(reconstructions, originals).mean()), "num_images": float(count)}
+                   "ssim": float(ssim(reconstructions, originals).mean()), **colour_error(reconstructions, originals),
+                   "num_images": float(count)}
         folder = Path(out_dir) / VALIDATION_DIRNAME
         folder.mkdir(parents=True, exist_ok=True)
         reconstruction_grid(originals[:GRID_IMAGES], reconstructions[:GRID_IMAGES]).save(

@@ -1,0 +1,217 @@
+"""The speedrun: train the whole chain from nothing for a fixed wall-clock budget, then measure it.
+
+    OMP_NUM_THREADS=1 python benchmarks/speedrun.py --name NAME --data EMOJI_DATA --budget-min 30 \
+        [--clip-share 0.1 --vae-share 0.25] [--clip "--preset small ..."] [--vae "..."] [--unet "..."]
+
+Like nanoGPT's speedrun, a recipe is judged by what it reaches in a fixed time on this machine: a change
+to the default recipe must beat the last record of docs/speedrun.md at equal budget. The budget covers
+the three training stages (setup, latent/text caches and export included); each stage trains with
+`--max-minutes` (the loop times its first steps and fixes the step count so the LR schedule ends on
+time). CLIP gets `clip_share` of the budget, the VAE `vae_share` of it plus what CLIP left, the U-Net
+whatever is left. `--clip/--vae/--unet` add a stage's own flags (e.g. `--unet "--prediction-type
+v_prediction --zero-terminal-snr"`), so every ablation is one command.
+
+Measured afterwards, with fixed seeds (outside the budget):
+- VAE: PSNR, SSIM, mean CIEDE2000 colour error (all pixels, saturated pixels) on the test split;
+- emoji: prompt fidelity on TRAINING concepts (the first --num-concepts training images, each asked by its
+  name in en, fr, es, de, zh, ja; a hit when the concept's own image is among the k nearest of all
+  training images, EfficientNet-Lite0 features) and on held-out TEST concepts (English, ranked among the
+  test images); shapes: attribute accuracy (colour, shape, count, position) on the test split through
+  `latentdiff evaluate`;
+- wall time and samples/s per stage, parameter counts.
+Writes runs/speedrun/NAME/speedrun.json and benchmarks/results/speedrun/NAME.json, and prints the row for
+docs/speedrun.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from multilingual_agreement import LANGUAGES, concepts, score_languages
+from results_file import write_results
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results" / "speedrun"
+SEED = 0
+MIN_STAGE_MINUTES = 0.5
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_stage(module, argv: list[str]) -> float:
+    """Run a stage's main(argv) in process; returns its wall seconds. A failing stage stops the speedrun."""
+    started = time.perf_counter()
+    print(f"$ latentdiff {module.__name__.rsplit('.', 1)[-1].replace('_', '-')} {shlex.join(argv)}", flush=True)
+    status = module.main(argv)
+    if status:
+        raise SystemExit(f"the stage failed with status {status}")
+    return time.perf_counter() - started
+
+
+def samples_per_second(out: Path) -> float | None:
+    """The loop's last logged train/samples_per_s, from the stage's TensorBoard log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = out / "logs"
+    if not logs.is_dir():
+        return None
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    if "train/samples_per_s" not in events.Tags().get("scalars", []):
+        return None
+    return round(events.Scalars("train/samples_per_s")[-1].value, 2)
+
+
+def train_chain(args, work: Path) -> dict:
+    from latentdiff.checkpoint import COMPLETE_MARKER
+    from latentdiff.stages import train_clip, train_unet, train_vae
+
+    budget_s = args.budget_min * 60
+    started = time.perf_counter()
+
+    def minutes_until(budget_fraction: float) -> float:
+        """Minutes from now until `budget_fraction` of the budget has passed (at least MIN_STAGE_MINUTES)."""
+        return max(MIN_STAGE_MINUTES, (budget_fraction * budget_s - (time.perf_counter() - started)) / 60)
+
+    common = ["--data", args.data, "--seed", str(SEED), "--max-steps", "1000000"]
+    stages = {}
+    clip_minutes = minutes_until(args.clip_share)
+    stages["clip"] = {"seconds": run_stage(train_clip, common + ["--out", str(work / "clip"), "--max-minutes",
+                                           f"{clip_minutes:.3f}", "--validate-every", "0"] + shlex.split(args.clip))}
+    vae_minutes = minutes_until(args.clip_share + args.vae_share)
+    stages["vae"] = {"seconds": run_stage(train_vae, common + ["--out", str(work / "vae"), "--max-minutes",
+                                          f"{vae_minutes:.3f}", "--validate-every", "0"] + shlex.split(args.vae))}
+    # The U-Net stage spends time outside the loop (caches, final validation grid, export): keep a margin.
+    unet_minutes = max(MIN_STAGE_MINUTES, minutes_until(1.0) - args.unet_overhead_min)
+    stages["unet"] = {"seconds": run_stage(train_unet, common + [
+        "--out", str(work / "pipeline"), "--clip", str(work / "clip"), "--vae", str(work / "vae"),
+        "--max-minutes", f"{unet_minutes:.3f}", "--validate-every", "0", "--num-validation-prompts", "4"]
+        + shlex.split(args.unet))}
+    for name, folder in (("clip", "clip"), ("vae", "vae"), ("unet", "pipeline")):
+        marker = work / folder / COMPLETE_MARKER
+        state = json.loads(marker.read_text()) if marker.is_file() else {}
+        stages[name].update({"steps": state.get("step"), "samples_per_s": samples_per_second(work / folder),
+                             "seconds": round(stages[name]["seconds"], 1)})
+    return {"stages": stages, "train_seconds": round(time.perf_counter() - started, 1)}
+
+
+def parameter_counts(work: Path) -> dict:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPModel
+
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    return {"clip": count(CLIPModel.from_pretrained(work / "clip")),
+            "vae": count(AutoencoderKL.from_pretrained(work / "vae")),
+            "unet": count(UNet2DConditionModel.from_pretrained(work / "pipeline", subfolder="unet"))}
+
+
+def measure_vae(work: Path, dataset) -> dict:
+    from diffusers import AutoencoderKL
+
+    from latentdiff.evaluation.samples import load_real, to_tensor
+    from latentdiff.evaluation.vae_metrics import colour_error, psnr, reconstruct, ssim
+
+    originals = to_tensor(load_real(dataset.require_split("test")).images)  # (N, 3, H, W) in [0, 1]
+    reconstructions = reconstruct(AutoencoderKL.from_pretrained(work / "vae").eval(), originals)
+    return {"psnr_db": round(float(psnr(reconstructions, originals).mean()), 2),
+            "ssim": round(float(ssim(reconstructions, originals).mean()), 4),
+            **{k: round(v, 3) for k, v in colour_error(reconstructions, originals).items()}}
+
+
+def measure_emoji(args, work: Path, dataset) -> dict:
+    from latentdiff.evaluation.features import Lite0Features
+    from latentdiff.evaluation.samples import load_real, to_tensor
+    from latentdiff.pipeline import TextToImage
+
+    pipeline = TextToImage.load(str(work / "pipeline"), "cpu")
+    features = Lite0Features()
+    result = {}
+    for split, languages in (("train", LANGUAGES), ("test", ("en",))):
+        records = dataset.require_split(split)
+        chosen = concepts(records, languages, args.num_concepts)
+        real_features = features(to_tensor(load_real(records).images, dataset.image_size))
+        rows, chance = score_languages(pipeline, features, chosen, languages, real_features, records,
+                                       dataset.image_size, seed=SEED, steps=args.steps, guidance=args.guidance,
+                                       batch_size=args.eval_batch_size)
+        result[split] = {"languages": {k: {"top1": v["top1"], "top5": v["top5"]} for k, v in rows.items()},
+                         "num_concepts": len(chosen), "num_real_images": len(records), **chance}
+    return result
+
+
+def measure_shapes(args, work: Path) -> dict:
+    from latentdiff.stages import evaluate
+
+    out = work / "evaluation"
+    evaluate.main(["--model", str(work / "pipeline"), "--data", args.data, "--split", "test", "--out", str(out),
+                   "--num-samples", str(args.num_concepts), "--steps", str(args.steps), "--guidance", str(args.guidance)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"attributes": metrics.get("generated", {}).get("attributes"),
+            "prompt_fidelity": metrics.get("generated", {}).get("prompt_fidelity")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the recipe's name: the row in docs/speedrun.md")
+    parser.add_argument("--data", required=True, help="a prepared dataset (emoji with --languages all, or shapes)")
+    parser.add_argument("--budget-min", type=float, default=30.0, help="wall-clock minutes for the three stages")
+    parser.add_argument("--clip-share", type=float, default=0.1, help="fraction of the budget for CLIP")
+    parser.add_argument("--vae-share", type=float, default=0.25, help="fraction of the budget for the VAE")
+    parser.add_argument("--unet-overhead-min", type=float, default=1.5,
+                        help="minutes the U-Net stage spends outside its loop (caches, validation, export)")
+    parser.add_argument("--clip", default="--preset small", help="extra train-clip flags")
+    parser.add_argument("--vae", default="--preset small", help="extra train-vae flags")
+    parser.add_argument("--unet", default="--preset small", help="extra train-unet flags")
+    parser.add_argument("--num-concepts", type=int, default=100, help="concepts (images) generated per language")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps of the measurement")
+    parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale of the measurement")
+    parser.add_argument("--eval-batch-size", type=int, default=25)
+    parser.add_argument("--work", default=None, help="default: runs/speedrun/NAME (rerun to resume)")
+    args = parser.parse_args()
+
+    from latentdiff.data.prepared import open_prepared
+
+    dataset = open_prepared(args.data)
+    work = Path(args.work or REPO / "runs" / "speedrun" / args.name)
+    work.mkdir(parents=True, exist_ok=True)
+    payload = {"name": args.name, "commit": commit(), "budget_min": args.budget_min,
+               "recipe": {"clip_share": args.clip_share, "vae_share": args.vae_share, "clip": args.clip,
+                          "vae": args.vae, "unet": args.unet},
+               "data": str(Path(args.data).resolve()), "source": dataset.manifest.get("source"),
+               "threads": os.environ.get("OMP_NUM_THREADS", "all"),
+               "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+               "load_average_start": os.getloadavg()[0],
+               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    payload.update(train_chain(args, work))
+    payload["load_average_end_of_training"] = os.getloadavg()[0]
+    payload["parameters"] = parameter_counts(work)
+    payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "scheduler": "dpmpp-2m", "seed": SEED,
+                           "num_concepts": args.num_concepts, "features": "EfficientNet-Lite0"}
+    payload["vae"] = measure_vae(work, dataset)
+    if payload["source"] == "shapes":
+        payload["shapes"] = measure_shapes(args, work)
+    else:
+        payload["emoji"] = measure_emoji(args, work, dataset)
+    (work / "speedrun.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_results(payload, RESULTS_DIR / f"{args.name}.json")
+    print(json.dumps({k: payload[k] for k in ("name", "train_seconds", "vae") if k in payload}, indent=1))
+    for split, row in payload.get("emoji", {}).items():
+        shown = "  ".join(f"{lang} {v['top5']:.2f}/{v['top1']:.2f}" for lang, v in row["languages"].items())
+        print(f"{split} top-5/top-1: {shown}  (chance top-5 {row['chance_top5']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -145,7 +145,7 @@ def test_flickr8k_names_that_leave_the_image_folder_are_skipped(tmp_path, secret
 
 def test_an_image_folder_linked_from_elsewhere_needs_follow_symlinks(tmp_path, secret):
     root = tmp_path / "ds"
-    (root / "Images").parent.mkdir()
+    root.mkdir()
     (root / "Images").symlink_to(secret.parent, target_is_directory=True)
     (root / "Flickr8k.token.txt").write_text("secret.jpg#0\tA caption .\n")
     with pytest.raises(UserError, match="follow-symlinks"):  # nothing usable: the first reason says what to do

@@ -83,3 +83,90 @@ def test_a_truncated_file_fails_when_opened_not_later(tmp_path):
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(OSError):
         open_image_fully(path)
+
+
+# Every mode Pillow opens, as `prepare-data folder` writes it: left half and right half of a 32 x 32 image
+# (a second colour catches a range that is shifted, clipped or inverted). TRANSPARENT: white, as a viewer
+# shows it on a white page.
+GRAY_64, GRAY_200 = (64, 64, 64), (200, 200, 200)
+GREEN, OLIVE = (0, 200, 0), (90, 120, 30)
+
+
+def _halves(mode: str, left, right) -> Image.Image:
+    img = Image.new(mode, (32, 32), right)
+    img.paste(left, (0, 0, 16, 32))
+    return img
+
+
+def _palette(mode: str) -> Image.Image:
+    """Index 1 blue on the left, index 0 on the right (transparent through tRNS or the PA alpha)."""
+    img = Image.new(mode, (32, 32), 0 if mode == "P" else (0, 0))
+    img.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    img.paste(1 if mode == "P" else (1, 255), (0, 0, 16, 32))
+    return img
+
+
+def _sixteen_bit(mode: str, left: int, right: int) -> Image.Image:
+    img = _halves("I;16", left, right)
+    raw = "I;16B" if mode == "I;16B" else "I;16"  # I;16 and I;16L are both little-endian
+    return Image.frombytes(mode, img.size, img.tobytes("raw", raw))
+
+
+# mode: (the image, how it is stored (None: not savable, given in memory), left RGB, right RGB, tolerance)
+MODES = {
+    "I;16": (lambda: _sixteen_bit("I;16", 64 * 257, 200 * 257), "png", GRAY_64, GRAY_200, 1),
+    "I;16 dark": (lambda: _sixteen_bit("I;16", 3 * 257, 10 * 257), "png", (3, 3, 3), (10, 10, 10), 1),
+    "I;16 tRNS": (lambda: _sixteen_bit("I;16", 64 * 257, 1234), "png-trns-1234", GRAY_64, WHITE, 1),
+    "I;16B": (lambda: _sixteen_bit("I;16B", 64 * 257, 200 * 257), "tiff", GRAY_64, GRAY_200, 1),
+    "I;16L": (lambda: _sixteen_bit("I;16L", 64 * 257, 200 * 257), None, GRAY_64, GRAY_200, 1),
+    "I 16-bit": (lambda: _halves("I", 64 * 257, 200 * 257), "tiff", GRAY_64, GRAY_200, 1),
+    "I 8-bit": (lambda: _halves("I", 64, 200), "tiff", GRAY_64, GRAY_200, 1),
+    "F 0..1": (lambda: _halves("F", 0.25, 0.8), "tiff", GRAY_64, (204, 204, 204), 1),
+    "F 0..255": (lambda: _halves("F", 64.0, 200.0), "tiff", GRAY_64, GRAY_200, 1),
+    "P tRNS": (lambda: _palette("P"), "png-trns-0", BLUE, WHITE, 1),
+    "PA": (lambda: _palette("PA"), "tiff", BLUE, WHITE, 1),
+    "LA": (lambda: _halves("LA", (64, 255), (0, 0)), "png", GRAY_64, WHITE, 1),
+    "La": (lambda: _halves("La", (64, 255), (0, 0)), None, GRAY_64, WHITE, 1),
+    "RGBA": (lambda: _halves("RGBA", (*GREEN, 255), (0, 0, 0, 0)), "png", GREEN, WHITE, 1),
+    "RGBa": (lambda: _halves("RGBa", (*GREEN, 255), (0, 0, 0, 0)), None, GREEN, WHITE, 1),
+    "CMYK": (lambda: _halves("RGB", OLIVE, RED).convert("CMYK"), "tiff", OLIVE, RED, 1),
+    "CMYK jpeg": (lambda: _halves("RGB", OLIVE, RED).convert("CMYK"), "jpg", OLIVE, RED, 12),
+    "1": (lambda: _halves("1", 0, 1), "png", (0, 0, 0), WHITE, 1),
+    "L": (lambda: _halves("L", 64, 200), "png", GRAY_64, GRAY_200, 1),
+    "RGB": (lambda: _halves("RGB", RED, BLUE), "png", RED, BLUE, 1),
+    "YCbCr": (lambda: _halves("RGB", OLIVE, RED).convert("YCbCr"), "tiff", OLIVE, RED, 4),
+    "LAB": (lambda: _halves("RGB", OLIVE, RED).convert("LAB"), "tiff", OLIVE, RED, 6),  # 8-bit Lab rounds
+    "HSV": (lambda: _halves("RGB", OLIVE, RED).convert("HSV"), None, OLIVE, RED, 4),
+}
+
+
+def _prepared_image(tmp_path, img: Image.Image, stored: str) -> Image.Image:
+    """`img` saved as a file in a folder dataset, run through `prepare-data folder`, the written PNG."""
+    from latentdiff.config import PrepareDataConfig
+    from latentdiff.data.prepared import open_prepared
+    from latentdiff.stages import prepare_data
+
+    root = tmp_path / "pics"
+    root.mkdir()
+    extension, _, transparent = stored.partition("-trns-")
+    path = root / f"x.{extension}"
+    img.save(path, **({"transparency": int(transparent)} if transparent else {}))
+    with Image.open(path) as reopened:
+        assert reopened.mode == img.mode  # the file really holds this mode
+    (root / "x.txt").write_text("a picture\n")
+    out = tmp_path / "out"
+    manifest = prepare_data.run(PrepareDataConfig(source="folder", path=str(root), out=str(out), image_size=16))
+    assert manifest["skipped"] == []
+    (record,) = [r for split in ("train", "validation", "test") for r in open_prepared(out).records(split)]
+    with Image.open(record.path) as written:
+        return written.convert("RGB")
+
+
+@pytest.mark.parametrize("case", MODES)
+def test_every_mode_comes_out_as_a_viewer_shows_it(tmp_path, case):
+    make, stored, left, right, tolerance = MODES[case]
+    img = make()
+    out = _prepared_image(tmp_path, img, stored) if stored else square_image(img, 16)
+    assert out.mode == "RGB" and out.size == (16, 16)
+    assert _close(out.getpixel((3, 8)), left, tolerance), (out.getpixel((3, 8)), left)
+    assert _close(out.getpixel((12, 8)), right, tolerance), (out.getpixel((12, 8)), right)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from latentdiff.config import PrepareDataConfig
+from latentdiff.data.confine import require_inside
 from latentdiff.data.karpathy import load_json, parse_karpathy
 from latentdiff.data.reader_common import Entry, display, find_file, find_image_dir, search_dirs, to_items
 from latentdiff.data.writer import Skipped, SourceResult, clean_caption
@@ -53,11 +54,12 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
                 folders[filepath] = _image_dir(root, filepath) if filepath else root
             return folders[filepath]
 
+        require_inside([karpathy], root, cfg.follow_symlinks)
         entries = parse_karpathy(karpathy, root, image_dir_for, skipped)
         info = {"layout": "karpathy", "layout_files": [display(karpathy, root)], "split_origin": "official"}
     else:
-        entries, info = _read_official(root, cfg.seed, skipped)
-    items, dropped = to_items(entries, root, skipped)
+        entries, info = _read_official(root, cfg.seed, skipped, cfg.follow_symlinks)
+    items, dropped = to_items(entries, root, skipped, cfg.follow_symlinks)
     info["captions_over_limit_dropped"] = dropped
     return SourceResult(source="coco", items=items, skipped=skipped, num_items=len(items), info=info)
 
@@ -83,7 +85,7 @@ def find_caption_files(root: Path) -> dict[str, dict[str, Path]]:
     return dict(found)
 
 
-def _read_official(root: Path, seed: int, skipped: list[Skipped]) -> tuple[list[Entry], dict]:
+def _read_official(root: Path, seed: int, skipped: list[Skipped], follow_symlinks: bool) -> tuple[list[Entry], dict]:
     by_year = find_caption_files(root)
     if not by_year:
         raise UserError(f"{root} does not look like COCO: found neither {KARPATHY_FILE} (with train2014/ or "
@@ -99,6 +101,7 @@ def _read_official(root: Path, seed: int, skipped: list[Skipped]) -> tuple[list[
                         "unpack the images next to the annotations folder.")
     year = years_with_images[0]
     files = by_year[year]
+    require_inside(files.values(), root, follow_symlinks)
     both = "train" in usable[year] and "val" in usable[year]
     entries: list[Entry] = []
     for part, path in sorted(files.items()):
@@ -157,7 +160,8 @@ def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Call
             skipped.append(Skipped(item, f"duplicate entry (image id {image['id']} is already images[{first}])"))
             continue
         name = file_name.strip()
-        by_id[image["id"]] = Entry(key=name, path=image_dir / name, origin=path.name, split=split_for(name))
+        by_id[image["id"]] = Entry(key=name, path=image_dir / name, origin=path.name, split=split_for(name),
+                                   folder=image_dir)
         image_index[image["id"]] = index
     annotation_index: dict[object, int] = {}
     for index, annotation in enumerate(annotations):

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from latentdiff.config import PrepareDataConfig
+from latentdiff.data.confine import require_inside
 from latentdiff.data.karpathy import parse_karpathy
 from latentdiff.data.reader_common import (IMAGE_EXTENSIONS, Entry, display, find_file, find_image_dir, has_images,
                                            line_item, read_text, shorten, to_items)
@@ -46,15 +47,17 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
     image_dir = _image_dir(root, caption_file)
     skipped: list[Skipped] = []
     split_files: dict[str, Path] = {}
+    require_inside([caption_file], root, cfg.follow_symlinks)
     if layout == "karpathy":
         entries = parse_karpathy(caption_file, root, lambda _filepath: image_dir, skipped)
     else:
         parse = parse_token_file if layout == "official" else parse_kaggle_file
         entries = parse(caption_file, image_dir, skipped)
         split_files = find_split_files(root, caption_file.parent)
+        require_inside(split_files.values(), root, cfg.follow_symlinks)
         if split_files:
             entries = apply_split_files(entries, split_files, root, skipped)
-    items, dropped = to_items(entries, root, skipped)
+    items, dropped = to_items(entries, root, skipped, cfg.follow_symlinks)
     info = {
         "layout": layout,
         "layout_files": sorted(display(p, root) for p in [caption_file, *split_files.values()]),
@@ -113,7 +116,7 @@ def parse_token_file(path: Path, image_dir: Path, skipped: list[Skipped]) -> lis
                                                             f"line {first_line[name, index]})"))
             continue
         first_line[name, index] = number
-        entries.setdefault(name, Entry(key=name, path=image_dir / name, origin=path.name))
+        entries.setdefault(name, Entry(key=name, path=image_dir / name, origin=path.name, folder=image_dir))
         if not caption:
             skipped.append(Skipped(line_item(path, number), f"empty caption (of {name}#{index})"))
             continue
@@ -148,7 +151,7 @@ def parse_kaggle_file(path: Path, image_dir: Path, skipped: list[Skipped]) -> li
             continue
         name = row[0]
         caption = clean_caption(row[1])
-        entry = entries.setdefault(name, Entry(key=name, path=image_dir / name, origin=path.name))
+        entry = entries.setdefault(name, Entry(key=name, path=image_dir / name, origin=path.name, folder=image_dir))
         if not caption:
             skipped.append(Skipped(line_item(path, number), f"empty caption (of {name})"))
             continue

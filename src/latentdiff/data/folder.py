@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from latentdiff.config import PrepareDataConfig
+from latentdiff.data.confine import escape_reason, require_inside
 from latentdiff.data.reader_common import (IGNORED_DIRS, IMAGE_EXTENSIONS, SPLIT_ALIASES, Entry, display,
                                            normalise_split, read_text, shorten, to_items)
 from latentdiff.data.writer import Skipped, SourceResult, clean_caption
@@ -46,21 +47,23 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
     csv_error = None
     if jsonl_files:
         layout, files = "metadata.jsonl", jsonl_files
+        require_inside(files, root, cfg.follow_symlinks)
         entries = _merge([parse_jsonl(path, root, skipped) for path in jsonl_files], skipped)
     else:
         csv_files, csv_error = find_csv_files(root)
         if csv_files:
             layout, files = "csv", csv_files
+            require_inside(files, root, cfg.follow_symlinks)
             entries = _merge([parse_csv(path, root, skipped) for path in csv_files], skipped)
         else:
             layout, files = "sidecars", []
-            entries = parse_sidecars(root, skipped)
+            entries = parse_sidecars(root, skipped, cfg.follow_symlinks)
             if not entries:
                 raise UserError(csv_error or (
                     f"{root} holds no captioned images: looked for {METADATA_JSONL} (in it or its train/, "
                     f"validation/, test/ folders), a CSV with image and caption columns, and images with "
                     f".txt sidecar captions; add captions in one of these forms."))
-    items, dropped = to_items(entries, root, skipped)
+    items, dropped = to_items(entries, root, skipped, cfg.follow_symlinks)
     info = {"layout": layout, "layout_files": [display(p, root) for p in files],
             "split_origin": _split_origin(entries),
             "captions_over_limit_dropped": dropped}
@@ -225,10 +228,14 @@ def parse_csv(path: Path, root: Path, skipped: list[Skipped]) -> list[Entry]:
     return list(rows.entries.values())
 
 
-def parse_sidecars(root: Path, skipped: list[Skipped]) -> list[Entry]:
+def parse_sidecars(root: Path, skipped: list[Skipped], follow_symlinks: bool = False) -> list[Entry]:
     entries = []
     for directory, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS)
+        for name in dirnames:
+            if name.lower().endswith(IMAGE_EXTENSIONS):  # `x.png/`: say so rather than pass over it
+                path = Path(directory) / name
+                skipped.append(Skipped(display(path, root), f"a folder, not an image file ({display(path, root)})"))
         names = set(filenames)
         for name in sorted(filenames):
             if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
@@ -240,6 +247,10 @@ def parse_sidecars(root: Path, skipped: list[Skipped]) -> list[Entry]:
                             if f"{stem}{ext}" in names), None)
             if sidecar is None:
                 skipped.append(Skipped(key, f"no caption file ({stem}.txt beside it)"))
+                continue
+            outside = escape_reason(sidecar, root, follow_symlinks)
+            if outside:
+                skipped.append(Skipped(key, f"caption file: {outside}"))
                 continue
             entry = Entry(key=key, path=path, origin=display(sidecar, root), split=_folder_split(path, root))
             for line in read_text(sidecar).splitlines():

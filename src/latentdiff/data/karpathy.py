@@ -85,7 +85,7 @@ def parse_karpathy(json_path: Path, root: Path, image_dir_for: Callable[[str], P
         if directory is None:
             missing_dirs[filepath] += 1
             continue
-        entry = Entry(key=filename, path=directory / filename, origin=json_path.name, split=split)
+        entry = Entry(key=filename, path=directory / filename, origin=json_path.name, split=split, folder=directory)
         for number, sentence in enumerate(sentences):
             text = _caption_of(sentence)
             if not clean_caption(text):

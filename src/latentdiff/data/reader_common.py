@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from latentdiff.data.confine import escape_reason
 from latentdiff.data.images import open_image_fully
 from latentdiff.data.writer import SourceItem, Skipped, clean_caption
 
@@ -45,6 +46,7 @@ class Entry:
     origin: str  # the file that named it, for messages
     captions: list[str] = field(default_factory=list)
     split: str | None = None
+    folder: Path | None = None  # the folder its name is relative to and must stay in (default: the dataset's)
 
     def add_caption(self, text: str) -> bool:
         """Add a cleaned caption; False when this image already has exactly this caption."""
@@ -140,14 +142,27 @@ def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def to_items(entries: Iterable[Entry], root: Path, skipped: list[Skipped]) -> tuple[list[SourceItem], int]:
+def to_items(entries: Iterable[Entry], root: Path, skipped: list[Skipped],
+             follow_symlinks: bool = False) -> tuple[list[SourceItem], int]:
     """Entries sorted by key (so every layout of the same data gives the same order) -> items.
 
     Returns the items and how many captions were dropped over `MAX_CAPTIONS_PER_IMAGE`. Entries whose
-    image file is missing, or that have no caption left, are recorded in `skipped`."""
+    image file is missing, a folder, outside the dataset folder (`latentdiff.data.confine`), or that
+    have no caption left, are recorded in `skipped`."""
     items: list[SourceItem] = []
     dropped = 0
     for entry in sorted(entries, key=lambda e: e.key):
+        # An image folder found beside PATH (PATH = the annotations folder) widens the dataset folder.
+        dataset_folder = Path(os.path.commonpath([os.path.abspath(root), os.path.abspath(entry.folder or root)]))
+        outside = escape_reason(entry.path, dataset_folder, follow_symlinks, names_folder=entry.folder,
+                                named_in=entry.origin)
+        if outside:
+            skipped.append(Skipped(entry.key, outside))
+            continue
+        if entry.path.is_dir():
+            skipped.append(Skipped(entry.key, f"a folder, not an image file ({display(entry.path, root)}, "
+                                              f"named in {entry.origin})"))
+            continue
         if not entry.path.is_file():
             skipped.append(Skipped(entry.key, f"image file not found ({display(entry.path, root)}, "
                                               f"named in {entry.origin})"))

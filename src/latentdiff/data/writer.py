@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from latentdiff.data.images import square_image
 from latentdiff.data.prepared import MANIFEST_FILENAME, METADATA_FILENAME, SPLITS
+from latentdiff.data.staging import Heartbeat, make_temp_dir, remove_stale_temp_dirs
 from latentdiff.errors import UserError
 
 MANIFEST_VERSION = 1
@@ -83,7 +83,10 @@ def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: in
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILENAME).exists():
         raise UserError(f"{out} exists and is not a prepared dataset; choose an empty or new --out folder.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    removed = remove_stale_temp_dirs(out)
+    if removed:
+        print(f"removed {len(removed)} unfinished temp folder(s) of an interrupted earlier run beside {out}")
+    tmp = make_temp_dir(out)
     try:
         manifest = _write(result, tmp, image_size, seed, max_images)
         if out.exists():
@@ -102,9 +105,11 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
     for split in SPLITS:
         (root / split).mkdir(parents=True)
     kept = 0
+    heartbeat = Heartbeat(root)  # tells a concurrent run that this temp folder is in use
     for item in tqdm(result.items, total=result.num_items, desc=f"prepare {result.source}", unit="img"):
         if max_images and kept >= max_images:
             break
+        heartbeat.beat()
         if item.key in seen:
             skipped.append(Skipped(item.key, "duplicate entry (already kept once)"))
             continue

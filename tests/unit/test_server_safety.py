@@ -141,9 +141,12 @@ def test_serve_refuses_a_network_host_without_a_key(tiny_pipeline_dir, capsys, m
     from latentdiff.stages.serve import main
 
     monkeypatch.delenv("LATENTDIFF_API_KEY", raising=False)
-    assert main(["--model", str(tiny_pipeline_dir), "--host", "0.0.0.0", "--port", "0"]) == 2
+    # refused before the model loads (so a missing model is not what is reported)
+    assert main(["--model", str(tiny_pipeline_dir / "missing"), "--host", "0.0.0.0", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "--insecure-no-key" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["--model", str(tiny_pipeline_dir / "missing"), "--host", "0.0.0.0", "--insecure-no-key"]) == 2
+    assert "missing" in capsys.readouterr().err  # with it, serve goes on (and stops at the missing model)
 
 
 # ---------------------------------------------------------------------------------------- issue 13, item 11
@@ -183,7 +186,7 @@ def test_a_body_shorter_than_its_content_length_times_out(tiny_pipeline_dir, mon
 
     from latentdiff.server import limits
 
-    monkeypatch.setattr(limits, "BODY_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(limits, "BODY_READ_TIMEOUT_S", 0.5, raising=False)
     with server_client(tiny_pipeline_dir) as (client, _):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))

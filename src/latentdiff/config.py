@@ -318,7 +318,7 @@ class ServeConfig:
     """`latentdiff serve`: the web page, the AUTOMATIC1111- and OpenAI-compatible APIs over one queue."""
 
     model: str | None = option(None, "a pipeline folder or Hugging Face Hub id (default: the bundled model)")
-    host: str = option("127.0.0.1", "address to listen on; anything but loopback exposes the model (use --api-key)")
+    host: str = option("127.0.0.1", "address to listen on; anything but loopback exposes the model and needs an API key")
     port: int = option(7860, "TCP port (0: any free port, printed at start)")
     api_key: str = option("", "require this key on every API call (Authorization: Bearer KEY or x-api-key); "
                               "visible in `ps`, so prefer --api-key-file or $LATENTDIFF_API_KEY; "

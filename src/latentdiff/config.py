@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from latentdiff.errors import UserError
 from latentdiff.options import option, positional
 # the server's bounds live with its other limits (a module with no heavy imports)
-from latentdiff.server.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_QUEUE
+from latentdiff.server.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_JOB_SECONDS, DEFAULT_MAX_QUEUE
 
 T = TypeVar("T")
 
@@ -331,10 +331,22 @@ class ServeConfig:
     """`latentdiff serve`: the web page, the AUTOMATIC1111- and OpenAI-compatible APIs over one queue."""
 
     model: str | None = option(None, "a pipeline folder or Hugging Face Hub id (default: the bundled model)")
-    host: str = option("127.0.0.1", "address to listen on; anything but loopback exposes the model (use --api-key)")
+    host: str = option("127.0.0.1", "address to listen on; anything but loopback exposes the model and needs an API key")
     port: int = option(7860, "TCP port (0: any free port, printed at start)")
     api_key: str = option("", "require this key on every API call (Authorization: Bearer KEY or x-api-key); "
+                              "visible in `ps`, so prefer --api-key-file or $LATENTDIFF_API_KEY; "
                               "default: $LATENTDIFF_API_KEY if set, else no key")
+    api_key_file: str = option("", "read the API key from this file (its whole content, stripped)")
+    insecure_no_key: bool = option(False, "allow a --host other than loopback without an API key (anyone who "
+                                          "can reach the port can use the model)")
+    allowed_hosts: list[str] = option([], "more names clients may address this server by (Host header), e.g. "
+                                          "a reverse proxy's; '*' allows any (turns the DNS-rebinding guard off)")
     max_queue: int = option(DEFAULT_MAX_QUEUE, "jobs that may wait at once; more are answered 429 with Retry-After")
     max_batch: int = option(DEFAULT_MAX_BATCH_IMAGES, "most images from compatible requests denoised in one model call")
+    max_request_cost: float | None = option(None, "most megapixel-steps one request may ask for: width x height "
+                                                  "x U-Net evaluations (steps, 2x for Heun, 2x with guidance > 1) x "
+                                                  "images / 1e6; more is answered 413 (default: 16 images of 50 "
+                                                  "guided steps at the model's native size)")
+    max_job_seconds: float = option(DEFAULT_MAX_JOB_SECONDS, "a running job is stopped after this many seconds "
+                                                             "and its client gets an error")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")

@@ -113,3 +113,117 @@ def test_serve_is_a_registered_stage_bound_to_loopback_by_default():
 
     assert STAGES["serve"][0] == "serve"
     assert ServeConfig().host == "127.0.0.1" and ServeConfig().port == 7860
+
+
+# ---------------------------------------------------------------------------------------- issue 13, item 1
+@pytest.mark.parametrize("host", ["127.0.0.1.evil.example", "127.0.0.1.evil.example:7860", "localhost.evil.example",
+                                  "evil.example@127.0.0.1", "127.0.0.1:7860@evil.example", "[::1].evil.example"])
+def test_names_that_only_start_like_loopback_are_refused(open_server, host):
+    # a rebound name that starts with '127.' once drove a key-less server
+    response = open_server.post("/sdapi/v1/interrupt", headers={"Host": host, "Origin": f"http://{host}"})
+    assert response.status_code == 403 and "--allowed-hosts" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:7860", "127.45.6.7:7860", "LocalHost:7860", "[::1]:7860",
+                                  "[::1]"])
+def test_loopback_hosts_are_answered(open_server, host):
+    assert open_server.get("/sdapi/v1/samplers", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_hosts_and_any_interface(tiny_pipeline_dir):
+    with server_client(tiny_pipeline_dir, host="0.0.0.0", allowed_hosts=["studio.lan"]) as (client, _):
+        for host in ("studio.lan:7860", "192.168.1.10:7860", "[fe80::1]:7860", "localhost"):
+            assert client.get("/sdapi/v1/samplers", headers={"Host": host}).status_code == 200, host
+        assert client.get("/sdapi/v1/samplers", headers={"Host": "evil.example"}).status_code == 403
+
+
+def test_serve_refuses_a_network_host_without_a_key(tiny_pipeline_dir, capsys, monkeypatch):
+    from latentdiff.stages.serve import main
+
+    monkeypatch.delenv("LATENTDIFF_API_KEY", raising=False)
+    # refused before the model loads (so a missing model is not what is reported)
+    assert main(["--model", str(tiny_pipeline_dir / "missing"), "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--insecure-no-key" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["--model", str(tiny_pipeline_dir / "missing"), "--host", "0.0.0.0", "--insecure-no-key"]) == 2
+    assert "missing" in capsys.readouterr().err  # with it, serve goes on (and stops at the missing model)
+
+
+# ---------------------------------------------------------------------------------------- issue 13, item 11
+def test_every_response_says_nosniff(open_server):
+    for response in (open_server.get("/"), open_server.get("/static/app.js"), open_server.get("/sdapi/v1/samplers"),
+                     open_server.get("/nope"), open_server.post("/sdapi/v1/txt2img", json={"steps": 0}),
+                     open_server.get("/sdapi/v1/samplers", headers={"Host": "evil.example"})):
+        assert response.headers.get("x-content-type-options") == "nosniff", response.request.url
+
+
+def test_an_unhandled_error_says_nosniff(tiny_pipeline_dir):
+    from fastapi.testclient import TestClient
+
+    with server_client(tiny_pipeline_dir) as (client, _):
+        @client.app.get("/boom")
+        def boom():
+            raise RuntimeError("boom")
+
+        with TestClient(client.app, base_url=client.base_url, raise_server_exceptions=False) as raw:
+            response = raw.get("/boom")
+    assert response.status_code == 500 and response.headers.get("x-content-type-options") == "nosniff"
+
+
+def test_a_chunked_body_past_the_limit_gets_413(open_server):
+    from latentdiff.server import limits
+
+    chunks = (b'{"prompt": "' + b"x" * 65536 for _ in range(limits.MAX_BODY_BYTES // 65536 + 2))
+    response = open_server.post("/sdapi/v1/txt2img", content=chunks, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and str(limits.MAX_BODY_BYTES) in response.json()["detail"]
+
+
+def test_a_body_shorter_than_its_content_length_times_out(tiny_pipeline_dir, monkeypatch):
+    import threading
+    import time
+
+    import uvicorn
+
+    from latentdiff.server import limits
+
+    monkeypatch.setattr(limits, "BODY_READ_TIMEOUT_S", 0.5, raising=False)
+    with server_client(tiny_pipeline_dir) as (client, _):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(client.app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                time.sleep(0.05)
+            port = sock.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(f"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                             f"application/json\r\nContent-Length: 100\r\n\r\n{{\"prompt\": ".encode())
+                started = time.monotonic()
+                answer = b""
+                while chunk := conn.recv(65536):  # until the server closes the connection
+                    answer += chunk
+                waited_s = time.monotonic() - started
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            sock.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"Content-Length" in answer, answer[:300]
+    assert waited_s < 5
+
+
+def test_the_api_key_can_come_from_a_file_or_the_environment(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
+    from latentdiff.config import ServeConfig
+    from latentdiff.stages.serve import main, resolve_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    monkeypatch.setenv("LATENTDIFF_API_KEY", "from-env")
+    assert resolve_api_key(ServeConfig(api_key_file=str(key_file))) == "from-file"
+    assert resolve_api_key(ServeConfig()) == "from-env"
+    with server_client(tiny_pipeline_dir, api_key=resolve_api_key(ServeConfig(api_key_file=str(key_file)))) as (c, _):
+        assert c.get("/sdapi/v1/samplers").status_code == 401
+        assert c.get("/sdapi/v1/samplers", headers={"x-api-key": "from-file"}).status_code == 200
+    assert main(["--model", str(tiny_pipeline_dir), "--api-key-file", str(tmp_path / "missing")]) == 2
+    assert "--api-key-file" in capsys.readouterr().err

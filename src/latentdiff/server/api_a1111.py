@@ -38,7 +38,7 @@ async def txt2img(body: Txt2ImgRequest, request: Request) -> dict:
     job = state.submit(params, A1111_FIELDS)
     await state.queue.wait_finished(job)
     if job.status == FAILED:
-        raise ApiError(500, job.error or "generation failed")
+        raise ApiError(job.error_status, job.error or "generation failed")
     images = job.images
     seeds = [im.seed for im in images] or params.image_seeds()
     parameters = body.model_dump()

@@ -29,7 +29,7 @@ async def images_generations(body: ImagesGenerationRequest, request: Request) ->
     job = state.submit(body.to_params(state.engine.defaults), OPENAI_FIELDS)
     await state.queue.wait_finished(job)
     if job.status == FAILED:
-        raise ApiError(500, job.error or "generation failed")
+        raise ApiError(job.error_status, job.error or "generation failed")
     if job.status == CANCELLED:
         raise ApiError(409, f"The job {job.id} was cancelled (interrupted) before it finished.")
     if body.response_format == "url":

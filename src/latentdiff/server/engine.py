@@ -22,6 +22,7 @@ from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAUL
 from latentdiff.errors import UserError
 from latentdiff.pipeline import save_png
 from latentdiff.pipeline import GenerationRequest, TextToImage
+from latentdiff.server.budget import RequestCost
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import JobImage, JobParams
 from latentdiff.server.preview import fit_latent_to_rgb, latents_to_png
@@ -73,6 +74,12 @@ class PipelineEngine:
             name = flag.group(1).replace("-", "_") if flag else ("scheduler" if "scheduler" in str(err) else None)
             name = (field_names or {}).get(name, name)
             raise ApiError(422, f"{name}: {err}" if name else str(err), name) from None
+
+    def cost(self, params: JobParams) -> RequestCost:
+        """What `params` costs the worker (budget.py), counting U-Net calls as the pipeline makes them."""
+        guided = params.guidance > 1  # diffusers' do_classifier_free_guidance: a doubled U-Net batch
+        calls = self.tti.num_denoising_steps(params.scheduler, params.steps) * (2 if guided else 1)
+        return RequestCost(params.width, params.height, calls, params.num_images)
 
     def _request(self, batch: list[JobParams]) -> GenerationRequest:
         head = batch[0]

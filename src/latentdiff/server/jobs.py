@@ -88,6 +88,7 @@ class Job:
     preview_png: bytes | None = None
     images: list[JobImage] = field(default_factory=list)
     error: str | None = None
+    error_status: int = 500  # the HTTP status the APIs answer a failed job with (504: past the time limit)
     batch_size: int = 0  # images in the model call this job ran in (> num_images when batched)
     cancel_requested: bool = False
     version: int = 0  # bumped on every change; event streams wait for it to move
@@ -123,14 +124,18 @@ class JobQueue:
     def __init__(self, engine: Engine | None, *, max_queue: int = limits.DEFAULT_MAX_QUEUE,
                  max_batch_images: int = limits.DEFAULT_MAX_BATCH_IMAGES,
                  finished_jobs_kept: int = limits.FINISHED_JOBS_KEPT,
-                 finished_bytes_kept: int = limits.FINISHED_IMAGE_BYTES_KEPT):
-        if max_queue < 1 or max_batch_images < 1:
-            raise ValueError("max_queue and max_batch_images must be at least 1")
+                 finished_bytes_kept: int = limits.FINISHED_IMAGE_BYTES_KEPT,
+                 max_job_seconds: float = limits.DEFAULT_MAX_JOB_SECONDS):
+        if max_queue < 1 or max_batch_images < 1 or not max_job_seconds > 0:
+            raise ValueError("max_queue and max_batch_images must be at least 1, max_job_seconds above 0")
         self.engine = engine  # None until start(load_engine=...) has built it on the worker thread
         self.max_queue = max_queue
         self.max_batch_images = max_batch_images
         self.finished_jobs_kept = finished_jobs_kept
         self.finished_bytes_kept = finished_bytes_kept
+        self.max_job_seconds = max_job_seconds
+        self._batch_deadline = math.inf  # time.monotonic() past which the running batch is stopped
+        self._batch_timed_out = False
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []
@@ -336,20 +341,26 @@ class JobQueue:
                 if previews.get(j) is not None:
                     job.preview_png = previews[j]
                 self._touch(job)
-            return all(job.cancel_requested for job in batch)
+            self._batch_timed_out = time.monotonic() > self._batch_deadline
+            return self._batch_timed_out or all(job.cancel_requested for job in batch)
 
     def _run_batch(self, batch: list[Job]) -> None:
         started = time.perf_counter()
+        self._batch_deadline, self._batch_timed_out = time.monotonic() + self.max_job_seconds, False
         try:
             results = self.engine.run([j.params for j in batch], lambda s, t, p: self._on_step(batch, s, t, p))
             error = None
         except Exception as exc:  # the model failed (out of memory, ...): fail this batch, keep serving
             results, error = None, f"generation failed: {type(exc).__name__}: {exc}"
+        if self._batch_timed_out:
+            error = (f"The job ran past this server's time limit of {self.max_job_seconds:g} s (--max-job-seconds) "
+                     f"and was stopped; ask for fewer images or steps, or a smaller size.")
         elapsed = time.perf_counter() - started
         with self._cond:
             self._running = []
             for i, job in enumerate(batch):
                 if error is not None:
+                    job.error_status = 504 if self._batch_timed_out else 500
                     self._finish(job, FAILED, error=error)
                     continue
                 job.images = results[i]

@@ -19,6 +19,17 @@ MAX_PROMPT_CHARS = 4000  # prompt and negative prompt each; the tokenizer trunca
 MAX_SEED = 2**32 - 1  # torch.Generator.manual_seed takes any int64, A1111 seeds are uint32
 
 MAX_BODY_BYTES = 256 * 1024  # a txt2img request is < 2 KiB; this only stops abuse
+BODY_READ_TIMEOUT_S = 30.0  # a body must arrive within this (256 KiB at >= 9 KB/s); else 408 and close
+
+# The compute one request may ask for, in megapixel-steps: width * height * U-Net evaluations per image
+# (steps, ~2x for second-order samplers like Heun, 2x again with guidance > 1) * images / 1e6. The
+# default scales with the model: 16 images of 50 guided steps at its native size (419 for a 512 px
+# Stable Diffusion model, 6.6 for a 64 px one), so what a model is made for always fits and a request
+# at 8x the native side, or 16 images of 150 guided Heun steps (6x the budget), does not.
+DEFAULT_BUDGET_IMAGES = MAX_IMAGES_PER_REQUEST
+DEFAULT_BUDGET_STEPS = 50
+DEFAULT_BUDGET_UNET_CALLS_PER_STEP = 2  # the guided batch: conditional + unconditional
+DEFAULT_MAX_JOB_SECONDS = 600.0  # a running batch is stopped after this (checked after every step)
 
 DEFAULT_MAX_QUEUE = 64  # jobs waiting at once (running ones excluded); more -> 429
 DEFAULT_MAX_BATCH_IMAGES = 8  # images the worker puts in one call to the model

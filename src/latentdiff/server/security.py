@@ -1,51 +1,62 @@
-"""Request guards that run before any endpoint: host, origin, API key, body size.
+"""Request guards that run before any endpoint: host, origin, API key, body size and read time.
 
-- **Host** (DNS rebinding): when the server listens on a loopback address, the `Host` header must name
-  a loopback host; a page on evil.example whose name was re-pointed at 127.0.0.1 sends `Host: evil...`.
+- **Host** (DNS rebinding): the `Host` header must name a host this server answers to, compared
+  exactly (hosts.py); a page on evil.example whose name was re-pointed at 127.0.0.1 sends `Host: evil...`.
 - **Origin** (cross-site requests): a browser sends `Origin` with cross-site requests; when it is
   present and is not the server's own `scheme://host:port` (scheme included), the request is refused, as ComfyUI's
   `origin_only_middleware` does. Clients that are not browsers send no Origin and are unaffected.
 - **API key**: with `--api-key`, every API path needs `Authorization: Bearer KEY` or `x-api-key: KEY`
   (the page at `/` asks for it and sends it); compared in constant time.
-- **Body size**: a body past `limits.MAX_BODY_BYTES` is refused with 413 before it is parsed.
+- **Body size**: a body past `limits.MAX_BODY_BYTES` is refused with 413 before it is parsed, whether
+  it declares its length or comes chunked.
+- **Body read time**: a body that has not fully arrived `limits.BODY_READ_TIMEOUT_S` after the request
+  began (shorter than its Content-Length, or trickled) is answered 408 and the connection closed;
+  neither uvicorn nor h11 bounds this, so one client could otherwise hold a connection forever.
 
-A pure ASGI middleware, so the streamed progress responses pass through untouched.
+Pure ASGI middlewares, so the streamed progress responses pass through untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import time
 from urllib.parse import urlsplit
+
+from starlette.exceptions import HTTPException
 
 from latentdiff.server import limits
 from latentdiff.server.errors import error_payload
+from latentdiff.server.hosts import HostPolicy
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Paths that are API calls (need the key when one is set). The page, its static files and /docs are not.
 API_PREFIXES = ("/api/", "/sdapi/", "/v1/")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` while an endpoint reads the body. An HTTPException, so FastAPI's body parsing
+    passes it on (any other exception there becomes "400 error parsing the body") to the 413 handler."""
+
+    def __init__(self, max_body_bytes: int):
+        super().__init__(413, f"The request body is over the limit of {max_body_bytes} bytes.")
 
 
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
-
-
-def _hostname(host_header: str) -> str:
-    """'127.0.0.1:7860' -> '127.0.0.1'; '[::1]:7860' -> '::1'."""
-    return (urlsplit(f"//{host_header}").hostname or "").lower()
+class BodyTimeout(HTTPException):
+    def __init__(self, timeout_s: float):
+        super().__init__(408, f"The request body did not arrive within {timeout_s:g} s (is it shorter than its "
+                              f"Content-Length?); send the whole body at once.", headers={"Connection": "close"})
 
 
 class GuardMiddleware:
-    def __init__(self, app, *, api_key: str = "", check_loopback_host: bool = True,
-                 max_body_bytes: int = limits.MAX_BODY_BYTES):
+    def __init__(self, app, *, api_key: str = "", hosts: HostPolicy | None = None,
+                 max_body_bytes: int = limits.MAX_BODY_BYTES, body_timeout_s: float | None = None):
         self.app = app
         self.api_key = api_key
-        self.check_loopback_host = check_loopback_host
+        self.hosts = hosts or HostPolicy("127.0.0.1")
         self.max_body_bytes = max_body_bytes
+        # read at construction, not import, so a test can shorten it
+        self.body_timeout_s = limits.BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -55,9 +66,10 @@ class GuardMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "")
 
-        if self.check_loopback_host and not is_loopback(_hostname(host)):
-            await self._refuse(send, path, 403, f"Host '{host}' is not a loopback name; this server only "
-                                                "answers requests addressed to 127.0.0.1 or localhost.")
+        if not self.hosts.allows(host):
+            await self._refuse(send, path, 403, f"Host '{host[:256]}' is neither a loopback address nor a name this "
+                                                "server was told to answer to; address it as 127.0.0.1 or "
+                                                "localhost, or start it with --allowed-hosts NAME.")
             return
         origin = headers.get("origin")
         if origin is not None:
@@ -78,15 +90,27 @@ class GuardMiddleware:
             return
 
         received = 0
+        # only a request that announces a body waits for one; after it, `receive` only waits for a
+        # disconnect (streamed responses), which has no time limit
+        body_pending = length not in (None, "0") or "transfer-encoding" in headers
+        body_deadline = None  # the first read starts the clock
         response_started = False
 
         async def counting_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_pending, body_deadline
+            if not body_pending:
+                message = await receive()
+            else:
+                body_deadline = body_deadline or time.monotonic() + self.body_timeout_s
+                try:
+                    message = await asyncio.wait_for(receive(), max(body_deadline - time.monotonic(), 0))
+                except asyncio.TimeoutError:
+                    raise BodyTimeout(self.body_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(self.max_body_bytes)
+                body_pending = body_pending and message.get("more_body", False)
             return message
 
         async def tracking_send(message):
@@ -97,10 +121,11 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTimeout) as err:  # read outside an endpoint's error handlers
             if response_started:
                 raise
-            await self._refuse(send, path, 413, f"The request body is over the limit of {self.max_body_bytes} bytes.")
+            await self._refuse(send, path, err.status_code, err.detail, extra_headers=[
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (err.headers or {}).items()])
 
     def _key_ok(self, headers: dict[str, str]) -> bool:
         given = headers.get("x-api-key", "")
@@ -116,3 +141,24 @@ class GuardMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), *extra_headers]})
         await send({"type": "http.response.body", "body": body})
+
+
+class NoSniffMiddleware:
+    """`X-Content-Type-Options: nosniff` on every response (pages, static files, errors, refusals), so a
+    browser never runs a PNG or JSON body as script or style. Wraps the whole app (see app.py)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-content-type-options"]
+                message = {**message, "headers": [*headers, (b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

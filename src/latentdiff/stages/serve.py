@@ -1,4 +1,4 @@
-"""`latentdiff serve [--model M] [--host 127.0.0.1] [--port 7860] [--api-key K] [--max-queue N]`.
+"""`latentdiff serve [--model M] [--host 127.0.0.1] [--port 7860] [--api-key-file F] [--max-queue N]`.
 
 Loads the pipeline once, starts the one worker thread that owns it, and serves on uvicorn:
 - `/`            the web page (prompt, settings, live preview, cancel, gallery with downloads)
@@ -6,8 +6,9 @@ Loads the pipeline once, starts the one worker thread that owns it, and serves o
 - `/sdapi/v1/..` the AUTOMATIC1111-compatible API
 - `/v1/images/generations`  the OpenAI-compatible API
 - `/docs`        the OpenAPI schema, browsable
-The server binds to 127.0.0.1 unless told otherwise; there is no config file to save (the key must
-not be written anywhere), so the resolved settings are printed instead.
+The server binds to 127.0.0.1 unless told otherwise, and refuses another address without an API key
+unless told `--insecure-no-key` (as Jupyter does); there is no config file to save (the key must not be
+written anywhere), so the resolved settings are printed instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 
 from latentdiff.config import ServeConfig
 from latentdiff.options import run_stage
@@ -33,6 +35,41 @@ def check_config(cfg: ServeConfig) -> None:
         raise UserError(f"--max-queue must be at least 1 (got {cfg.max_queue}).")
     if cfg.max_batch < 1:
         raise UserError(f"--max-batch must be at least 1 (got {cfg.max_batch}).")
+    if cfg.max_request_cost is not None and not cfg.max_request_cost > 0:
+        raise UserError(f"--max-request-cost must be above 0 megapixel-steps (got {cfg.max_request_cost}).")
+    if not cfg.max_job_seconds > 0:
+        raise UserError(f"--max-job-seconds must be above 0 (got {cfg.max_job_seconds}).")
+
+
+def resolve_api_key(cfg: ServeConfig) -> str:
+    """--api-key, else the content of --api-key-file, else $LATENTDIFF_API_KEY, else "" (no key)."""
+    if cfg.api_key and cfg.api_key_file:
+        raise UserError("Give the API key once: --api-key or --api-key-file, not both.")
+    if not cfg.api_key_file:
+        return cfg.api_key or os.environ.get(API_KEY_ENV, "").strip()
+    try:
+        key = Path(cfg.api_key_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "not UTF-8 text"
+        raise UserError(f"Cannot read --api-key-file {cfg.api_key_file} ({reason}); give a text file that holds "
+                        f"the key.") from None
+    if not key:
+        raise UserError(f"--api-key-file {cfg.api_key_file} is empty; write the key into it.")
+    return key
+
+
+def check_exposure(cfg: ServeConfig, api_key: str) -> None:
+    """Refuse to serve the model to the network without a key unless the user said so (as Jupyter does)."""
+    from latentdiff.server.hosts import is_loopback
+
+    if is_loopback(cfg.host) or api_key:
+        return
+    if not cfg.insecure_no_key:
+        raise UserError(f"--host {cfg.host} lets every machine that can reach this one use the model, so it needs "
+                        f"an API key: pass --api-key-file PATH or set ${API_KEY_ENV} (or --insecure-no-key to serve "
+                        f"without one).")
+    print(f"latentdiff serve: warning: listening on {cfg.host} without an API key (--insecure-no-key): anyone who "
+          f"can reach this machine can use the model.", file=sys.stderr)
 
 
 def open_socket(host: str, port: int) -> socket.socket:
@@ -56,32 +93,35 @@ def build(cfg: ServeConfig, api_key: str):
     """Load the model, start the worker, make the app: (app, queue). Tests call this in-process."""
     from latentdiff.server.app import create_app
     from latentdiff.server.engine import PipelineEngine
+    from latentdiff.server.hosts import HostPolicy
     from latentdiff.server.jobs import JobQueue
-    from latentdiff.server.security import is_loopback
 
-    queue = JobQueue(None, max_queue=cfg.max_queue, max_batch_images=cfg.max_batch)
+    queue = JobQueue(None, max_queue=cfg.max_queue, max_batch_images=cfg.max_batch,
+                     max_job_seconds=cfg.max_job_seconds)
     queue.start(load_engine=lambda: PipelineEngine.load(cfg.model, cfg.device))  # the worker owns the model
-    app = create_app(queue, api_key=api_key, check_loopback_host=is_loopback(cfg.host))
+    app = create_app(queue, api_key=api_key, hosts=HostPolicy(cfg.host, cfg.allowed_hosts),
+                     max_request_cost=cfg.max_request_cost)
     return app, queue
 
 
 def run(cfg: ServeConfig) -> None:
+    check_config(cfg)
+    api_key = resolve_api_key(cfg)
+    check_exposure(cfg, api_key)
+    if cfg.api_key:
+        print(f"latentdiff serve: note: --api-key is visible to every user of this machine (ps); prefer "
+              f"--api-key-file or ${API_KEY_ENV}.", file=sys.stderr)
+
     import uvicorn
 
-    from latentdiff.server.security import is_loopback
-
-    check_config(cfg)
-    api_key = cfg.api_key or os.environ.get(API_KEY_ENV, "")
-    if not is_loopback(cfg.host) and not api_key:
-        print(f"latentdiff serve: warning: listening on {cfg.host} without --api-key: anyone who can reach this "
-              f"machine can use the model.", file=sys.stderr)
     sock = open_socket(cfg.host, cfg.port)
     app, queue = build(cfg, api_key)
     port = sock.getsockname()[1]
     shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     engine = queue.engine
     print(f"latentdiff serve: {engine.model_name} [{engine.model_hash}] on http://{shown_host}:{port}/ "
-          f"(API docs: /docs; queue {cfg.max_queue}, batches of up to {cfg.max_batch} images; "
+          f"(API docs: /docs; queue {cfg.max_queue}, batches of up to {cfg.max_batch} images; requests up to "
+          f"{app.state.latentdiff.max_request_cost:.1f} megapixel-steps, jobs up to {cfg.max_job_seconds:g} s; "
           f"API key {'required' if api_key else 'off'})", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
     try:

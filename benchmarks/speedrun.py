@@ -108,42 +108,58 @@ def train_chain(args, work: Path) -> dict:
     return {"stages": stages, "train_seconds": round(time.perf_counter() - started, 1)}
 
 
-def parameter_counts(work: Path) -> dict:
+def parameter_counts(work: Path, pipeline: Path) -> dict:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPModel
 
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
-    return {"clip": count(CLIPModel.from_pretrained(work / "clip")),
-            "vae": count(AutoencoderKL.from_pretrained(work / "vae")),
-            "unet": count(UNet2DConditionModel.from_pretrained(work / "pipeline", subfolder="unet"))}
+    clip = work / "clip" if (work / "clip").is_dir() else pipeline / "clip"  # the bundled model keeps it inside
+    return {"clip": count(CLIPModel.from_pretrained(clip)) if clip.is_dir() else None,
+            "vae": count(AutoencoderKL.from_pretrained(pipeline, subfolder="vae")),
+            "unet": count(UNet2DConditionModel.from_pretrained(pipeline, subfolder="unet"))}
 
 
-def measure_vae(work: Path, dataset) -> dict:
+def measure_vae(pipeline: Path, dataset) -> dict:
     from diffusers import AutoencoderKL
 
     from latentdiff.evaluation.samples import load_real, to_tensor
     from latentdiff.evaluation.vae_metrics import colour_error, psnr, reconstruct, ssim
 
     originals = to_tensor(load_real(dataset.require_split("test")).images)  # (N, 3, H, W) in [0, 1]
-    reconstructions = reconstruct(AutoencoderKL.from_pretrained(work / "vae").eval(), originals)
+    reconstructions = reconstruct(AutoencoderKL.from_pretrained(pipeline, subfolder="vae").eval(), originals)
     return {"psnr_db": round(float(psnr(reconstructions, originals).mean()), 2),
             "ssim": round(float(ssim(reconstructions, originals).mean()), 4),
             **{k: round(v, 3) for k, v in colour_error(reconstructions, originals).items()}}
 
 
-def measure_emoji(args, work: Path, dataset) -> dict:
-    from latentdiff.evaluation.features import Lite0Features
+def real_features(features, dataset, split: str, records):
+    """Features of every real image of `split`, cached beside the dataset (the same for every run on it)."""
+    import torch
+
     from latentdiff.evaluation.samples import load_real, to_tensor
+
+    metadata = dataset.root / split / "metadata.jsonl"
+    cache = dataset.root / ".latentdiff-cache" / f"speedrun-lite0-{split}-{metadata.stat().st_mtime_ns}.pt"
+    if cache.is_file():
+        return torch.load(cache)
+    computed = features(to_tensor(load_real(records).images, dataset.image_size))  # (N, D)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(computed, cache)
+    return computed
+
+
+def measure_emoji(args, pipeline_dir: Path, dataset) -> dict:
+    from latentdiff.evaluation.features import Lite0Features
     from latentdiff.pipeline import TextToImage
 
-    pipeline = TextToImage.load(str(work / "pipeline"), "cpu")
+    pipeline = TextToImage.load(str(pipeline_dir), "cpu")
     features = Lite0Features()
     result = {}
     for split, languages in (("train", LANGUAGES), ("test", ("en",))):
         records = dataset.require_split(split)
         chosen = concepts(records, languages, args.num_concepts)
-        real_features = features(to_tensor(load_real(records).images, dataset.image_size))
-        rows, chance = score_languages(pipeline, features, chosen, languages, real_features, records,
+        rows, chance = score_languages(pipeline, features, chosen, languages,
+                                       real_features(features, dataset, split, records), records,
                                        dataset.image_size, seed=SEED, steps=args.steps, guidance=args.guidance,
                                        batch_size=args.eval_batch_size)
         result[split] = {"languages": {k: {"top1": v["top1"], "top5": v["top5"]} for k, v in rows.items()},
@@ -151,11 +167,11 @@ def measure_emoji(args, work: Path, dataset) -> dict:
     return result
 
 
-def measure_shapes(args, work: Path) -> dict:
+def measure_shapes(args, pipeline: Path, work: Path) -> dict:
     from latentdiff.stages import evaluate
 
     out = work / "evaluation"
-    evaluate.main(["--model", str(work / "pipeline"), "--data", args.data, "--split", "test", "--out", str(out),
+    evaluate.main(["--model", str(pipeline), "--data", args.data, "--split", "test", "--out", str(out),
                    "--num-samples", str(args.num_concepts), "--steps", str(args.steps), "--guidance", str(args.guidance)])
     metrics = json.loads((out / "metrics.json").read_text())
     return {"attributes": metrics.get("generated", {}).get("attributes"),
@@ -169,16 +185,18 @@ def main() -> int:
     parser.add_argument("--budget-min", type=float, default=30.0, help="wall-clock minutes for the three stages")
     parser.add_argument("--clip-share", type=float, default=0.1, help="fraction of the budget for CLIP")
     parser.add_argument("--vae-share", type=float, default=0.25, help="fraction of the budget for the VAE")
-    parser.add_argument("--unet-overhead-min", type=float, default=1.5,
+    parser.add_argument("--unet-overhead-min", type=float, default=3.5,
                         help="minutes the U-Net stage spends outside its loop (caches, validation, export)")
     parser.add_argument("--clip", default="--preset small", help="extra train-clip flags")
     parser.add_argument("--vae", default="--preset small", help="extra train-vae flags")
     parser.add_argument("--unet", default="--preset small", help="extra train-unet flags")
-    parser.add_argument("--num-concepts", type=int, default=100, help="concepts (images) generated per language")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps of the measurement")
+    parser.add_argument("--num-concepts", type=int, default=50, help="concepts (images) generated per language")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps of the measurement")
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale of the measurement")
     parser.add_argument("--eval-batch-size", type=int, default=25)
     parser.add_argument("--work", default=None, help="default: runs/speedrun/NAME (rerun to resume)")
+    parser.add_argument("--measure", default=None, metavar="PIPELINE",
+                        help="only measure this pipeline folder (e.g. src/latentdiff/default_model), train nothing")
     args = parser.parse_args()
 
     from latentdiff.data.prepared import open_prepared
@@ -194,16 +212,21 @@ def main() -> int:
                "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                "load_average_start": os.getloadavg()[0],
                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    payload.update(train_chain(args, work))
-    payload["load_average_end_of_training"] = os.getloadavg()[0]
-    payload["parameters"] = parameter_counts(work)
+    if args.measure:
+        pipeline = Path(args.measure)
+        payload["recipe"] = {"measured": str(pipeline.resolve())}
+    else:
+        pipeline = work / "pipeline"
+        payload.update(train_chain(args, work))
+        payload["load_average_end_of_training"] = os.getloadavg()[0]
+    payload["parameters"] = parameter_counts(work, pipeline)
     payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "scheduler": "dpmpp-2m", "seed": SEED,
                            "num_concepts": args.num_concepts, "features": "EfficientNet-Lite0"}
-    payload["vae"] = measure_vae(work, dataset)
+    payload["vae"] = measure_vae(pipeline, dataset)
     if payload["source"] == "shapes":
-        payload["shapes"] = measure_shapes(args, work)
+        payload["shapes"] = measure_shapes(args, pipeline, work)
     else:
-        payload["emoji"] = measure_emoji(args, work, dataset)
+        payload["emoji"] = measure_emoji(args, pipeline, dataset)
     (work / "speedrun.json").write_text(json.dumps(payload, indent=2) + "\n")
     write_results(payload, RESULTS_DIR / f"{args.name}.json")
     print(json.dumps({k: payload[k] for k in ("name", "train_seconds", "vae") if k in payload}, indent=1))

@@ -247,6 +247,10 @@ class VaeTrainConfig(TrainConfig):
     crop_size: int = option(0, "train on random square crops of this many pixels (a multiple of the VAE's downsampling "
                                "factor): the VAE is fully convolutional, so each step costs less and still learns "
                                "to reconstruct whole images, as Stable Diffusion's VAE (256 px crops) does (0: whole images)")
+    colour_weight: float = option(0.0, "weight of an L1 term on the mean colours of 4x4-pixel cells, against hue "
+                                       "shifts of flat areas that a per-pixel loss barely sees (0: off)")
+    decoder_only: bool = option(False, "train only the decoder (the encoder, and so the latent space a U-Net was "
+                                       "trained in, stays fixed), as Stable Diffusion's ft-MSE VAE was fine-tuned")
     kl_weight: float = option(1e-6, "weight of the KL term relative to the per-pixel reconstruction loss (LDM: 1e-6)")
     scaling_images: int = option(1024, "training images whose latents' std sets the exported scaling_factor (1/std)")
     validation_images: int = option(256, "validation images used for PSNR (0: all)")

@@ -11,6 +11,11 @@ KL: the KL divergence of the encoder's diagonal Gaussian from N(0, I), weighted 
 make the latents unit-variance, which is why the diffusion model rescales them by `scaling_factor`
 (1 / std, measured on the training data at export; diffusers keeps it in the VAE config).
 
+Colour term (optional, `colour_weight`): L1 between the two images average-pooled over COLOUR_POOL x
+COLOUR_POOL pixel cells. A per-pixel loss is dominated by edges and fine detail; a shift of an area's mean
+colour (a red apple turned orange, a flat emoji face turned yellow) is a small per-pixel error spread over
+many pixels, which this term weighs as a person sees it.
+
 Normalisation: LDM sums both terms over elements per image; we average the reconstruction over pixels and
 divide the per-image KL sum by the same number of pixel values, so the ratio of the two terms, and
 therefore the meaning of `kl_weight`, is LDM's while the loss stays O(1) for any image size.
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 RECONSTRUCTION_LOSSES = ("l1", "mse")
 DEFAULT_RECONSTRUCTION_LOSS = "l1"
 DEFAULT_KL_WEIGHT = 1e-6  # LDM's kl_weight for its KL-regularised autoencoders
+COLOUR_POOL = 4  # pixels per side of the cells whose mean colours the colour term compares
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -41,11 +47,22 @@ def kl_per_pixel_value(posterior, num_pixel_values: int) -> torch.Tensor:
     return posterior.kl().mean() / num_pixel_values
 
 
+def colour_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the mean colours of COLOUR_POOL x COLOUR_POOL cells: (B, 3, H, W) -> scalar."""
+    return F.l1_loss(F.avg_pool2d(reconstruction, COLOUR_POOL), F.avg_pool2d(target, COLOUR_POOL))
+
+
 def vae_loss(decoded: torch.Tensor, pixels: torch.Tensor, posterior, *, kl_weight: float = DEFAULT_KL_WEIGHT,
-             reconstruction: str = DEFAULT_RECONSTRUCTION_LOSS) -> tuple[torch.Tensor, dict[str, float]]:
+             reconstruction: str = DEFAULT_RECONSTRUCTION_LOSS,
+             colour_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch: `pixels` (B, 3, H, W) in [-1, 1], `decoded` the VAE's reconstruction of
     them from a latent sampled from `posterior` (the encoder's DiagonalGaussianDistribution)."""
     rec = reconstruction_loss(decoded, pixels, reconstruction)
     kl = kl_per_pixel_value(posterior, pixels[0].numel())
     loss = rec + kl_weight * kl
-    return loss, {"reconstruction": float(rec.detach()), "kl": float(kl.detach())}
+    logs = {"reconstruction": float(rec.detach()), "kl": float(kl.detach())}
+    if colour_weight > 0:
+        colour = colour_loss(decoded, pixels)
+        loss = loss + colour_weight * colour
+        logs["colour"] = float(colour.detach())
+    return loss, logs

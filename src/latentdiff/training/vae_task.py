@@ -77,13 +77,20 @@ class VaeTask:
     name = "vae"
 
     def __init__(self, vae, dataset: PreparedDataset, *, reconstruction_loss: str, kl_weight: float,
-                 scaling_images: int, validation_images: int, crop_size: int = 0):
+                 scaling_images: int, validation_images: int, crop_size: int = 0, colour_weight: float = 0.0,
+                 decoder_only: bool = False):
         self.module = VaeForTraining(vae)
         self.train_split = ImageCaptionDataset(dataset, "train")
         self.validation_split = ImageCaptionDataset(dataset, "validation")
         self.reconstruction_loss, self.kl_weight = reconstruction_loss, kl_weight
         self.scaling_images, self.validation_images = scaling_images, validation_images
-        self.crop_size = crop_size
+        self.crop_size, self.colour_weight, self.decoder_only = crop_size, colour_weight, decoder_only
+        if decoder_only:
+            # The encoder and its quant_conv stay as they are, so the latents (and the scaling factor a U-Net
+            # was trained with) do not move; the loop's optimizer only takes parameters that need grads.
+            vae.encoder.requires_grad_(False)
+            if getattr(vae, "quant_conv", None) is not None:
+                vae.quant_conv.requires_grad_(False)
 
     # ------------------------------------------------------------------ TrainingTask
 
@@ -101,7 +108,8 @@ class VaeTask:
         if self.crop_size:
             pixels = random_crops(pixels, self.crop_size, generator)  # (B, 3, crop, crop)
         decoded, posterior = model(pixels, generator)
-        return vae_loss(decoded, pixels, posterior, kl_weight=self.kl_weight, reconstruction=self.reconstruction_loss)
+        return vae_loss(decoded, pixels, posterior, kl_weight=self.kl_weight, reconstruction=self.reconstruction_loss,
+                        colour_weight=self.colour_weight)
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, float]:
@@ -125,9 +133,12 @@ class VaeTask:
     @torch.no_grad()
     def export(self, model: torch.nn.Module, out_dir: Path) -> None:
         vae = model.vae
-        scaling_factor = measure_scaling_factor(vae, self.train_split, self.scaling_images)
-        vae.register_to_config(scaling_factor=scaling_factor)
+        if not self.decoder_only:  # a fixed encoder keeps the factor the U-Net was trained with
+            scaling_factor = measure_scaling_factor(vae, self.train_split, self.scaling_images)
+            vae.register_to_config(scaling_factor=scaling_factor)
+        scaling_factor = vae.config.scaling_factor
         vae.save_pretrained(out_dir, safe_serialization=True)
-        print(f"[vae] scaling_factor = {scaling_factor:.5f} (1 / std of the latents of "
-              f"{min(len(self.train_split), self.scaling_images or len(self.train_split))} training images); "
-              f"saved to {Path(out_dir) / 'config.json'}", flush=True)
+        how = ("kept: the encoder was not trained" if self.decoder_only else
+               f"1 / std of the latents of {min(len(self.train_split), self.scaling_images or len(self.train_split))} "
+               f"training images")
+        print(f"[vae] scaling_factor = {scaling_factor:.5f} ({how}); saved to {Path(out_dir) / 'config.json'}", flush=True)

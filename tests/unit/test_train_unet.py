@@ -148,3 +148,29 @@ def test_cached_and_uncached_steps_compute_the_same_loss(inputs, tmp_path):
             loss, _ = task.loss(task.trainable_module(), batch, torch.Generator().manual_seed(3))
         losses.append(float(loss))
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+
+
+def test_zero_terminal_snr_and_text_time_embedding_export_a_plain_pipeline(inputs, tmp_path):
+    """Both recipe levers of issue 12 keep `StableDiffusionPipeline.from_pretrained(dir)` working unchanged:
+    the schedule's last step is pure noise and sampling starts there; the U-Net pools the prompt itself."""
+    from diffusers import StableDiffusionPipeline
+
+    out = tmp_path / "pipeline"
+    argv = tiny_unet_argv(inputs, out, "--prediction-type", "v_prediction", "--zero-terminal-snr",
+                          "--text-time-embedding", "--cache-dir", str(tmp_path / "cache"))
+    assert train_unet.main(argv) == 0
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    assert pipe.scheduler.config.rescale_betas_zero_snr and pipe.scheduler.config.timestep_spacing == "trailing"
+    assert float(pipe.scheduler.alphas_cumprod[-1]) == 0.0  # SNR(T) = 0
+    pipe.scheduler.set_timesteps(4)
+    assert int(pipe.scheduler.timesteps[0]) == 999  # sampling starts from pure noise
+    assert pipe.unet.config.addition_embed_type == "text"
+    pipe.set_progress_bar_config(disable=True)
+    images = [np.asarray(pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0])
+              for prompt in ("a red square", "a blue circle")]
+    assert np.isfinite(images[0]).all() and not np.array_equal(images[0], images[1])
+
+
+def test_zero_terminal_snr_with_epsilon_is_one_sentence(inputs, tmp_path, capsys):
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--zero-terminal-snr"))
+    assert "--prediction-type v_prediction" in err

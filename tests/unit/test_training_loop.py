@@ -79,3 +79,32 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path):
     train(ToyTask(), _cfg(tmp_path / "w0", max_steps=6), tmp_path / "w0")
     train(ToyTask(), _cfg(tmp_path / "w2", max_steps=6, num_workers=2), tmp_path / "w2")
     assert (tmp_path / "w0" / "toy.safetensors").read_bytes() == (tmp_path / "w2" / "toy.safetensors").read_bytes()
+
+
+def test_max_minutes_fixes_the_step_count_from_the_measured_speed(tmp_path, capsys):
+    import latentdiff.training.loop as loop
+
+    # 0.01 minutes = 0.6 s: far fewer steps than the 10,000 allowed fit, so the timed count must stop the run
+    # early, with the LR schedule rebuilt for that count (the cosine ends at 0 on the last step).
+    result = train(ToyTask(), _cfg(tmp_path, max_steps=10_000, checkpoint_every=0, validate_every=0,
+                                   max_minutes=0.01, lr_scheduler="cosine"), tmp_path)
+    assert loop.TIMING_STEPS <= result.step < 10_000
+    captured = capsys.readouterr()
+    assert f"the run ends at step {result.step}" in captured.out + captured.err
+    state = json.loads((checkpoint.list_checkpoints(tmp_path)[-1][1] / checkpoint.STATE_FILE).read_text())
+    assert state["num_steps"] == result.step and state["num_steps_fixed"] is True
+
+
+def test_a_negative_time_budget_is_one_sentence(tmp_path):
+    with pytest.raises(UserError, match="--max-minutes"):
+        train(ToyTask(), _cfg(tmp_path, max_minutes=-1), tmp_path)
+
+
+def test_a_resumed_time_budget_run_keeps_its_step_count(tmp_path):
+    cfg = _cfg(tmp_path, max_steps=10_000, checkpoint_every=5, validate_every=0, max_minutes=0.05)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(ToyTask(crash_at_step=33), cfg, tmp_path)  # timed at step 25, checkpoint at 30, dies in 33
+    state = json.loads((checkpoint.list_checkpoints(tmp_path)[-1][1] / checkpoint.STATE_FILE).read_text())
+    assert state["step"] == 30 and state["num_steps_fixed"]
+    result = train(ToyTask(), cfg, tmp_path)
+    assert result.step == state["num_steps"]  # not re-timed: the LR schedule the run started stays

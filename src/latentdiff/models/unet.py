@@ -49,7 +49,9 @@ def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: i
         attention_head_dim=heads_per_level,
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=preset.norm_num_groups,
-        **({"addition_embed_type": "text"} if text_time_embedding else {}),
+        # heads of 64 channels, as in CLIP's own attention (diffusers' default of 64 heads assumes a wide text encoder)
+        **({"addition_embed_type": "text", "addition_embed_type_num_heads": max(1, cross_attention_dim // 64)}
+           if text_time_embedding else {}),
     )
 
 

@@ -78,7 +78,7 @@ def build_components(cfg: UnetTrainConfig):
             raise UserError(f"{name} must be 0 (off) or positive (got {value}).")
     if cfg.zero_terminal_snr and cfg.prediction_type != "v_prediction":
         raise UserError("--zero-terminal-snr needs --prediction-type v_prediction: at pure noise the noise itself is "
-                        "known, so only a v (or x0) target carries information (Lin et al. 2024).")
+                        "known, so only a v (or x0) target carries information.")
     if not 0 <= cfg.caption_dropout < 1:
         raise UserError(f"--caption-dropout must be in [0, 1) (got {cfg.caption_dropout}); 0.1 is the usual choice.")
 

@@ -59,7 +59,8 @@ def info(request: Request) -> dict:
         "defaults": asdict(state.engine.defaults),
         "schedulers": [{"name": name, "a1111_name": a1111_name} for name, a1111_name in usable_schedulers().items()],
         "limits": {
-            "min_image_side": max(limits.MIN_IMAGE_SIDE, state.engine.min_size), "max_image_side": limits.MAX_IMAGE_SIDE,
+            "min_image_side": max(limits.MIN_IMAGE_SIDE, state.engine.min_size),
+            "max_image_side": limits.MAX_IMAGE_SIDE,
             "image_side_multiple": limits.IMAGE_SIDE_MULTIPLE, "max_steps": limits.MAX_STEPS,
             "max_guidance": limits.MAX_GUIDANCE, "max_images_per_request": limits.MAX_IMAGES_PER_REQUEST,
             "max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_seed": limits.MAX_SEED,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import secrets
@@ -35,6 +36,7 @@ from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
 from latentdiff.infotext import PNG_TEXT_KEY, Infotext, model_hash
 from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
+from latentdiff.models.smallest_size import smallest_image_side
 from latentdiff.model_source import ModelSource, error_reason, resolve_model
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype
 
@@ -162,6 +164,13 @@ class TextToImage:
     def size_multiple(self) -> int:
         return math.lcm(DIFFUSERS_SIZE_MULTIPLE, self.vae_scale_factor)
 
+    @functools.cached_property
+    def min_size(self) -> int:
+        """The smallest side (pixels) one image can have: below it a U-Net level shrinks to 1x1 with a
+        single value per GroupNorm group, which torch refuses (see models/smallest_size.py)."""
+        return smallest_image_side(self.pipe.unet.config, self.pipe.vae.config, self.vae_scale_factor,
+                                   self.size_multiple)
+
     @property
     def default_size(self) -> int:
         sample_size = self.pipe.unet.config.sample_size
@@ -198,10 +207,14 @@ class TextToImage:
         multiple = self.size_multiple
         for flag, value in (("--width", width), ("--height", height)):
             if value <= 0 or value % multiple or value > MAX_IMAGE_SIDE:
-                nearest = min(MAX_IMAGE_SIDE, max(multiple, round(value / multiple) * multiple))
+                nearest = min(MAX_IMAGE_SIDE, max(self.min_size, round(value / multiple) * multiple))
                 raise UserError(f"{flag} must be a positive multiple of {multiple} up to {MAX_IMAGE_SIDE} pixels "
                                 f"(the VAE downsamples by {self.vae_scale_factor} and diffusers needs multiples of "
                                 f"{DIFFUSERS_SIZE_MULTIPLE}), got {value}; try {nearest}.")
+            if value < self.min_size:
+                raise UserError(f"{flag} must be at least {self.min_size} pixels for this model (got {value}): "
+                                f"smaller, its U-Net shrinks the latent to a single value per normalisation group; "
+                                f"try {flag} {self.min_size}.")
         num_total = len(request.prompts) * request.num_images
         seed = request.seed
         if seed is None or seed == -1:

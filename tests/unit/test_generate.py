@@ -206,3 +206,48 @@ def test_hub_id_loads_through_the_local_hub_cache(tiny_pipeline_dir, tmp_path, m
     assert result.info.model_name == "local/tiny"
     with pytest.raises(UserError, match="Could not get 'local/missing'"):
         TextToImage.load("local/missing", "cpu")
+
+
+# ---------------------------------------------------------------- issue 13 item 2: tiny sizes
+
+SMALL_SIDES = (8, 16, 24, 32)  # 8 px is a 2x2 latent, which the U-Net halves to 1x1
+
+
+@pytest.mark.parametrize("model", ["tiny", "bundled"])
+def test_every_accepted_small_size_generates_at_any_guidance(tiny_pipeline_dir, model):
+    """Guidance <= 1 denoises one image at a time (no unconditional copy): a size the pipeline accepts must
+    work then too, and a size it refuses must be one that plain diffusers cannot make either."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = TextToImage.load(str(tiny_pipeline_dir) if model == "tiny" else None, "cpu")
+    made, refused = [], []
+    for side in SMALL_SIDES:
+        for guidance in (1.0, 5.0):
+            request = _request(["red"], steps=1, guidance=guidance, width=side, height=side)
+            try:
+                pipe.validate(request)
+            except UserError as err:
+                assert f"at least {pipe.min_size} pixels" in str(err) and "\n" not in str(err)
+                refused.append(side)
+                continue
+            (result,) = pipe.generate(request)
+            assert result.image.size == (side, side)
+            made.append(side)
+    assert refused == [8, 8] and made == [16, 16, 24, 24, 32, 32]
+    # the refusal is not arbitrary: diffusers itself cannot make one 8x8 image with this model
+    plain = StableDiffusionPipeline.from_pretrained(pipe.source.path)
+    plain.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        plain("red", num_inference_steps=1, guidance_scale=1.0, width=8, height=8)
+
+
+def test_cli_refuses_a_too_small_size_in_one_sentence_and_makes_the_smallest(tmp_path, capsys):
+    """The command from the issue, on the bundled default model."""
+    argv = ["red", "--guidance", "1", "--steps", "1", "--seed", "1"]
+    assert main([*argv, "--width", "8", "--height", "8", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--width must be at least 16 pixels" in err and "try --width 16" in err
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("*.png"))
+    assert main([*argv, "--width", "16", "--height", "16", "--out", str(tmp_path / "b")]) == 0
+    (png,) = (tmp_path / "b").glob("0*.png")
+    assert Image.open(png).size == (16, 16)

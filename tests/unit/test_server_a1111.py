@@ -191,3 +191,16 @@ def test_unknown_fields_from_real_clients_are_ignored(server):
     body = {"prompt": "x", "restore_faces": False, "tiling": False, "styles": [], "subseed": -1,
             "override_settings": {"sd_model_checkpoint": "whatever"}, "script_args": [], "eta": 0, **FAST}
     assert client.post("/sdapi/v1/txt2img", json=body).status_code == 200
+
+
+def test_txt2img_refuses_a_size_the_model_cannot_make_with_422_and_makes_the_smallest(server):
+    """Issue 13 item 2: 8x8 at cfg_scale 1 was a 500; the tiny model's smallest image side is 16."""
+    client, _ = server
+    body = {"prompt": "red", "steps": 1, "cfg_scale": 1, "seed": 1}
+    response = client.post("/sdapi/v1/txt2img", json={**body, "width": 8, "height": 8})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "width" and "at least 16 pixels" in response.json()["detail"]
+    assert client.get("/api/info").json()["limits"]["min_image_side"] == 16  # the page's input minimum
+    response = client.post("/sdapi/v1/txt2img", json={**body, "width": 16, "height": 16})
+    assert response.status_code == 200, response.text
+    assert decode(response.json()["images"][0]).size == (16, 16)

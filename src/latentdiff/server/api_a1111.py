@@ -18,10 +18,11 @@ from latentdiff import __version__
 from latentdiff.diffusion.schedulers import SCHEDULERS
 from latentdiff.server.app import get_state
 from latentdiff.server.jobs import CANCELLED, FAILED
+from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
 from latentdiff.server.schemas import Txt2ImgRequest, usable_schedulers
 
-router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111-compatible"])
+router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111-compatible"], responses=error_responses(*GUARDS))
 
 # latentdiff's setting names -> this API's, for error messages from the pipeline's own checks
 A1111_FIELDS = {"guidance": "cfg_scale", "scheduler": "sampler_name", "num_images": "batch_size"}
@@ -31,7 +32,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", responses=error_responses(400, 422, 429, 500))
 async def txt2img(body: Txt2ImgRequest, request: Request) -> dict:
     state = get_state(request)
     params = body.to_params(state.engine.defaults)
@@ -85,7 +86,7 @@ async def txt2img(body: Txt2ImgRequest, request: Request) -> dict:
     }
 
 
-@router.get("/progress")
+@router.get("/progress", responses=error_responses(422))
 def progress(request: Request, skip_current_image: bool = False) -> dict:
     """A1111's ProgressResponse for the batch running now (`progress` 0..1 over its steps)."""
     snap = get_state(request).queue.snapshot()

@@ -21,11 +21,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from latentdiff.server import limits
 from latentdiff.server.app import get_state
+from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import Job
 from latentdiff.server.schemas import GenerateRequest, usable_schedulers
 
-router = APIRouter(prefix="/api", tags=["latentdiff"])
+router = APIRouter(prefix="/api", tags=["latentdiff"], responses=error_responses(*GUARDS))
+JOB_ERRORS = error_responses(404, 422)  # no such job; a malformed path or query
 
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 
@@ -57,7 +59,8 @@ def info(request: Request) -> dict:
         "defaults": asdict(state.engine.defaults),
         "schedulers": [{"name": name, "a1111_name": a1111_name} for name, a1111_name in usable_schedulers().items()],
         "limits": {
-            "min_image_side": limits.MIN_IMAGE_SIDE, "max_image_side": limits.MAX_IMAGE_SIDE,
+            "min_image_side": max(limits.MIN_IMAGE_SIDE, state.engine.min_size),
+            "max_image_side": limits.MAX_IMAGE_SIDE,
             "image_side_multiple": limits.IMAGE_SIDE_MULTIPLE, "max_steps": limits.MAX_STEPS,
             "max_guidance": limits.MAX_GUIDANCE, "max_images_per_request": limits.MAX_IMAGES_PER_REQUEST,
             "max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_seed": limits.MAX_SEED,
@@ -66,26 +69,28 @@ def info(request: Request) -> dict:
     }
 
 
-@router.post("/jobs", status_code=202)
+@router.post("/jobs", status_code=202, responses=error_responses(400, 422, 429))
 def submit(body: GenerateRequest, request: Request) -> JSONResponse:
     state = get_state(request)
     job = state.submit(body.to_params(state.engine.defaults))
     return JSONResponse(job_view(request, job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=JOB_ERRORS)
 def get_job(job_id: str, request: Request) -> dict:
     return job_view(request, _job_or_404(request, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses=JOB_ERRORS)
 def cancel(job_id: str, request: Request) -> dict:
     _job_or_404(request, job_id)
     job = get_state(request).queue.cancel(job_id)
     return job_view(request, job)
 
 
-@router.get("/jobs/{job_id}/images/{index}")
+@router.get("/jobs/{job_id}/images/{index}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "the PNG, with its infotext chunk"},
+                       **JOB_ERRORS})
 def image(job_id: str, index: int, request: Request, download: bool = False) -> Response:
     job = _job_or_404(request, job_id)
     if not 0 <= index < len(job.images):
@@ -106,7 +111,7 @@ def _event(request: Request, job: Job) -> str:
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
+            responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}, **JOB_ERRORS})
 async def events(job_id: str, request: Request) -> StreamingResponse:
     job = _job_or_404(request, job_id)
     queue = get_state(request).queue

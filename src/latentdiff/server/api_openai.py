@@ -13,17 +13,18 @@ import base64
 from fastapi import APIRouter, Request
 
 from latentdiff.server.app import get_state
+from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import CANCELLED, FAILED
 from latentdiff.server.schemas import ImagesGenerationRequest
 
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=error_responses(*GUARDS, openai=True))
 
 # latentdiff's setting names -> this API's, for error messages from the pipeline's own checks
 OPENAI_FIELDS = {"width": "size", "height": "size", "num_images": "n"}
 
 
-@router.post("/images/generations")
+@router.post("/images/generations", responses=error_responses(400, 409, 429, 500, openai=True))
 async def images_generations(body: ImagesGenerationRequest, request: Request) -> dict:
     state = get_state(request)
     job = state.submit(body.to_params(state.engine.defaults), OPENAI_FIELDS)

@@ -59,6 +59,10 @@ class PipelineEngine:
         return self.tti.model_hash
 
     @property
+    def min_size(self) -> int:
+        return self.tti.min_size  # smaller images cannot be made by this model (pipeline.TextToImage.min_size)
+
+    @property
     def defaults(self) -> ModelDefaults:
         size = self.tti.default_size
         return ModelDefaults(width=size, height=size, steps=DEFAULT_GENERATION_STEPS, guidance=DEFAULT_GUIDANCE,

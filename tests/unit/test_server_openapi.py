@@ -90,14 +90,14 @@ def test_schema_declares_the_error_statuses_and_bodies_the_server_sends(tiny_pip
                  for method, op in ops.items()}
     body = "#/components/schemas/ErrorBody"
     for operation, declared in responses.items():
-        assert {"401", "403", "413"} <= set(declared), operation  # the guards answer on every route
+        assert {"401", "403", "408", "413"} <= set(declared), operation  # the guards answer on every route
     a1111 = responses["POST /sdapi/v1/txt2img"]
-    assert {"400", "422", "429", "500"} <= set(a1111) and "Retry-After" in a1111["429"]["headers"]
+    assert {"400", "422", "429", "500", "504"} <= set(a1111) and "Retry-After" in a1111["429"]["headers"]
     assert a1111["422"]["content"]["application/json"]["schema"]["$ref"] == body  # not FastAPI's HTTPValidationError
     assert {"404", "422"} <= set(responses["GET /api/jobs/{job_id}"])
     assert "image/png" in responses["GET /api/jobs/{job_id}/images/{index}"]["200"]["content"]
     openai = responses["POST /v1/images/generations"]
-    assert {"400", "409", "429", "500"} <= set(openai) and "422" not in openai  # it answers 400 instead
+    assert {"400", "409", "429", "500", "504"} <= set(openai) and "422" not in openai  # it answers 400 instead
     assert openai["400"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/OpenAIErrorBody"
 
 

@@ -32,7 +32,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@router.post("/txt2img", responses=error_responses(400, 422, 429, 500))
+@router.post("/txt2img", responses=error_responses(400, 422, 429, 500, 504))
 async def txt2img(body: Txt2ImgRequest, request: Request) -> dict:
     state = get_state(request)
     params = body.to_params(state.engine.defaults)

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=error_res
 OPENAI_FIELDS = {"width": "size", "height": "size", "num_images": "n"}
 
 
-@router.post("/images/generations", responses=error_responses(400, 409, 429, 500, openai=True))
+@router.post("/images/generations", responses=error_responses(400, 409, 429, 500, 504, openai=True))
 async def images_generations(body: ImagesGenerationRequest, request: Request) -> dict:
     state = get_state(request)
     job = state.submit(body.to_params(state.engine.defaults), OPENAI_FIELDS)

@@ -48,14 +48,16 @@ STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
     401: ("An API key is required (the server was started with --api-key)", {}),
     403: ("The Host or Origin header names another site", {}),
     404: ("No such job or image", {}),
+    408: ("The request body did not arrive in time (shorter than its Content-Length, or trickled)", {}),
     409: ("The job was interrupted before it finished", {}),
     413: ("The request is too large", {}),
     422: ("A field is invalid or this model cannot use it", {}),
     429: ("The queue is full", _RETRY_AFTER),
     500: ("The generation failed", {}),
+    504: ("The job ran past the server's time limit (--max-job-seconds) and was stopped", {}),
 }
 
-GUARDS = (401, 403, 413)  # security.GuardMiddleware can answer these on any route
+GUARDS = (401, 403, 408, 413)  # security.GuardMiddleware can answer these on any route
 
 
 def error_responses(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:

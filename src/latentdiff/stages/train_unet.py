@@ -15,7 +15,6 @@ from latentdiff.config import UNET_PRESETS, UnetTrainConfig, lookup_preset
 from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
-from latentdiff.runtime import process_state, seed_everything
 from latentdiff.training.stage import require_data_and_out, run_training_stage
 
 # (batch_size, lr, epochs) when the user does not say. From scratch: AdamW at 2e-4 is stable for these
@@ -67,6 +66,7 @@ def build_components(cfg: UnetTrainConfig):
     """Load and check everything (no training, no encoding): (dataset, unet, vae, text_encoder, tokenizer)."""
     from latentdiff.models.unet import check_unet_fits, load_unet, unet_from_preset
     from latentdiff.models.vae import check_image_size, downsampling_factor, load_vae
+    from latentdiff.runtime import seed_everything
 
     require_data_and_out(cfg, "the pipeline")
     dataset = open_prepared(cfg.data)
@@ -105,6 +105,8 @@ def build_task(cfg: UnetTrainConfig):
 def run(cfg: UnetTrainConfig):
     result = run_training_stage(cfg, command="train-unet", artefact="pipeline", scratch_defaults=SCRATCH_DEFAULTS,
                                 finetune_defaults=FINETUNE_DEFAULTS, build_task=build_task)
+    from latentdiff.runtime import process_state
+
     out = cfg.out
     if result is not None and process_state().is_main_process:
         print(f"pipeline written to {out} (step {result.step}, last loss {result.last_loss:.4f}); load it with "

@@ -11,7 +11,6 @@ from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import TrainConfig
 from latentdiff.options import save_config
 from latentdiff.errors import UserError
-from latentdiff.runtime import process_state, seed_everything
 
 
 def require_data_and_out(cfg: TrainConfig, artefact: str) -> Path:
@@ -35,6 +34,7 @@ def already_finished(out: Path, command: str, artefact: str) -> bool:
 def train_and_record(task, cfg: TrainConfig, out: Path):
     """Run the loop, then write the resolved config from one process only. Written after training: a
     rerun refused for changed options must not overwrite the record of what trained the weights."""
+    from latentdiff.runtime import process_state
     from latentdiff.training.loop import train
 
     result = train(task, cfg, out)
@@ -51,5 +51,7 @@ def run_training_stage(cfg: TrainConfig, *, command: str, artefact: str, scratch
     if already_finished(out, command, artefact):
         return None
     cfg = cfg.with_defaults(**(finetune_defaults if cfg.init else scratch_defaults))
+    from latentdiff.runtime import seed_everything  # torch: imported once the options are known to be good
+
     seed_everything(cfg.seed)  # a preset model's initial weights depend only on --seed
     return train_and_record(build_task(cfg), cfg, out)

@@ -77,14 +77,14 @@ def mount_of(path: str | Path) -> tuple[str, Path]:
 
 
 def no_space_sentence(path: str | Path, what: str, needed_bytes: int) -> str:
-    """"no space left on DEVICE (mounted at MOUNT) for WHAT; about N MB needed (M MB free)": the start of
+    """"No space left on DEVICE (mounted at MOUNT) for WHAT; about N MB needed (M MB free)": the start of
     the sentence a caller finishes with what to do."""
     device, mount = mount_of(path)
     where = device if device == str(mount) else f"{device} (mounted at {mount})"
     needed_mb = max(1, math.ceil(needed_bytes / BYTES_PER_MB))
     free = free_bytes(path)
     free_text = f" ({free // BYTES_PER_MB} MB free)" if free is not None else ""
-    return f"no space left on {where} for {what}; about {needed_mb} MB needed{free_text}"
+    return f"No space left on {where} for {what}; about {needed_mb} MB needed{free_text}"
 
 
 def remove_new_entries(folder: Path, before: set[str]) -> None:

@@ -235,7 +235,7 @@ class _Run:
                         else "no earlier checkpoint exists")
             if full:
                 what = f"the checkpoint of step {self.step} in {checkpoint.state_dir(self.out_dir)}"
-                raise UserError(f"{disk_space.no_space_sentence(tmp.parent, what, needed).capitalize()}; {previous}: "
+                raise UserError(f"{disk_space.no_space_sentence(tmp.parent, what, needed)}; {previous}: "
                                 f"free some space, then rerun the same command to resume.")
             if error is not None and not isinstance(error, OSError):
                 raise error  # not a disk problem: a bug, shown as one (the temp folder is gone)
@@ -311,7 +311,7 @@ class _Run:
             if not full:
                 raise
             sentence = disk_space.no_space_sentence(self.out_dir, f"the exported {self.task.name} model in {self.out_dir}", needed)
-            raise UserError(f"{sentence.capitalize()}; the training state of step {self.step} is saved: free some space, "
+            raise UserError(f"{sentence}; the training state of step {self.step} is saved: free some space, "
                             f"then rerun the same command to export it.") from None
 
     # ---------------------------------------------------------------- the loop

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import latentdiff
 from latentdiff.cli import main
 from latentdiff.errors import UserError
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(latentdiff.__file__).resolve().parents[1]  # the latentdiff under test, for a fresh interpreter
 
 
 def _error_line(capsys, argv) -> str:
@@ -66,10 +67,15 @@ def test_mistakes_are_reported_before_torch_is_imported(tmp_path):
     """A mistake is answered in a fraction of a second: torch (and diffusers) are not even imported."""
     existing = tmp_path / "file"
     existing.write_text("")
+    missing, out = str(tmp_path / "no-dataset"), str(tmp_path / "out")
+    mistakes = [["train-unet", "--lr", "nan"], ["train-clip", "--out", str(existing)],
+                ["generate", "red", "--out", str(existing)], ["train", "--max-steps", "x"],
+                ["train-unet", "--data", missing, "--clip", "c", "--vae", "v", "--out", out],
+                ["train-vae", "--data", missing, "--out", out], ["train", "--data", missing, "--out", out]]
     code = ("import sys\nfrom latentdiff.cli import main\n"
-            f"for argv in (['train-unet', '--lr', 'nan'], ['train-clip', '--out', {str(existing)!r}], "
-            f"['generate', 'red', '--out', {str(existing)!r}], ['train', '--max-steps', 'x']):\n"
-            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 2, e.code\n"
+            f"for argv in {mistakes!r}:\n"
+            "    try:\n        status = main(argv)\n    except SystemExit as e:\n        status = e.code\n"
+            "    assert status == 2, (argv, status)\n"
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import TrainConfig
+from latentdiff.data.prepared import open_prepared
 from latentdiff.options import save_config
 from latentdiff.errors import UserError
 
@@ -44,12 +45,17 @@ def train_and_record(task, cfg: TrainConfig, out: Path):
 
 
 def run_training_stage(cfg: TrainConfig, *, command: str, artefact: str, scratch_defaults: dict[str, Any],
-                       finetune_defaults: dict[str, Any], build_task: Callable[[TrainConfig], Any]):
+                       finetune_defaults: dict[str, Any], build_task: Callable[[TrainConfig], Any],
+                       check: Callable[[TrainConfig], None] | None = None):
     """The body of `train-clip`, `train-vae` and `train-unet`: returns the loop's TrainResult, or None when
-    --out already holds a finished `artefact`. Defaults fill only what the user left unset (None)."""
+    --out already holds a finished `artefact`. Defaults fill only what the user left unset (None).
+    `check(cfg)`: the stage's checks that need no torch, run with the dataset's before torch loads (~2-10 s)."""
     out = require_data_and_out(cfg, f"the {artefact}")
     if already_finished(out, command, artefact):
         return None
+    open_prepared(cfg.data).require_split("train")  # a wrong --data is told in a fraction of a second
+    if check is not None:
+        check(cfg)
     cfg = cfg.with_defaults(**(finetune_defaults if cfg.init else scratch_defaults))
     from latentdiff.runtime import seed_everything  # torch: imported once the options are known to be good
 

@@ -41,19 +41,30 @@ def test_an_unfinished_temp_folder_is_never_taken_for_a_checkpoint(tmp_path):
     assert not tmp.exists()
 
 
-def test_a_failed_write_during_training_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    cfg = TrainConfig(data="unused", out=str(tmp_path), max_steps=8, batch_size=4, lr=1e-2, epochs=1,
-                      checkpoint_every=4, mixed_precision="no")
-    real_save = checkpoint.save_module_weights
+def _eight_steps(out):
+    return TrainConfig(data="unused", out=str(out), max_steps=8, batch_size=4, lr=1e-2, epochs=1,
+                       checkpoint_every=4, mixed_precision="no")
+
+
+def _failing_after(real_save, good_calls: int, error: Exception):
+    """`real_save`, except that calls after the first `good_calls` write a partial file and raise `error`."""
     calls = {"n": 0}
 
-    def failing_save(module, path):
+    def save(obj, path):
         calls["n"] += 1
-        if calls["n"] == 2:  # the second checkpoint hits a full disk halfway through
+        if calls["n"] > good_calls:
             path.write_bytes(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(module, path)
+            raise error
+        real_save(obj, path)
 
+    return save
+
+
+def test_a_failed_write_during_training_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    cfg = _eight_steps(tmp_path)
+    real_save = checkpoint.save_module_weights
+    # the second checkpoint hits a full disk halfway through
+    failing_save = _failing_after(real_save, 1, OSError(errno.ENOSPC, "No space left on device"))
     monkeypatch.setattr(checkpoint, "save_module_weights", failing_save)
     with pytest.raises(UserError, match=r"No space left.*step 4 is intact"):
         train(ToyTask(), cfg, tmp_path)
@@ -98,19 +109,10 @@ def _disk_full_errors():
 def test_a_full_disk_during_a_checkpoint_names_the_device_and_the_size_and_leaves_no_temp_folder(tmp_path, monkeypatch, writer):
     from latentdiff import disk_space
 
-    cfg = TrainConfig(data="unused", out=str(tmp_path), max_steps=8, batch_size=4, lr=1e-2, epochs=1,
-                      checkpoint_every=4, mixed_precision="no")
+    cfg = _eight_steps(tmp_path)
     real_save = checkpoint.save_torch_state
-    calls = {"n": 0}
-
-    def full_disk_save(obj, path):
-        calls["n"] += 1
-        if calls["n"] > 2:  # the second checkpoint (rng + optimizer files each) hits a full disk halfway
-            path.write_bytes(b"partial")
-            raise _disk_full_errors()[writer]
-        real_save(obj, path)
-
-    monkeypatch.setattr(checkpoint, "save_torch_state", full_disk_save)
+    # the second checkpoint (an rng and an optimizer file each) hits a full disk halfway through
+    monkeypatch.setattr(checkpoint, "save_torch_state", _failing_after(real_save, 2, _disk_full_errors()[writer]))
     if writer == "torch.save":  # nothing in the error says "disk": the free space does
         monkeypatch.setattr(disk_space, "free_bytes", lambda path: 1000)
     with pytest.raises(UserError, match=r"^No space left on \S+.* for the checkpoint of step 8 in .*training_state; "

@@ -25,10 +25,10 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch and numpy load in the functions that use them: `latentdiff train-* --help`,
+    import torch   # and a mistake in the options, are answered before torch's ~2 s import
 
 STATE_DIRNAME = "training_state"
 COMPLETE_MARKER = "latentdiff_complete.json"
@@ -79,7 +79,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             _fsync_path(path)
@@ -107,7 +107,7 @@ def commit_checkpoint(tmp: Path, out_dir: str | Path, step: int, keep: int) -> P
     """fsync the temp folder, rename it into place, fsync the parent, then drop all but the last `keep`."""
     root = state_dir(out_dir)
     final = root / checkpoint_name(step)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():  # the same step written again (a resumed run that stops where it started)
         trash = root / f".trash-{final.name}"
         final.rename(trash)
@@ -168,12 +168,40 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def save_torch_state(obj: Any, path: Path) -> None:
     """Optimizer/scheduler/RNG state: plain containers of tensors and numbers (loadable weights_only)."""
+    import torch
+
     torch.save(obj, path)
 
 
 def load_torch_state(path: Path) -> Any:
+    import torch
+
     # weights_only=True: a tampered checkpoint cannot run code when loaded.
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def tensor_bytes(*objs: Any) -> int:
+    """Bytes of every distinct tensor in nested dicts/lists/tuples/modules: what writing them takes on disk,
+    give or take the headers (used to say how much room a checkpoint or an export needs)."""
+    import torch
+
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = list(objs)
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.nn.Module):
+            stack.extend(obj.state_dict().values())
+        elif isinstance(obj, torch.Tensor):
+            key = (obj.untyped_storage().data_ptr(), obj.nbytes) if obj.device.type != "meta" else (id(obj), 0)
+            if key not in seen:
+                seen.add(key)
+                total += obj.nbytes
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+    return total
 
 
 # ------------------------------------------------------------------ RNG
@@ -181,6 +209,9 @@ def load_torch_state(path: Path) -> Any:
 
 def capture_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every RNG a training step can touch, in a form `torch.load(weights_only=True)` accepts."""
+    import numpy as np
+    import torch
+
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
@@ -196,6 +227,9 @@ def capture_rng_state(generator: torch.Generator | None = None) -> dict[str, Any
 
 
 def restore_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    import numpy as np
+    import torch
+
     version, py_state, gauss = state["python"]
     random.setstate((version, tuple(py_state), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]

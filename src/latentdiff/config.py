@@ -305,7 +305,8 @@ class GenerateConfig:
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
     keep_alive: float | None = option(None, "seconds a background worker keeps the model loaded after this call, "
                                             "so the next generate skips loading it (0: no worker; default: "
-                                            "$LATENTDIFF_KEEP_ALIVE if set, else 300)")
+                                            "$LATENTDIFF_KEEP_ALIVE if set, else 300)",
+                                     allow_inf=True)  # inf: as long as allowed (24 h)
 
 
 @dataclass

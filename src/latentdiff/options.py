@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -25,9 +26,11 @@ CONFIG_FILENAME = "latentdiff_config.json"
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, *, choices: typing.Sequence[str] | None = None, short: str | None = None):
-    """A `--flag` option. Lists are given comma-separated on the command line (`--languages en,fr`)."""
-    meta = {"help": help, "choices": choices, "short": short}
+def option(default: Any, help: str, *, choices: typing.Sequence[str] | None = None, short: str | None = None,
+           allow_inf: bool = False):
+    """A `--flag` option. Lists are given comma-separated on the command line (`--languages en,fr`).
+    Float options refuse nan, and inf unless `allow_inf` (where "infinitely" means something)."""
+    meta = {"help": help, "choices": choices, "short": short, "allow_inf": allow_inf}
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -60,6 +63,20 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _number(allow_inf: bool) -> Callable[[str], float]:
+    """argparse `type` for a float option: nan (and inf, unless allowed) is refused with the flag's name,
+    before any work, instead of training on or generating from a number that means nothing."""
+
+    def parse(text: str) -> float:
+        value = float(text)  # a ValueError here is argparse's "invalid float value"
+        if math.isnan(value) or (math.isinf(value) and not allow_inf):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got '{text}'")
+        return value
+
+    parse.__name__ = "float"  # argparse names the type in its messages
+    return parse
+
+
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(cls)
@@ -87,16 +104,35 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):
             item = typing.get_args(tp)[0] if typing.get_args(tp) else str
+            item = _number(meta.get("allow_inf", False)) if item is float else item
             kwargs["type"] = lambda s, item=item: [item(x.strip()) for x in s.split(",") if x.strip()]
             kwargs["metavar"] = "A,B,..."
         else:
-            kwargs["type"] = tp
+            kwargs["type"] = _number(meta.get("allow_inf", False)) if tp is float else tp
         parser.add_argument(*names, **kwargs)
     return parser
 
 
+def out_path_problem(out: str) -> str | None:
+    """Why `--out` cannot be the folder a stage writes (it, or a folder above it, is a file); None if it can."""
+    path = Path(out).expanduser()
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return None
+            where = "is a file" if candidate == path else f"is inside {candidate}, which is a file"
+            return f"--out {out} {where}; pass a folder (it is created if needed)"
+    return None
+
+
 def parse_config(cls: type[T], argv: list[str], prog: str, description: str) -> T:
-    namespace = build_parser(cls, prog, description).parse_args(argv)
+    """Flags -> `cls`; a value no stage can use (nan, `--out` at a file) exits 2 with argparse's one line,
+    before the stage imports torch or loads anything."""
+    parser = build_parser(cls, prog, description)
+    namespace = parser.parse_args(argv)
+    problem = out_path_problem(namespace.out) if getattr(namespace, "out", "") else None
+    if problem:
+        parser.error(problem)
     return cls(**vars(namespace))
 
 
@@ -128,7 +164,7 @@ def run_reporting_errors(run: Callable[[T], Any], cfg: T, prog: str) -> int:
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted.", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C; a training stage's says where it saved the state
+        print(f"{prog}: {err or 'interrupted.'}", file=sys.stderr)
         return 130
     return 0

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
 
 import pytest
+import torch
 from helpers.toy_task import ToyTask
 
 from latentdiff import checkpoint
 from latentdiff.config import TrainConfig
 from latentdiff.errors import UserError
+from latentdiff.options import run_reporting_errors
 from latentdiff.training.loop import TrainingDiverged, plan_steps, train
 
 
@@ -108,3 +113,53 @@ def test_a_resumed_time_budget_run_keeps_its_step_count(tmp_path):
     assert state["step"] == 30 and state["num_steps_fixed"]
     result = train(ToyTask(), cfg, tmp_path)
     assert result.step == state["num_steps"]  # not re-timed: the LR schedule the run started stays
+
+
+class _SignalledTask(ToyTask):
+    """Sends itself `signum` during loss call `at_call` (as Ctrl-C or `kill` would, mid-step)."""
+
+    def __init__(self, signum, at_call):
+        super().__init__()
+        self.signum, self.at_call = signum, at_call
+
+    def loss(self, model, batch, generator):
+        if self.calls + 1 == self.at_call:
+            os.kill(os.getpid(), self.signum)
+        return super().loss(model, batch, generator)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "grad_accum_steps": 2}], ids=["plain", "ema+accum"])
+def test_a_stop_signal_saves_the_current_step_exits_130_and_resumes_bit_identical(tmp_path, capsys, signum, extra):
+    ref = tmp_path / "ref"
+    train(ToyTask(), _cfg(ref, **extra), ref)
+    out = tmp_path / "stopped"
+    accum = extra.get("grad_accum_steps", 1)
+    cfg = _cfg(out, **extra)
+    # the signal arrives during step 6 (between the checkpoints of steps 4 and 8)
+    status = run_reporting_errors(lambda c: train(_SignalledTask(signum, 5 * accum + 1), c, out), cfg, "latentdiff train-x")
+    assert status == 130
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "after step 6 of 12" in message and "rerun the same command to resume" in message
+    assert [s for s, _ in checkpoint.list_checkpoints(out)] == [4, 6]  # step 6 finished and saved
+    assert not checkpoint.is_stage_complete(out)
+    assert signal.getsignal(signal.SIGINT) is not None and signal.getsignal(signum) != signal.SIG_IGN
+    result = train(ToyTask(), cfg, out)
+    assert result.step == 12
+    assert (out / "toy.safetensors").read_bytes() == (ref / "toy.safetensors").read_bytes()
+
+
+def test_resuming_from_a_tampered_optimizer_file_is_one_sentence(tmp_path):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(ToyTask(crash_at_step=9), _cfg(tmp_path), tmp_path)  # checkpoints of steps 4 and 8
+    optimizer_file = checkpoint.latest_checkpoint(tmp_path) / checkpoint.OPTIMIZER_FILE
+    # a valid torch file whose AdamW moments belong to a model of another size
+    foreign = torch.load(optimizer_file, weights_only=True)
+    for moments in foreign["optimizer"]["state"].values():
+        moments["exp_avg"] = torch.zeros(3, 3)
+    buffer = io.BytesIO()
+    torch.save(foreign, buffer)
+    for content in (b"\x00garbage" * 100, buffer.getvalue()):
+        optimizer_file.write_bytes(content)
+        with pytest.raises(UserError, match=r"step-000008 is damaged .*; delete that folder to resume from step 4"):
+            train(ToyTask(), _cfg(tmp_path), tmp_path)

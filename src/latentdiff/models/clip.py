@@ -59,6 +59,14 @@ def build_clip(preset: ClipPreset, tokenizer):
     return CLIPModel(config)
 
 
+# A CLIP tokenizer on disk: the fast tokenizer's one file, or the slow one's vocabulary and merges.
+TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+
+
+def has_tokenizer_files(folder: Path) -> bool:
+    return any(all((folder / name).is_file() for name in names) for names in TOKENIZER_FILE_SETS)
+
+
 def load_clip(init: str, allow_pickle: bool = False):
     """(CLIPModel, tokenizer, image processor) from a local folder or a hub id. Safetensors only unless
     `allow_pickle`."""
@@ -71,11 +79,18 @@ def load_clip(init: str, allow_pickle: bool = False):
         raise UserError(f"--init {init} is not a CLIP model folder (no config.json); give a folder written by "
                         f"`latentdiff train-clip` or `CLIPModel.save_pretrained`.")
     refuse_pickle_only(folder, allow_pickle)
+    if folder.is_dir() and not has_tokenizer_files(folder):
+        # `CLIPModel.save_pretrained` alone (e.g. with safe_serialization=False) writes no tokenizer; loading
+        # one from such a folder either crashes (TypeError in transformers 4) or silently gives a 2-token
+        # vocabulary that maps every caption to <unk> (transformers 5).
+        raise UserError(f"--init {init} has no tokenizer ({' or '.join(' + '.join(f) for f in TOKENIZER_FILE_SETS)}); "
+                        f"save the tokenizer there too (`tokenizer.save_pretrained('{init}')`) or give a folder "
+                        f"written by `latentdiff train-clip`.")
     source = str(folder) if folder.is_dir() else init
     try:
         model = CLIPModel.from_pretrained(source, use_safetensors=None if allow_pickle else True)
         tokenizer = CLIPTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TypeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"Could not load a CLIP model with its tokenizer from '{init}' ({first_line}); give a local "
                         f"CLIP folder or a hub id you have access to.") from None

@@ -58,8 +58,6 @@ def plan(cfg: TrainAllConfig) -> list[StagePlan]:
 
 def check_inputs(cfg: TrainAllConfig) -> None:
     """What can be checked before the first stage trains, so a bad dataset does not cost a CLIP run first."""
-    from latentdiff.models.vae import check_image_size
-
     if not cfg.data:
         raise UserError("Say which prepared dataset to train on with --data DIR (made by `latentdiff prepare-data`).")
     if not cfg.out:
@@ -67,12 +65,14 @@ def check_inputs(cfg: TrainAllConfig) -> None:
     dataset = open_prepared(cfg.data)
     dataset.require_split("train")
     dataset.require_split("validation")
-    vae_dir = Path(cfg.out) / VAE_DIRNAME
-    if not is_stage_complete(vae_dir):  # a finished VAE was checked (and is checked again by train-unet)
-        check_image_size(lookup_preset(VAE_PRESETS, cfg.preset, "VAE"), dataset.image_size, cfg.data)
     for name in ("max_steps", "clip_max_steps", "vae_max_steps", "unet_max_steps"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 (use the epochs) or positive.")
+    from latentdiff.models.vae import check_image_size  # diffusers: once the cheap checks have passed
+
+    vae_dir = Path(cfg.out) / VAE_DIRNAME
+    if not is_stage_complete(vae_dir):  # a finished VAE was checked (and is checked again by train-unet)
+        check_image_size(lookup_preset(VAE_PRESETS, cfg.preset, "VAE"), dataset.image_size, cfg.data)
 
 
 def run(cfg: TrainAllConfig) -> Path:

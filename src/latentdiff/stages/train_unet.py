@@ -15,7 +15,6 @@ from latentdiff.config import UNET_PRESETS, UnetTrainConfig, lookup_preset
 from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
-from latentdiff.runtime import process_state, seed_everything
 from latentdiff.training.stage import require_data_and_out, run_training_stage
 
 # (batch_size, lr, epochs) when the user does not say. From scratch: AdamW at 2e-4 is stable for these
@@ -63,14 +62,8 @@ def load_text_encoder(clip_dir: Path, allow_pickle: bool = False):
     return text_encoder, tokenizer
 
 
-def build_components(cfg: UnetTrainConfig):
-    """Load and check everything (no training, no encoding): (dataset, unet, vae, text_encoder, tokenizer)."""
-    from latentdiff.models.unet import check_unet_fits, load_unet, unet_from_preset
-    from latentdiff.models.vae import check_image_size, downsampling_factor, load_vae
-
-    require_data_and_out(cfg, "the pipeline")
-    dataset = open_prepared(cfg.data)
-    dataset.require_split("train")
+def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
+    """The checks that need no model (and no torch): (the --clip folder, the --vae folder)."""
     clip_dir = _require_folder(cfg.clip, "--clip", "latentdiff train-clip")
     vae_dir = _require_folder(cfg.vae, "--vae", "latentdiff train-vae")
     for name, value in (("--snr-gamma", cfg.snr_gamma), ("--noise-offset", cfg.noise_offset)):
@@ -81,6 +74,18 @@ def build_components(cfg: UnetTrainConfig):
                         "known, so only a v (or x0) target carries information.")
     if not 0 <= cfg.caption_dropout < 1:
         raise UserError(f"--caption-dropout must be in [0, 1) (got {cfg.caption_dropout}); 0.1 is the usual choice.")
+    return clip_dir, vae_dir
+
+
+def build_components(cfg: UnetTrainConfig):
+    """Load and check everything (no training, no encoding): (dataset, unet, vae, text_encoder, tokenizer)."""
+    require_data_and_out(cfg, "the pipeline")
+    dataset = open_prepared(cfg.data)
+    dataset.require_split("train")
+    clip_dir, vae_dir = check_options(cfg)
+    from latentdiff.models.unet import check_unet_fits, load_unet, unet_from_preset
+    from latentdiff.models.vae import check_image_size, downsampling_factor, load_vae
+    from latentdiff.runtime import seed_everything
 
     text_encoder, tokenizer = load_text_encoder(clip_dir, cfg.allow_pickle)
     vae = load_vae(str(vae_dir), allow_pickle=cfg.allow_pickle)
@@ -107,7 +112,9 @@ def build_task(cfg: UnetTrainConfig):
 
 def run(cfg: UnetTrainConfig):
     result = run_training_stage(cfg, command="train-unet", artefact="pipeline", scratch_defaults=SCRATCH_DEFAULTS,
-                                finetune_defaults=FINETUNE_DEFAULTS, build_task=build_task)
+                                finetune_defaults=FINETUNE_DEFAULTS, build_task=build_task, check=check_options)
+    from latentdiff.runtime import process_state
+
     out = cfg.out
     if result is not None and process_state().is_main_process:
         print(f"pipeline written to {out} (step {result.step}, last loss {result.last_loss:.4f}); load it with "

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from latentdiff import checkpoint
+from latentdiff import checkpoint, disk_space
 from latentdiff.config import TrainConfig
 from latentdiff.options import config_to_dict
 from latentdiff.errors import UserError
@@ -34,6 +34,7 @@ from latentdiff.runtime import (mixed_precision_for, pick_device, seed_everythin
                                warn_if_cpu_launch_started_one_process)
 from latentdiff.training import ema as ema_lib
 from latentdiff.training.sampler import BatchStream, StreamPosition, batches_per_epoch
+from latentdiff.training.interrupt import StopRequests, TrainingInterrupted
 from latentdiff.training.task import TrainingTask
 
 # Options that may change between an interrupted run and its resumption without changing the result.
@@ -86,6 +87,17 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """`load_state_dict` takes moment tensors of any shape; a foreign optimizer.pt would then fail only at
+    the first step, deep in AdamW. Each per-parameter state tensor must have its parameter's shape."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != param.shape:
+                    raise ValueError(f"optimizer state '{name}' has shape {tuple(value.shape)} for a parameter of "
+                                     f"shape {tuple(param.shape)}")
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -185,19 +197,41 @@ class _Run:
             raise UserError(f"{self.out_dir} was being trained with {state['world_size']} process(es), not "
                             f"{self.world_size}; resume with the same number of processes or use a new --out.")
         if state.get("num_steps_fixed") and not self.steps_fixed:
-            self._fix_num_steps(state["num_steps"])
-        checkpoint.load_module_weights(self.model, latest / checkpoint.MODEL_FILE)
-        opt_state = checkpoint.load_torch_state(latest / checkpoint.OPTIMIZER_FILE)
-        self.optimizer.load_state_dict(opt_state["optimizer"])
-        self.scheduler.load_state_dict(opt_state["scheduler"])
-        if self.ema is not None:
-            ema_lib.load_ema(self.ema, self.model, latest / checkpoint.EMA_FILE, state["ema"])
-        checkpoint.restore_rng_state(checkpoint.load_torch_state(latest / f"rng-rank{self.rank}.pt"), self.generator)
+            self._fix_num_steps(state["num_steps"])  # before the scheduler's state is loaded into it
+        try:
+            self._load_state(latest, state)
+        except Exception as err:  # corrupt or foreign files (weights_only=True already refuses code)
+            raise self._damaged(latest, err) from None
         self.step = state["step"]
         self.position = StreamPosition(**state["positions"][self.rank])
         self.last_saved_step = self.step
         if self.accelerator.is_main_process:
             print(f"[{self.task.name}] resuming from {latest} (step {self.step} of {self.num_steps})", flush=True)
+
+    def _load_state(self, latest: Path, state: dict[str, Any]) -> None:
+        checkpoint.load_module_weights(self.model, latest / checkpoint.MODEL_FILE)
+        opt_state = checkpoint.load_torch_state(latest / checkpoint.OPTIMIZER_FILE)
+        self.optimizer.load_state_dict(opt_state["optimizer"])
+        self.scheduler.load_state_dict(opt_state["scheduler"])
+        _check_optimizer_state(self.optimizer)
+        if self.ema is not None:
+            ema_lib.load_ema(self.ema, self.model, latest / checkpoint.EMA_FILE, state["ema"])
+        checkpoint.restore_rng_state(checkpoint.load_torch_state(latest / f"rng-rank{self.rank}.pt"), self.generator)
+
+    def _damaged(self, latest: Path, err: Exception) -> UserError:
+        """One sentence for a checkpoint that cannot be loaded: which one, and the way out."""
+        earlier = [step for step, path in checkpoint.list_checkpoints(self.out_dir) if path != latest]
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        way_out = (f"delete that folder to resume from step {earlier[-1]}, or use a new --out" if earlier else
+                   "delete that folder to start the run over, or use a new --out")
+        return UserError(f"The training state {latest} is damaged and cannot be resumed ({type(err).__name__}: "
+                         f"{detail}); {way_out}.")
+
+    def _checkpoint_bytes(self) -> int:
+        """About what a checkpoint takes on disk: weights, optimizer state and (when on) the EMA copy."""
+        model = self.accelerator.unwrap_model(self.model)
+        ema_copies = 1 if self.ema is not None else 0
+        return checkpoint.tensor_bytes(model, self.optimizer.state_dict()) + ema_copies * checkpoint.tensor_bytes(model)
 
     def save_checkpoint(self) -> None:
         """All processes call this; each writes its RNG state, the main process the rest, then commits.
@@ -217,17 +251,27 @@ class _Run:
         if error is None and tmp.is_dir():
             try:
                 self._write_state(tmp, positions)
-            except OSError as err:
+                if acc.is_main_process:
+                    checkpoint.fsync_tree(tmp)  # here, not in the commit: a full disk can surface in fsync
+            except Exception as err:  # noqa: BLE001 - safetensors and torch.save report a full disk as non-OSErrors
                 error = err
         failed = torch.tensor(0 if error is None else 1, device=acc.device)
         if self.world_size > 1:
             failed = acc.reduce(failed, reduction="sum")
         acc.wait_for_everyone()
         if int(failed) > 0:
+            needed = self._checkpoint_bytes()
+            full = error is not None and disk_space.is_disk_full(error, tmp.parent, needed)
             if acc.is_main_process:
                 checkpoint.abort_checkpoint(tmp)
             previous = (f"the checkpoint of step {self.last_saved_step} is intact" if self.last_saved_step is not None
                         else "no earlier checkpoint exists")
+            if full:
+                what = f"the checkpoint of step {self.step} in {checkpoint.state_dir(self.out_dir)}"
+                raise UserError(f"{disk_space.no_space_sentence(tmp.parent, what, needed)}; {previous}: "
+                                f"free some space, then rerun the same command to resume.")
+            if error is not None and not isinstance(error, OSError):
+                raise error  # not a disk problem: a bug, shown as one (the temp folder is gone)
             reason = f" ({error})" if error is not None else ""
             raise UserError(f"Could not write the checkpoint of step {self.step} under {checkpoint.state_dir(self.out_dir)}"
                             f"{reason}; {previous}. Free disk space or fix permissions, then rerun the same command to resume.")
@@ -282,9 +326,27 @@ class _Run:
             model.eval()
             if self.ema is not None:
                 self.ema.copy_to(model.parameters())
-            self.task.export(model, self.out_dir)
+            self._export_or_clean_up(model)
             checkpoint.mark_stage_complete(self.out_dir, {"task": self.task.name, "step": self.step})
         acc.wait_for_everyone()
+
+    def _export_or_clean_up(self, model: torch.nn.Module) -> None:
+        """`task.export`; if it fails, what it had written is deleted (a full disk is not kept full), and a
+        full disk is told as one sentence. The final training state is already saved, so a rerun exports."""
+        before = {entry.name for entry in self.out_dir.iterdir()}
+        try:
+            self.task.export(model, self.out_dir)
+        except Exception as err:
+            # everything the artefact holds: the trained module and the frozen ones the task keeps
+            modules = [model, *(v for v in vars(self.task).values() if isinstance(v, torch.nn.Module))]
+            needed = checkpoint.tensor_bytes(*modules)
+            full = disk_space.is_disk_full(err, self.out_dir, needed)
+            disk_space.remove_new_entries(self.out_dir, before)
+            if not full:
+                raise
+            sentence = disk_space.no_space_sentence(self.out_dir, f"the exported {self.task.name} model in {self.out_dir}", needed)
+            raise UserError(f"{sentence}; the training state of step {self.step} is saved: free some space, "
+                            f"then rerun the same command to export it.") from None
 
     # ---------------------------------------------------------------- the loop
 
@@ -302,6 +364,17 @@ class _Run:
         raise TrainingDiverged(f"Training stopped at step {self.step + 1}: the {what} became {value}; {where}. "
                                f"Lower --lr (now {self.cfg.lr:g}) or raise --warmup-steps, then rerun with a new --out.")
 
+    def _stop_interrupted(self, writer, bar, signal_name: str) -> None:
+        """After SIGINT/SIGTERM: the step in progress has finished; save it (unless just saved), stop."""
+        if self.last_saved_step != self.step:
+            self.save_checkpoint()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        latest = checkpoint.state_dir(self.out_dir) / checkpoint.checkpoint_name(self.step)
+        raise TrainingInterrupted(f"stopped by {signal_name} after step {self.step} of {self.num_steps}; the training "
+                                  f"state is saved in {latest}: rerun the same command to resume from there.")
+
     def run(self) -> TrainResult:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -313,52 +386,55 @@ class _Run:
         self.model.train()
         last_loss, metrics, started = float("nan"), {}, time.perf_counter()
         steps_this_run, timing_started = 0, None
-        while self.step < self.num_steps:
-            logs: dict[str, float] = {}
-            total = torch.zeros((), device=acc.device)
-            for _ in range(cfg.grad_accum_steps):
-                batch = _to_device(next(self.stream), acc.device)
-                with acc.accumulate(self.model):
-                    with acc.autocast():
-                        loss, logs = self.task.loss(self.model, batch, self.generator)
-                    if self._any_process(~torch.isfinite(loss.detach())):
-                        self._stop_diverged("loss", float(loss.detach()))
-                    acc.backward(loss)
-                    total += loss.detach() / cfg.grad_accum_steps
-                    if acc.sync_gradients:
-                        grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                                     if cfg.max_grad_norm > 0 else None)
-                        if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
-                            self._stop_diverged("gradient norm", float(grad_norm))
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.step(acc.unwrap_model(self.model).parameters())
-            self.step += 1
-            steps_this_run += 1
-            last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
-            rate = steps_this_run * samples_per_step / max(time.perf_counter() - started, 1e-9)
-            if not self.steps_fixed:
-                if steps_this_run == TIMING_SKIP_STEPS:
-                    timing_started = time.perf_counter()
-                elif steps_this_run == TIMING_STEPS:
-                    now = time.perf_counter()
-                    self._fix_steps_from_speed(now - started, now - timing_started, TIMING_STEPS - TIMING_SKIP_STEPS)
-                    bar.total = self.num_steps
-            bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
-            bar.update(1)
-            if writer is not None:
-                writer.add_scalar("train/loss", last_loss, self.step)
-                writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                writer.add_scalar("train/samples_per_s", rate, self.step)
-                for key, value in logs.items():
-                    writer.add_scalar(f"train/{key}", float(value), self.step)
-            final = self.step >= self.num_steps
-            if cfg.validate_every > 0 and self.step % cfg.validate_every == 0 and not final:
-                metrics = self.validate(writer)
-            if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or final:
-                self.save_checkpoint()
+        with StopRequests() as stop:
+            while self.step < self.num_steps:
+                logs: dict[str, float] = {}
+                total = torch.zeros((), device=acc.device)
+                for _ in range(cfg.grad_accum_steps):
+                    batch = _to_device(next(self.stream), acc.device)
+                    with acc.accumulate(self.model):
+                        with acc.autocast():
+                            loss, logs = self.task.loss(self.model, batch, self.generator)
+                        if self._any_process(~torch.isfinite(loss.detach())):
+                            self._stop_diverged("loss", float(loss.detach()))
+                        acc.backward(loss)
+                        total += loss.detach() / cfg.grad_accum_steps
+                        if acc.sync_gradients:
+                            grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                                         if cfg.max_grad_norm > 0 else None)
+                            if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+                                self._stop_diverged("gradient norm", float(grad_norm))
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.step(acc.unwrap_model(self.model).parameters())
+                self.step += 1
+                steps_this_run += 1
+                last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
+                rate = steps_this_run * samples_per_step / max(time.perf_counter() - started, 1e-9)
+                if not self.steps_fixed:
+                    if steps_this_run == TIMING_SKIP_STEPS:
+                        timing_started = time.perf_counter()
+                    elif steps_this_run == TIMING_STEPS:
+                        now = time.perf_counter()
+                        self._fix_steps_from_speed(now - started, now - timing_started, TIMING_STEPS - TIMING_SKIP_STEPS)
+                        bar.total = self.num_steps
+                bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
+                bar.update(1)
+                if writer is not None:
+                    writer.add_scalar("train/loss", last_loss, self.step)
+                    writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                    writer.add_scalar("train/samples_per_s", rate, self.step)
+                    for key, value in logs.items():
+                        writer.add_scalar(f"train/{key}", float(value), self.step)
+                final = self.step >= self.num_steps
+                if cfg.validate_every > 0 and self.step % cfg.validate_every == 0 and not final:
+                    metrics = self.validate(writer)
+                if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or final:
+                    self.save_checkpoint()
+                if self._any_process(torch.tensor(float(stop.requested))):
+                    self._stop_interrupted(writer, bar, stop.signal_name or "a stop signal")
         bar.close()
         metrics = self.validate(writer)
         self.export()

@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import TrainConfig
+from latentdiff.data.prepared import open_prepared
 from latentdiff.options import save_config
 from latentdiff.errors import UserError
-from latentdiff.runtime import process_state, seed_everything
 
 
 def require_data_and_out(cfg: TrainConfig, artefact: str) -> Path:
@@ -35,6 +35,7 @@ def already_finished(out: Path, command: str, artefact: str) -> bool:
 def train_and_record(task, cfg: TrainConfig, out: Path):
     """Run the loop, then write the resolved config from one process only. Written after training: a
     rerun refused for changed options must not overwrite the record of what trained the weights."""
+    from latentdiff.runtime import process_state
     from latentdiff.training.loop import train
 
     result = train(task, cfg, out)
@@ -44,12 +45,19 @@ def train_and_record(task, cfg: TrainConfig, out: Path):
 
 
 def run_training_stage(cfg: TrainConfig, *, command: str, artefact: str, scratch_defaults: dict[str, Any],
-                       finetune_defaults: dict[str, Any], build_task: Callable[[TrainConfig], Any]):
+                       finetune_defaults: dict[str, Any], build_task: Callable[[TrainConfig], Any],
+                       check: Callable[[TrainConfig], None] | None = None):
     """The body of `train-clip`, `train-vae` and `train-unet`: returns the loop's TrainResult, or None when
-    --out already holds a finished `artefact`. Defaults fill only what the user left unset (None)."""
+    --out already holds a finished `artefact`. Defaults fill only what the user left unset (None).
+    `check(cfg)`: the stage's checks that need no torch, run with the dataset's before torch loads (~2-10 s)."""
     out = require_data_and_out(cfg, f"the {artefact}")
     if already_finished(out, command, artefact):
         return None
+    open_prepared(cfg.data).require_split("train")  # a wrong --data is told in a fraction of a second
+    if check is not None:
+        check(cfg)
     cfg = cfg.with_defaults(**(finetune_defaults if cfg.init else scratch_defaults))
+    from latentdiff.runtime import seed_everything  # torch: imported once the options are known to be good
+
     seed_everything(cfg.seed)  # a preset model's initial weights depend only on --seed
     return train_and_record(build_task(cfg), cfg, out)

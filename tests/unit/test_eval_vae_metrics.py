@@ -33,3 +33,21 @@ def test_more_noise_scores_lower():
     assert (ssim(light, x) > ssim(heavy, x)).all()
     assert (psnr(light, x) > psnr(heavy, x)).all()
     assert torch.allclose(ssim(light, x), ssim(x, light), atol=1e-6)  # symmetric
+
+
+def test_colour_error_measures_a_hue_shift_on_the_saturated_pixels():
+    """A red area turned orange (the failure PSNR hid, issue 12) is a large CIEDE2000 error on saturated
+    pixels, while the same images score identical colours as 0."""
+    from latentdiff.evaluation.vae_metrics import JUST_NOTICEABLE_DELTA_E, colour_error
+
+    red = torch.zeros(1, 3, 16, 16)
+    red[:, 0] = 0.85  # (0.85, 0, 0): a saturated red
+    red[:, :, :4] = 1.0  # a white band: not saturated
+    orange = red.clone()
+    orange[:, 1, 4:] = 0.35  # the red area turned orange (green channel +0.35)
+    same = colour_error(red, red)
+    assert same["delta_e2000"] == pytest.approx(0.0, abs=1e-6)
+    assert same["saturated_fraction"] == pytest.approx(0.75)
+    shifted = colour_error(orange, red)
+    assert shifted["delta_e2000_saturated"] > 5 * JUST_NOTICEABLE_DELTA_E  # measured 14.1
+    assert shifted["delta_e2000"] == pytest.approx(0.75 * shifted["delta_e2000_saturated"], rel=1e-6)

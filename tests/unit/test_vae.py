@@ -152,3 +152,48 @@ def test_fine_tuning_from_init_starts_from_its_weights(data_dir, tmp_path):
     start, tuned = AutoencoderKL.from_pretrained(tmp_path / "start"), AutoencoderKL.from_pretrained(tmp_path / "tuned")
     delta = (tuned.encoder.conv_in.weight - start.encoder.conv_in.weight).abs().max()
     assert 0 < float(delta.detach()) < 1e-3  # moved a little, from the given weights (a fresh init would differ by ~0.1)
+
+
+def test_random_crops_are_seeded_and_inside_the_image():
+    from latentdiff.training.vae_task import random_crops
+
+    pixels = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    crops = random_crops(pixels, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 4, 4)
+    assert torch.equal(crops, random_crops(pixels, 4, torch.Generator().manual_seed(0)))
+    for image, crop in zip(pixels, crops):  # each crop is a window of its own image
+        windows = image.unfold(1, 4, 1).unfold(2, 4, 1)  # (3, 5, 5, 4, 4)
+        assert any(torch.equal(windows[:, i, j], crop) for i in range(5) for j in range(5))
+
+
+def test_colour_term_and_crops_train_and_a_bad_crop_is_one_sentence(data_dir, tmp_path, capsys):
+    out = tmp_path / "vae"
+    argv = ["--data", str(data_dir), "--out", str(out), "--preset", "tiny", "--max-steps", "2", "--batch-size", "4",
+            "--validate-every", "0", "--checkpoint-every", "0", "--crop-size", "16", "--colour-weight", "1"]
+    assert train_vae.main(argv) == 0
+    metrics = json.loads((out / "validation_metrics.json").read_text())
+    assert metrics["delta_e2000"] > 0 and "delta_e2000_saturated" in metrics  # colour error is validated
+    assert AutoencoderKL.from_pretrained(out).config.sample_size == VAE_PRESETS["tiny"].image_size  # whole-image model
+
+    capsys.readouterr()
+    assert train_vae.main(argv[:-4] + ["--crop-size", "6", "--out", str(tmp_path / "bad")]) == 2
+    assert "--crop-size must be 0 (whole images) or a multiple" in capsys.readouterr().err
+
+
+def test_decoder_only_keeps_the_encoder_and_the_scaling_factor(data_dir, tmp_path, capsys):
+    start = tiny_vae(seed=4)
+    start.register_to_config(scaling_factor=0.5)
+    start.save_pretrained(tmp_path / "start", safe_serialization=True)
+    cfg = VaeTrainConfig(data=str(data_dir), out=str(tmp_path / "tuned"), init=str(tmp_path / "start"), max_steps=2,
+                         batch_size=4, lr=1e-3, seed=0, decoder_only=True, validate_every=0, checkpoint_every=0)
+    train_vae.run(cfg)
+    tuned = AutoencoderKL.from_pretrained(tmp_path / "tuned")
+    start = AutoencoderKL.from_pretrained(tmp_path / "start")
+    for name, param in start.encoder.state_dict().items():  # the latent space a U-Net learned is unchanged
+        assert torch.equal(param, tuned.encoder.state_dict()[name]), name
+    assert not torch.equal(start.decoder.conv_out.weight, tuned.decoder.conv_out.weight)
+    assert tuned.config.scaling_factor == 0.5
+
+    capsys.readouterr()
+    assert train_vae.main(["--data", str(data_dir), "--out", str(tmp_path / "x"), "--decoder-only"]) == 2
+    assert "--init" in capsys.readouterr().err

@@ -45,6 +45,9 @@ GENERATOR_SEED_STRIDE = 1_000_003
 # run (the first steps are slower: allocator and kernel warm-up), then kept in the checkpoints.
 TIMING_SKIP_STEPS = 5
 TIMING_STEPS = 25
+# ...and timed again each time this fraction of the budget has passed, at the speed of that last stretch,
+# so a machine that gets busier (or quieter) mid-run still ends on time.
+RETIME_FRACTION = 0.1
 
 
 class TrainingDiverged(UserError):
@@ -132,8 +135,10 @@ class _Run:
         self.model = task.trainable_module().to(self.accelerator.device)
         self.dataset = task.train_dataset()
         self.num_steps = plan_steps(cfg, len(self.dataset), self.world_size)
+        self.step_limit = self.num_steps  # --max-minutes never trains past what --max-steps/--epochs allow
         self.optimizer = _make_optimizer(self.model, cfg)
         self.steps_fixed = cfg.max_minutes <= 0  # with a time budget the count is fixed after TIMING_STEPS
+        self.retime = cfg.max_minutes > 0  # re-timed during one uninterrupted run; a resumed run keeps its count
         self.scheduler = self._lr_scheduler()
         self.ema = ema_lib.make_ema(self.model, cfg.ema_decay)
         self.step = 0
@@ -167,7 +172,7 @@ class _Run:
                               device=self.accelerator.device)
         if self.world_size > 1:
             budget = self.accelerator.reduce(budget, reduction="min")
-        num_steps = max(self.step + 1, min(self.num_steps, int(budget.item())))
+        num_steps = max(self.step + 1, min(self.step_limit, int(budget.item())))
         self._fix_num_steps(num_steps)
         if self.accelerator.is_main_process:
             tqdm.write(f"[{self.task.name}] --max-minutes {self.cfg.max_minutes:g}: "
@@ -197,7 +202,8 @@ class _Run:
             raise UserError(f"{self.out_dir} was being trained with {state['world_size']} process(es), not "
                             f"{self.world_size}; resume with the same number of processes or use a new --out.")
         if state.get("num_steps_fixed") and not self.steps_fixed:
-            self._fix_num_steps(state["num_steps"])  # before the scheduler's state is loaded into it
+            self._fix_num_steps(state["num_steps"])
+            self.retime = False  # before the scheduler's state is loaded into it
         try:
             self._load_state(latest, state)
         except Exception as err:  # corrupt or foreign files (weights_only=True already refuses code)
@@ -385,7 +391,7 @@ class _Run:
                    disable=not acc.is_main_process, dynamic_ncols=True)
         self.model.train()
         last_loss, metrics, started = float("nan"), {}, time.perf_counter()
-        steps_this_run, timing_started = 0, None
+        steps_this_run, timing_started, timed_step = 0, None, 0
         with StopRequests() as stop:
             while self.step < self.num_steps:
                 logs: dict[str, float] = {}
@@ -413,13 +419,18 @@ class _Run:
                 steps_this_run += 1
                 last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
                 rate = steps_this_run * samples_per_step / max(time.perf_counter() - started, 1e-9)
+                now = time.perf_counter()
                 if not self.steps_fixed:
                     if steps_this_run == TIMING_SKIP_STEPS:
-                        timing_started = time.perf_counter()
+                        timing_started, timed_step = now, self.step
                     elif steps_this_run == TIMING_STEPS:
-                        now = time.perf_counter()
-                        self._fix_steps_from_speed(now - started, now - timing_started, TIMING_STEPS - TIMING_SKIP_STEPS)
+                        self._fix_steps_from_speed(now - started, now - timing_started, self.step - timed_step)
+                        timing_started, timed_step = now, self.step
                         bar.total = self.num_steps
+                elif self.retime and now - timing_started >= RETIME_FRACTION * cfg.max_minutes * 60:
+                    self._fix_steps_from_speed(now - started, now - timing_started, self.step - timed_step)
+                    timing_started, timed_step = now, self.step
+                    bar.total = self.num_steps
                 bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
                 bar.update(1)
                 if writer is not None:

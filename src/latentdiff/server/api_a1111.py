@@ -186,7 +186,7 @@ def options(request: Request) -> dict:
     }
 
 
-@router.post("/options", responses=error_responses(404, 409, 500, 503))
+@router.post("/options", responses=error_responses(400, 404, 409, 422, 500, 503))
 def set_options(request: Request, body: dict[str, Any] = Body(..., examples=[{"sd_model_checkpoint": "shapes"}])) -> None:
     """`sd_model_checkpoint` (a title, name or hash from /sd-models) loads that model, after the jobs
     already queued, and answers once it is loaded (as A1111 does). Other options are fixed and ignored.
@@ -198,7 +198,7 @@ def set_options(request: Request, body: dict[str, Any] = Body(..., examples=[{"s
         get_state(request).switch_model(wanted)
 
 
-@router.post("/png-info", responses=error_responses(413, 422))
+@router.post("/png-info", responses=error_responses(400, 413, 422))
 def png_info(body: PngInfoRequest) -> dict:
     """The generation parameters in a PNG (A1111's PNGInfoResponse): `info` the infotext, `items` every
     other text chunk, `parameters` the infotext read into fields."""

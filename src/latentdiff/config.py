@@ -300,6 +300,10 @@ class GenerateConfig:
     scheduler: str = option(DEFAULT_SCHEDULER, "sampler: ddpm, ddim, euler, euler-a, heun, dpmpp-2m, dpmpp-2m-karras, unipc, lms")
     width: int | None = option(None, "image width in pixels (default: the model's training size)")
     height: int | None = option(None, "image height in pixels (default: the model's training size)")
+    init_image: str | None = option(None, "img2img: start from this picture (PNG, JPEG...; resized to the "
+                                          "output size) instead of pure noise")
+    strength: float = option(0.75, "img2img: how far --init-image is noised, above 0 (close to it) to 1 "
+                                   "(ignore its content); runs int(steps x strength) steps")
     out: str = option("outputs", "folder for the PNGs (created if needed)")
     batch_size: int | None = option(None, "images denoised at once (default: as many as fit in memory)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
@@ -336,6 +340,8 @@ class ServeConfig:
     """`latentdiff serve`: the web page, the AUTOMATIC1111- and OpenAI-compatible APIs over one queue."""
 
     model: str | None = option(None, "a pipeline folder or Hugging Face Hub id (default: the bundled model)")
+    models_dir: str | None = option(None, "also offer every pipeline folder inside this folder (e.g. runs/); "
+                                          "clients switch with /sdapi/v1/options sd_model_checkpoint")
     host: str = option("127.0.0.1", "address to listen on; anything but loopback exposes the model and needs an API key")
     port: int = option(7860, "TCP port (0: any free port, printed at start)")
     api_key: str = option("", "require this key on every API call (Authorization: Bearer KEY or x-api-key); "

@@ -74,6 +74,7 @@ class Infotext:
     height: int
     model_hash: str = ""
     model_name: str = ""
+    denoising_strength: float | None = None  # img2img only: how far the init image was noised (0..1)
 
     def format(self) -> str:
         return format_infotext(self)
@@ -88,6 +89,7 @@ def format_infotext(info: Infotext) -> str:
         "Size": f"{info.width}x{info.height}",
         "Model hash": info.model_hash or None,
         "Model": info.model_name or None,
+        "Denoising strength": None if info.denoising_strength is None else _number(info.denoising_strength),
     }
     param_line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None)
     negative = f"\n{NEGATIVE_PREFIX} {info.negative_prompt}" if info.negative_prompt else ""
@@ -130,6 +132,7 @@ def parse_infotext(text: str) -> Infotext:
         height=int(size.group(2)) if size else 0,
         model_hash=fields.get("Model hash", ""),
         model_name=fields.get("Model", ""),
+        denoising_strength=float(fields["Denoising strength"]) if "Denoising strength" in fields else None,
     )
 
 
@@ -149,12 +152,17 @@ def model_hash(model_dir: str | Path) -> str:
     per component, so we feed the U-Net's, the VAE's and the text encoder's files into one SHA-256 in
     that order. Same weights -> same hash; any changed weight -> a different hash.
     """
+    return model_sha256(model_dir)[:SHORT_HASH_LENGTH]
+
+
+def model_sha256(model_dir: str | Path) -> str:
+    """The full SHA-256 (hex) that `model_hash` shortens (A1111's `sha256` field of a model)."""
     files = weight_files(model_dir)
     stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _hash_files(stamp)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _hash_files(stamp: tuple[tuple[str, int, int], ...]) -> str:
     # keyed by (path, size, mtime) so a big model is hashed once per process
     digest = hashlib.sha256()
@@ -162,4 +170,4 @@ def _hash_files(stamp: tuple[tuple[str, int, int], ...]) -> str:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()[:SHORT_HASH_LENGTH]
+    return digest.hexdigest()

@@ -18,6 +18,10 @@ from latentdiff.models.weights import pickle_only_files
 # the package folder that issue 6 fills with a small trained pipeline (`latentdiff generate` with no --model)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 MODEL_INDEX = "model_index.json"
+# beside model_index.json: what latentdiff calls the model (diffusers ignores files it does not know)
+MODEL_INFO = "latentdiff_model.json"
+# the folder `latentdiff train` exports into (runs/NAME/pipeline): its parent folder names the run
+PIPELINE_FOLDER_NAME = "pipeline"
 
 # component -> (files of which at least one must exist, needs safetensors weights)
 REQUIRED_COMPONENTS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -45,11 +49,34 @@ def resolve_model(model: str | None) -> ModelSource:
         return ModelSource(check_pipeline_folder(DEFAULT_MODEL_DIR), "latentdiff-default")
     path = Path(model).expanduser()
     if path.exists():
-        return ModelSource(check_pipeline_folder(path), path.resolve().name)
+        folder = check_pipeline_folder(path)
+        return ModelSource(folder, model_name_of(folder))
     if _HUB_ID.match(model):
         return ModelSource(check_pipeline_folder(_download(model)), model)
     raise UserError(f"Model '{model}' is neither an existing folder nor a Hugging Face Hub id (owner/name); "
                     f"pass a pipeline folder written by `latentdiff train` or `train-unet`.")
+
+
+def run_name(out_dir: Path) -> str:
+    """The name of the run a pipeline folder belongs to: `runs/shapes/pipeline` -> 'shapes' (`latentdiff
+    train`'s layout), `runs/shapes-unet` -> 'shapes-unet' (`train-unet --out`)."""
+    out_dir = Path(out_dir).resolve()
+    return out_dir.parent.name if out_dir.name == PIPELINE_FOLDER_NAME and out_dir.parent.name else out_dir.name
+
+
+def write_model_name(out_dir: Path, name: str | None = None) -> None:
+    """Store the model's name in the pipeline folder (default: its run's name), so every later use
+    (serve's model list, infotext `Model:`, evaluation reports) calls it that, wherever it is copied."""
+    (Path(out_dir) / MODEL_INFO).write_text(json.dumps({"name": name or run_name(out_dir)}, indent=2) + "\n")
+
+
+def model_name_of(folder: Path) -> str:
+    """The name stored by `write_model_name`, else the run's name from the folder's path."""
+    try:
+        name = json.loads((Path(folder) / MODEL_INFO).read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return name.strip() if isinstance(name, str) and name.strip() else run_name(folder)
 
 
 def _download(hub_id: str) -> Path:

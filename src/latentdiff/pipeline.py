@@ -51,6 +51,7 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 RANDOM_SEED_BOUND = 2**32  # random seeds stay in AUTOMATIC1111's range so users can type them back
 MAX_AUTO_BATCH = 16  # more images per U-Net call than this no longer speeds anything up
 MEMORY_BUDGET_FRACTION = 0.5  # share of the free memory one batch may take
+DEFAULT_STRENGTH = 0.75  # img2img: AUTOMATIC1111's default denoising strength
 
 # progress_callback(step, total_steps, latents): step counts 1..total over all batches; latents is the
 # current batch's (B, C, H/f, W/f) tensor, for a cheap latent -> RGB preview.
@@ -71,6 +72,10 @@ class GenerationRequest:
     # One explicit seed per image (then `seed` is ignored): lets the server batch requests whose images
     # keep their own seeds. len(image_seeds) == len(prompts) * num_images.
     image_seeds: list[int] | None = None
+    # img2img: every image starts from this picture (resized to width x height), noised by `strength`
+    # (0..1: how much of the schedule is run; 1 ignores the picture's content)
+    init_image: Image.Image | None = None
+    strength: float = DEFAULT_STRENGTH
 
     def jobs(self) -> list[tuple[str, int]]:
         """(prompt, seed) per image, prompt-major: all images of prompt 0, then prompt 1, ..."""
@@ -126,6 +131,7 @@ class TextToImage:
         self.device = device
         self.model_hash = model_hash(source.path)
         self.base_scheduler_config = dict(pipe.scheduler.config)  # the training schedule + prediction_type
+        self._img2img = None  # diffusers' StableDiffusionImg2ImgPipeline over the same modules, made when first used
         self._negative_cache: dict[str, torch.Tensor] = {}  # negative prompt -> (1, T, D)
         self._lock = threading.Lock()
 
@@ -215,6 +221,13 @@ class TextToImage:
                 raise UserError(f"{flag} must be at least {self.min_size} pixels for this model (got {value}): "
                                 f"smaller, its U-Net shrinks the latent to a single value per normalisation group; "
                                 f"try {flag} {self.min_size}.")
+        if request.init_image is not None:
+            if not (math.isfinite(request.strength) and 0 < request.strength <= 1):
+                raise UserError(f"--strength must be above 0 and at most 1 (got {request.strength}); "
+                                f"{DEFAULT_STRENGTH} is typical, 1 ignores the init image's content.")
+            if int(request.steps * request.strength) < 1:  # diffusers' img2img runs int(steps * strength) steps
+                raise UserError(f"--strength {request.strength:g} of --steps {request.steps} leaves no denoising step; "
+                                f"use at least {math.ceil(1 / request.strength)} steps or a higher --strength.")
         num_total = len(request.prompts) * request.num_images
         seed = request.seed
         if seed is None or seed == -1:
@@ -257,11 +270,26 @@ class TextToImage:
         budget = MEMORY_BUDGET_FRACTION * free_memory_bytes(self.device)
         return max(1, min(MAX_AUTO_BATCH, int(budget // max(per_image, 1))))
 
-    def num_denoising_steps(self, scheduler: str, steps: int) -> int:
-        """U-Net calls per batch: `steps`, or about twice that for second-order samplers (Heun)."""
+    def num_denoising_steps(self, scheduler: str, steps: int, strength: float | None = None) -> int:
+        """U-Net calls per batch: `steps`, or about twice that for second-order samplers (Heun); with an
+        img2img `strength`, the tail of the schedule diffusers' img2img runs (its `get_timesteps`)."""
         probe = make_scheduler(scheduler, self.base_scheduler_config)
         probe.set_timesteps(steps, device="cpu")
-        return len(probe.timesteps)
+        if strength is None:
+            return len(probe.timesteps)
+        t_start = max(steps - min(int(steps * strength), steps), 0)
+        return len(probe.timesteps[t_start * probe.order:])
+
+    @property
+    def img2img(self):
+        """diffusers' own StableDiffusionImg2ImgPipeline on this pipeline's modules (no copy of the weights)."""
+        if self._img2img is None:
+            from diffusers import StableDiffusionImg2ImgPipeline
+
+            components = {**self.pipe.components, "requires_safety_checker": False}
+            self._img2img = StableDiffusionImg2ImgPipeline(**components)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
 
     def generate(self, request: GenerationRequest, progress_callback: ProgressCallback | None = None,
                  batch_size: int | None = None) -> list[GeneratedImage]:
@@ -281,7 +309,8 @@ class TextToImage:
             embeds = self.encode_prompts(distinct)  # (P, T, D)
             by_prompt = {prompt: embeds[i:i + 1] for i, prompt in enumerate(distinct)}
             negative = self.negative_embedding(request.negative_prompt) if guided else None
-        steps_per_batch = self.num_denoising_steps(request.scheduler, request.steps)
+        strength = request.strength if request.init_image is not None else None
+        steps_per_batch = self.num_denoising_steps(request.scheduler, request.steps, strength)
         results: list[GeneratedImage] = []
         start = 0
         while start < len(jobs):
@@ -302,7 +331,7 @@ class TextToImage:
                 info = Infotext(prompt=prompt, negative_prompt=request.negative_prompt, steps=request.steps,
                                 scheduler=request.scheduler, guidance=request.guidance, seed=seed,
                                 width=request.width, height=request.height, model_hash=self.model_hash,
-                                model_name=self.model_name)
+                                model_name=self.model_name, denoising_strength=strength)
                 results.append(GeneratedImage(image=image, seed=seed, prompt=prompt, info=info))
             start += len(chunk)
         return results
@@ -316,20 +345,27 @@ class TextToImage:
         # its own seed, not on the batch it lands in or the device
         generators = [cpu_generator(seed) for _, seed in chunk]
         # a fresh scheduler per batch: schedulers keep per-run state (step index, multistep history)
-        self.pipe.scheduler = make_scheduler(request.scheduler, self.base_scheduler_config)
+        scheduler = make_scheduler(request.scheduler, self.base_scheduler_config)
+        self.pipe.scheduler = scheduler
+        pipe, image_args = self.pipe, {"height": request.height, "width": request.width}
+        if request.init_image is not None:
+            pipe = self.img2img
+            pipe.scheduler = scheduler
+            # A1111's "just resize": the output has the asked size, so the picture is scaled to it
+            init = request.init_image.convert("RGB").resize((request.width, request.height), Image.Resampling.LANCZOS)
+            image_args = {"image": [init] * len(chunk), "strength": request.strength}
 
         def on_step_end(pipe, step_index: int, timestep, tensors: dict) -> dict:
             progress_callback(done + step_index + 1, total, tensors["latents"])
             return {}
 
         with torch.inference_mode():
-            output = self.pipe(
+            output = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance,
-                height=request.height,
-                width=request.width,
+                **image_args,
                 generator=generators,
                 output_type="pil",
                 callback_on_step_end=on_step_end if progress_callback else None,

@@ -251,3 +251,87 @@ def test_cli_refuses_a_too_small_size_in_one_sentence_and_makes_the_smallest(tmp
     assert main([*argv, "--width", "16", "--height", "16", "--out", str(tmp_path / "b")]) == 0
     (png,) = (tmp_path / "b").glob("0*.png")
     assert Image.open(png).size == (16, 16)
+
+
+# ---------------------------------------------------------------------------------------- img2img
+def _init_picture(path=None) -> Image.Image:
+    """A picture with structure (a bright square on dark) that img2img at low strength should keep."""
+    picture = Image.new("RGB", (48, 48), (20, 20, 60))
+    picture.paste((240, 200, 40), (8, 8, 40, 40))
+    if path is not None:
+        picture.save(path)
+    return picture
+
+
+def test_img2img_is_diffusers_own_img2img_with_our_seeds(pipeline, tiny_pipeline_dir):
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionImg2ImgPipeline
+
+    picture = _init_picture()
+    ours = pipeline.generate(_request(["a red circle"], num_images=2, steps=4, scheduler="euler-a",
+                                      init_image=picture, strength=0.5), batch_size=2)
+    plain = StableDiffusionImg2ImgPipeline.from_pretrained(tiny_pipeline_dir)
+    plain.scheduler = EulerAncestralDiscreteScheduler.from_config(plain.scheduler.config)
+    plain.set_progress_bar_config(disable=True)
+    resized = picture.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+    theirs = plain(prompt=["a red circle"] * 2, image=[resized] * 2, strength=0.5, num_inference_steps=4,
+                   guidance_scale=7.5, generator=[torch.Generator("cpu").manual_seed(s) for s in (7, 8)]).images
+    for a, b in zip(_pixels(ours), theirs):
+        assert a.shape == (SIZE, SIZE, 3)
+        assert np.abs(a - np.asarray(b).astype(np.int16)).max() <= 2
+    assert "Denoising strength: 0.5" in ours[0].infotext
+    assert parse_infotext(ours[0].infotext).denoising_strength == 0.5
+    # the same pipeline still makes text-to-image images afterwards, without the strength
+    assert "Denoising strength" not in pipeline.generate(_request(["a red circle"]))[0].infotext
+
+
+def test_img2img_strength_sets_the_steps_run(pipeline):
+    # (the tiny random VAE cannot reconstruct a picture, so how much of it stays is not measurable here)
+    picture = _init_picture()
+    low, high = (pipeline.generate(_request(["a red circle"], steps=10, init_image=picture, strength=s))[0]
+                 for s in (0.3, 0.9))
+    assert np.abs(_pixels([low])[0] - _pixels([high])[0]).max() > 0
+    steps_seen = []
+    pipeline.generate(_request(["a red circle"], steps=10, init_image=picture, strength=0.3),
+                      progress_callback=lambda step, total, latents: steps_seen.append((step, total)))
+    assert steps_seen[-1] == (3, 3)  # diffusers' img2img runs int(10 * 0.3) steps, and the bar says so
+
+
+def test_cli_init_image_writes_img2img_pngs(tiny_pipeline_dir, tmp_path, capsys):
+    _init_picture(tmp_path / "start.png")
+    status = main(["a red circle", "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "out"), "--seed", "3",
+                   "--steps", "4", "--width", str(SIZE), "--height", str(SIZE),
+                   "--init-image", str(tmp_path / "start.png"), "--strength", "0.5"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "from " in out and "at strength 0.5" in out
+    png = Image.open(tmp_path / "out" / "00000-3.png")
+    assert png.size == (SIZE, SIZE)
+    assert "Denoising strength: 0.5" in png.info["parameters"]
+
+
+@pytest.mark.parametrize("argv_extra, expected", [
+    (["--init-image", "missing.png"], "--init-image missing.png does not exist"),
+    (["--init-image", "{bad}", "--strength", "0.5"], "cannot be read"),
+    (["--init-image", "{good}", "--strength", "0"], "--strength must be above 0 and at most 1"),
+    (["--init-image", "{good}", "--strength", "0.2", "--steps", "3"], "leaves no denoising step"),
+])
+def test_init_image_mistakes_fail_in_one_sentence(tiny_pipeline_dir, tmp_path, capsys, argv_extra, expected):
+    _init_picture(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_text("not a picture")
+    argv_extra = [a.format(good=tmp_path / "good.png", bad=tmp_path / "bad.png") for a in argv_extra]
+    status = main(["a red circle", "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "out"), *argv_extra])
+    err = capsys.readouterr().err
+    assert status == 2 and expected in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------- model names
+def test_a_trained_pipeline_is_called_by_its_run_not_pipeline(tiny_pipeline_dir, tmp_path):
+    from latentdiff.model_source import write_model_name
+
+    run_pipeline = tmp_path / "runs" / "shapes" / "pipeline"
+    shutil.copytree(tiny_pipeline_dir, run_pipeline)
+    write_model_name(run_pipeline)  # what train/train-unet's export does
+    moved = tmp_path / "somewhere" / "pipeline"
+    shutil.move(run_pipeline, moved)  # the name travels with the folder
+    result = TextToImage.load(str(moved), "cpu").generate(_request(["a red circle"]))[0]
+    assert parse_infotext(result.infotext).model_name == "shapes"

@@ -87,7 +87,8 @@ def test_no_endpoint_reads_paths_outside_the_static_folder(open_server, path):
 
 def test_unknown_routes_and_methods(open_server):
     assert open_server.get("/sdapi/v1/txt2img").status_code == 405
-    assert open_server.post("/sdapi/v1/img2img", json={}).status_code == 404
+    assert open_server.post("/sdapi/v1/extra-single-image", json={}).status_code == 404  # not offered
+    assert open_server.post("/sdapi/v1/img2img", json={}).status_code == 422  # offered: init_images is required
 
 
 def test_serve_refuses_bad_settings_before_loading_anything(tiny_pipeline_dir, capsys):

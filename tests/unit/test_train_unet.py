@@ -44,6 +44,15 @@ def test_exported_pipeline_loads_and_generates(trained):
     assert not np.array_equal(images[0], images[1])  # the text conditions the image
 
 
+def test_exported_pipeline_is_named_after_its_run(trained):
+    from latentdiff.model_source import model_name_of
+
+    out, _ = trained  # <tmp>/unet_runN/pipeline, as `latentdiff train` lays out runs/NAME/pipeline
+    stored = json.loads((out / "latentdiff_model.json").read_text())
+    assert stored["name"] == out.parent.name != "pipeline"
+    assert model_name_of(out) == out.parent.name
+
+
 def test_run_writes_config_validation_and_samples(trained):
     out, _ = trained
     config = json.loads((out / "latentdiff_config.json").read_text())["config"]

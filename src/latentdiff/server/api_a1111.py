@@ -9,10 +9,13 @@ chunk as `latentdiff generate` writes (the engine makes them through latentdiff.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
+from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request
+from PIL import Image
 
 from latentdiff import __version__
 from latentdiff.diffusion.schedulers import SCHEDULERS
@@ -20,29 +23,44 @@ from latentdiff.server.app import get_state
 from latentdiff.server.jobs import CANCELLED, FAILED
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
-from latentdiff.server.schemas import Txt2ImgRequest, usable_schedulers
+from latentdiff.infotext import parse_infotext_fields
+from latentdiff.server.models import ServedModel
+from latentdiff.server.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, decode_picture, usable_schedulers
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111-compatible"], responses=error_responses(*GUARDS))
 
 # latentdiff's setting names -> this API's, for error messages from the pipeline's own checks
-A1111_FIELDS = {"guidance": "cfg_scale", "scheduler": "sampler_name", "num_images": "batch_size"}
+A1111_FIELDS = {"guidance": "cfg_scale", "scheduler": "sampler_name", "num_images": "batch_size",
+                "strength": "denoising_strength"}
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@router.post("/txt2img", responses=error_responses(400, 422, 429, 500, 504))
+@router.post("/txt2img", responses=error_responses(400, 409, 422, 429, 500, 504))
 async def txt2img(body: Txt2ImgRequest, request: Request) -> dict:
+    return await _generate(body, request)
+
+
+@router.post("/img2img", responses=error_responses(400, 409, 413, 422, 429, 500, 504))
+async def img2img(body: Img2ImgRequest, request: Request) -> dict:
+    """txt2img from a picture (`init_images[0]`, resized to width x height) noised by `denoising_strength`,
+    on diffusers' StableDiffusionImg2ImgPipeline over the loaded model; the same checks and budget."""
+    return await _generate(body, request)
+
+
+async def _generate(body: Txt2ImgRequest, request: Request) -> dict:
     state = get_state(request)
     params = body.to_params(state.engine.defaults)
     job = state.submit(params, A1111_FIELDS)
+    params = job.params
     await state.queue.wait_finished(job)
     if job.status == FAILED:
         raise ApiError(job.error_status, job.error or "generation failed")
     images = job.images
     seeds = [im.seed for im in images] or params.image_seeds()
-    parameters = body.model_dump()
+    parameters = body.model_dump(exclude={"init_images"})  # A1111 does not echo the pictures back either
     parameters.update(seed=params.seed, steps=params.steps, cfg_scale=params.guidance, width=params.width,
                       height=params.height, sampler_name=SCHEDULERS[params.scheduler].a1111_name)
     info = {
@@ -67,7 +85,7 @@ async def txt2img(body: Txt2ImgRequest, request: Request) -> dict:
         "sd_model_hash": state.engine.model_hash,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": None,
+        "denoising_strength": params.denoising_strength,
         "extra_generation_params": {},
         "index_of_first_image": 0,
         "infotexts": [im.infotext for im in images],
@@ -129,26 +147,33 @@ def samplers() -> list[dict]:
             for name, a1111_name in usable_schedulers().items()]
 
 
-def _model_item(request: Request) -> dict:
-    engine = get_state(request).engine
-    name, short_hash = engine.model_name, engine.model_hash
+def _model_item(model: ServedModel) -> dict:
     # `filename` is the model's name, not its path: the API does not reveal the server's file system
-    return {"title": f"{name} [{short_hash}]" if short_hash else name, "model_name": name,
-            "hash": short_hash or None, "sha256": None, "filename": name, "config": None}
+    return {"title": model.title, "model_name": model.name, "hash": model.short_hash, "sha256": model.sha256,
+            "filename": model.name, "config": None}
 
 
 @router.get("/sd-models")
 def sd_models(request: Request) -> list[dict]:
-    return [_model_item(request)]
+    """The loaded model and every other one this server offers (`serve --models-dir`)."""
+    return [_model_item(model) for model in get_state(request).models]
+
+
+@router.post("/refresh-checkpoints")
+def refresh_checkpoints(request: Request) -> None:
+    """Look for new pipeline folders in --models-dir (A1111's button next to the model picker)."""
+    get_state(request).refresh_models()
 
 
 @router.get("/options")
 def options(request: Request) -> dict:
-    """The options clients read. They are fixed while the server runs (one model, PNG with infotext)."""
-    defaults = get_state(request).engine.defaults
+    """The options clients read; of these only `sd_model_checkpoint` can be changed (POST)."""
+    state = get_state(request)
+    defaults = state.engine.defaults
+    current = state.current_model
     return {
-        "sd_model_checkpoint": _model_item(request)["title"],
-        "sd_checkpoint_hash": None,
+        "sd_model_checkpoint": current.title,
+        "sd_checkpoint_hash": current.sha256,
         "samples_format": "png",
         "enable_pnginfo": True,
         "save_images_add_number": False,
@@ -159,3 +184,25 @@ def options(request: Request) -> dict:
                                 "cfg_scale": defaults.guidance,
                                 "sampler_name": SCHEDULERS[defaults.scheduler].a1111_name},
     }
+
+
+@router.post("/options", responses=error_responses(400, 404, 409, 422, 500, 503))
+def set_options(request: Request, body: dict[str, Any] = Body(..., examples=[{"sd_model_checkpoint": "shapes"}])) -> None:
+    """`sd_model_checkpoint` (a title, name or hash from /sd-models) loads that model, after the jobs
+    already queued, and answers once it is loaded (as A1111 does). Other options are fixed and ignored.
+    A plain function: FastAPI runs it in a thread, so the wait does not block the server."""
+    wanted = body.get("sd_model_checkpoint")
+    if wanted is not None:
+        if not isinstance(wanted, str):
+            raise ApiError(422, "sd_model_checkpoint: give a model's title or name as text.", "sd_model_checkpoint")
+        get_state(request).switch_model(wanted)
+
+
+@router.post("/png-info", responses=error_responses(400, 413, 422))
+def png_info(body: PngInfoRequest) -> dict:
+    """The generation parameters in a PNG (A1111's PNGInfoResponse): `info` the infotext, `items` every
+    other text chunk, `parameters` the infotext read into fields."""
+    with Image.open(io.BytesIO(decode_picture(body.image, "image"))) as picture:
+        chunks = {k: v for k, v in picture.info.items() if isinstance(k, str) and isinstance(v, str)}
+    info = chunks.pop("parameters", "")
+    return {"info": info, "items": chunks, "parameters": parse_infotext_fields(info) if info else {}}

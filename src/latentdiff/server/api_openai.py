@@ -1,4 +1,4 @@
-"""OpenAI's image generation endpoint, `POST /v1/images/generations`, so the OpenAI SDKs (with
+"""OpenAI's image generation endpoint, `POST /v1/images/generations`, and its model list, `GET /v1/models`, so the OpenAI SDKs (with
 `base_url=http://127.0.0.1:7860/v1`) and tools built on them can use a latentdiff model.
 
 Response: `{"created": unix_seconds, "data": [{"b64_json": ...} | {"url": ...}, ...]}`; errors are
@@ -41,3 +41,23 @@ async def images_generations(body: ImagesGenerationRequest, request: Request) ->
         data = [{"b64_json": base64.b64encode(im.png).decode("ascii"), "revised_prompt": body.prompt}
                 for im in job.images]
     return {"created": int(job.created_at), "data": data}
+
+
+def _model_object(model) -> dict:
+    # `created`: when the pipeline folder was written (OpenAI: when the model was made), unix seconds
+    return {"id": model.name, "object": "model", "created": int((model.path / "model_index.json").stat().st_mtime),
+            "owned_by": "latentdiff"}
+
+
+@router.get("/models")
+def list_models(request: Request) -> dict:
+    """The models this server offers (the openai client's `models.list()`); `id` is the model's name."""
+    return {"object": "list", "data": [_model_object(model) for model in get_state(request).models]}
+
+
+@router.get("/models/{model_id:path}", responses=error_responses(404, openai=True))
+def retrieve_model(model_id: str, request: Request) -> dict:
+    model = next((m for m in get_state(request).models if m.name == model_id), None)
+    if model is None:
+        raise ApiError(404, f"There is no model '{model_id}' on this server; GET /v1/models lists them.", "model")
+    return _model_object(model)

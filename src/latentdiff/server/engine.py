@@ -82,17 +82,21 @@ class PipelineEngine:
     def cost(self, params: JobParams) -> RequestCost:
         """What `params` costs the worker (budget.py), counting U-Net calls as the pipeline makes them."""
         guided = params.guidance > 1  # diffusers' do_classifier_free_guidance: a doubled U-Net batch
-        calls = self.tti.num_denoising_steps(params.scheduler, params.steps) * (2 if guided else 1)
+        calls = self.tti.num_denoising_steps(params.scheduler, params.steps, params.denoising_strength) * (2 if guided else 1)
         return RequestCost(params.width, params.height, calls, params.num_images)
 
     def _request(self, batch: list[JobParams]) -> GenerationRequest:
         head = batch[0]
         prompts = [p.prompt for p in batch for _ in range(p.num_images)]
         seeds = [s for p in batch for s in p.image_seeds()]
+        img2img = {}
+        if head.init_image is not None:  # batch_key: every job of the batch has the same picture and strength
+            with Image.open(io.BytesIO(head.init_image)) as picture:
+                img2img = {"init_image": picture.convert("RGB"), "strength": head.denoising_strength}
         return GenerationRequest(prompts=prompts, negative_prompt=head.negative_prompt, num_images=1,
                                  seed=min(seeds), steps=head.steps, guidance=head.guidance,
                                  scheduler=head.scheduler, width=head.width, height=head.height,
-                                 image_seeds=seeds)
+                                 image_seeds=seeds, **img2img)
 
     def run(self, batch: list[JobParams], on_step: Callable[[int, int, dict[int, bytes]], bool]) -> list[list[JobImage]]:
         request = self._request(batch)

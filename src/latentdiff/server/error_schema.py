@@ -47,13 +47,14 @@ STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
     400: ("The body is not JSON (for /v1: any invalid request)", {}),
     401: ("An API key is required (the server was started with --api-key)", {}),
     403: ("The Host or Origin header names another site", {}),
-    404: ("No such job or image", {}),
+    404: ("No such job, image or model", {}),
     408: ("The request body did not arrive in time (shorter than its Content-Length, or trickled)", {}),
-    409: ("The job was interrupted before it finished", {}),
+    409: ("The job was interrupted before it finished, or the model it was checked against was switched", {}),
     413: ("The request is too large", {}),
     422: ("A field is invalid or this model cannot use it", {}),
     429: ("The queue is full", _RETRY_AFTER),
     500: ("The generation failed", {}),
+    503: ("The server is shutting down", {}),
     504: ("The job ran past the server's time limit (--max-job-seconds) and was stopped", {}),
 }
 

@@ -13,6 +13,8 @@ The event loop never blocks on the worker: waiting for a job (or for its next pr
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import math
 import threading
 import time
@@ -40,11 +42,24 @@ class JobParams:
     width: int
     height: int
     num_images: int
+    model: str = ""  # the name of the model the job was checked against (the server may hold several)
+    init_image: bytes | None = field(default=None, repr=False)  # img2img: the sent picture's file bytes
+    denoising_strength: float | None = None  # img2img only
 
     def batch_key(self) -> tuple:
         """Jobs with equal keys can share one denoising loop; prompts and seeds may differ. The negative
-        prompt is part of the key because a GenerationRequest has one negative prompt for all images."""
-        return (self.width, self.height, self.steps, self.scheduler, float(self.guidance), self.negative_prompt)
+        prompt is part of the key because a GenerationRequest has one negative prompt for all images;
+        img2img jobs share a loop only when they start from the same picture at the same strength."""
+        picture = hashlib.sha256(self.init_image).hexdigest() if self.init_image is not None else None
+        return (self.width, self.height, self.steps, self.scheduler, float(self.guidance), self.negative_prompt,
+                self.model, picture, self.denoising_strength)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able settings: the picture of an img2img job is left out (only whether there is one)."""
+        settings = {k: v for k, v in self.__dict__.items() if k not in ("init_image", "denoising_strength")}
+        if self.init_image is not None:
+            settings.update(init_image=True, denoising_strength=self.denoising_strength)
+        return settings
 
     def image_seeds(self) -> list[int]:
         # A1111's convention: the images of one request use seed, seed+1, ... (wrapping at uint32).
@@ -69,6 +84,17 @@ class Engine(Protocol):
         ...
 
 
+@dataclass
+class _Task:
+    """Work for the worker thread that is not a batch (loading another model), run in submission order."""
+
+    fn: Callable[[], Any]
+    seq: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
 class QueueFull(Exception):
     def __init__(self, retry_after_s: int):
         super().__init__(f"the queue is full; retry in {retry_after_s} s")
@@ -90,6 +116,7 @@ class Job:
     error: str | None = None
     error_status: int = 500  # the HTTP status the APIs answer a failed job with (504: past the time limit)
     batch_size: int = 0  # images in the model call this job ran in (> num_images when batched)
+    seq: int = 0  # submission order, shared with worker tasks (JobQueue.run_on_worker)
     cancel_requested: bool = False
     version: int = 0  # bumped on every change; event streams wait for it to move
     _waiters: list = field(default_factory=list, repr=False)
@@ -105,7 +132,7 @@ class Job:
             "status": self.status,
             "step": self.step,
             "total_steps": self.total_steps,
-            "params": self.params.__dict__.copy(),
+            "params": self.params.summary(),
             "images": [{"index": i, "seed": im.seed, "infotext": im.infotext} for i, im in enumerate(self.images)],
             "error": self.error,
             "batch_size": self.batch_size,
@@ -138,6 +165,8 @@ class JobQueue:
         self._batch_timed_out = False
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
+        self._tasks: deque[_Task] = deque()
+        self._seq = itertools.count(1)  # orders jobs and tasks together
         self._running: list[Job] = []
         self._jobs: dict[str, Job] = {}
         self._finished_order: OrderedDict[str, int] = OrderedDict()  # job id -> bytes of its PNGs
@@ -190,6 +219,10 @@ class JobQueue:
         with self._cond:
             while self._waiting:
                 self._finish(self._waiting.popleft(), FAILED, error="the server shut down before this job ran")
+            while self._tasks:
+                task = self._tasks.popleft()
+                task.error = RuntimeError("the server shut down before this could run")
+                task.done.set()
 
     # ------------------------------------------------------------------ client side
     def submit(self, params: JobParams) -> Job:
@@ -198,11 +231,25 @@ class JobQueue:
                 raise QueueFull(self._retry_after())
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(self._retry_after())
-            job = Job(params)
+            job = Job(params, seq=next(self._seq))
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._cond.notify_all()
             return job
+
+    def run_on_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the worker thread (the one that owns the model) once every job submitted before
+        this call has run, and return its result or raise its error. Blocks: call it off the event loop."""
+        with self._cond:
+            if self._stopping:
+                raise QueueFull(self._retry_after())
+            task = _Task(fn, next(self._seq))
+            self._tasks.append(task)
+            self._cond.notify_all()
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.result
 
     def get(self, job_id: str) -> Job | None:
         with self._cond:
@@ -312,12 +359,14 @@ class JobQueue:
         batches_ahead = math.ceil(max(len(self._waiting), 1) / self.max_batch_images)
         return int(min(max(math.ceil(per_batch_s * batches_ahead), 1), 600))
 
-    def _take_batch(self) -> list[Job] | None:
+    def _take_batch(self) -> list[Job] | _Task | None:
         with self._cond:
-            while not self._waiting and not self._stopping:
+            while not self._waiting and not self._tasks and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return None
+            if self._tasks and (not self._waiting or self._tasks[0].seq < self._waiting[0].seq):
+                return self._tasks.popleft()
             head = self._waiting.popleft()
             batch, images = [head], head.params.num_images
             key = head.params.batch_key()
@@ -347,9 +396,16 @@ class JobQueue:
     def _run_batch(self, batch: list[Job]) -> None:
         started = time.perf_counter()
         self._batch_deadline, self._batch_timed_out = time.monotonic() + self.max_job_seconds, False
+        model, error_status = batch[0].params.model, 500
         try:
-            results = self.engine.run([j.params for j in batch], lambda s, t, p: self._on_step(batch, s, t, p))
-            error = None
+            if model and model != getattr(self.engine, "model_name", model):
+                error_status = 409
+                # another model was loaded after this job was checked against its own: do not run it on that
+                results, error = None, (f"The server switched to the model '{self.engine.model_name}' while this "
+                                        f"job for '{model}' waited; send it again.")
+            else:
+                results = self.engine.run([j.params for j in batch], lambda s, t, p: self._on_step(batch, s, t, p))
+                error = None
         except Exception as exc:  # the model failed (out of memory, ...): fail this batch, keep serving
             results, error = None, f"generation failed: {type(exc).__name__}: {exc}"
         if self._batch_timed_out:
@@ -360,7 +416,7 @@ class JobQueue:
             self._running = []
             for i, job in enumerate(batch):
                 if error is not None:
-                    job.error_status = 504 if self._batch_timed_out else 500
+                    job.error_status = 504 if self._batch_timed_out else error_status
                     self._finish(job, FAILED, error=error)
                     continue
                 job.images = results[i]
@@ -379,4 +435,11 @@ class JobQueue:
             batch = self._take_batch()
             if batch is None:
                 return
+            if isinstance(batch, _Task):
+                try:
+                    batch.result = batch.fn()
+                except BaseException as err:  # handed to the caller of run_on_worker
+                    batch.error = err
+                batch.done.set()
+                continue
             self._run_batch(batch)

@@ -19,6 +19,10 @@ MAX_PROMPT_CHARS = 4000  # prompt and negative prompt each; the tokenizer trunca
 MAX_SEED = 2**32 - 1  # torch.Generator.manual_seed takes any int64, A1111 seeds are uint32
 
 MAX_BODY_BYTES = 256 * 1024  # a txt2img request is < 2 KiB; this only stops abuse
+# img2img and png-info carry a picture as base64: a 1024 px PNG is up to ~4 MiB, ~5.3 MiB in base64
+IMAGE_BODY_PATHS = ("/sdapi/v1/img2img", "/sdapi/v1/png-info")
+MAX_IMAGE_BODY_BYTES = 16 * 2**20
+MAX_INIT_IMAGE_PIXELS = 4096 * 4096  # a sent picture is decoded before it is resized; bigger is refused
 BODY_READ_TIMEOUT_S = 30.0  # a body must arrive within this (256 KiB at >= 9 KB/s); else 408 and close
 
 # The compute one request may ask for, in megapixel-steps: width * height * U-Net evaluations per image

@@ -7,8 +7,12 @@ scheduler) fill whatever a request leaves out, so every API gives the same image
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import re
 import secrets
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -134,6 +138,49 @@ class Txt2ImgRequest(BaseModel):
             width=self.width or d.width, height=self.height or d.height,
             num_images=self.batch_size * self.n_iter,
         )
+
+
+_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,")
+
+
+def decode_picture(text: str, field: str) -> bytes:
+    """The file bytes of a base64 picture (plain or a `data:image/png;base64,` URL, as webuiapi sends),
+    checked to be an image Pillow reads and not past limits.MAX_INIT_IMAGE_PIXELS; else 422 naming `field`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = base64.b64decode(_DATA_URL.sub("", text.strip(), count=1), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, f"{field}: not base64; send the picture's PNG or JPEG bytes in base64.", field) from None
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            width, height = picture.size
+            if width * height > limits.MAX_INIT_IMAGE_PIXELS:
+                raise ApiError(422, f"{field}: the picture is {width}x{height} pixels, over the limit of "
+                                    f"{limits.MAX_INIT_IMAGE_PIXELS} pixels; send a smaller one.", field)
+            picture.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise ApiError(422, f"{field}: not a picture Pillow can read; send a PNG or JPEG in base64.", field) from None
+    return data
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """AUTOMATIC1111's `StableDiffusionProcessingImg2Img` body: txt2img's fields plus the picture to start
+    from and how far it is noised. Masks, resize modes and scripts are not supported and ignored; the
+    picture is resized to width x height (A1111's resize_mode 0, "Just resize")."""
+
+    init_images: list[Annotated[str, Field(max_length=limits.MAX_IMAGE_BODY_BYTES)]] = Field(
+        min_length=1, max_length=1, description="one base64 picture (PNG, JPEG...), optionally a data: URL")
+    denoising_strength: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = Field(
+        0.75, description="how far the picture is noised: near 0 keeps it, 1 ignores its content")
+
+    def to_params(self, d: ModelDefaults) -> JobParams:
+        return dataclasses.replace(super().to_params(d), init_image=decode_picture(self.init_images[0], "init_images"),
+                                   denoising_strength=self.denoising_strength)
+
+
+class PngInfoRequest(BaseModel):
+    image: Annotated[str, Field(max_length=limits.MAX_IMAGE_BODY_BYTES, description="a base64 PNG")]
 
 
 # ---------------------------------------------------------------------------------------- OpenAI

@@ -83,10 +83,13 @@ class GuardMiddleware:
             await self._refuse(send, path, 401, "This server needs an API key: send 'Authorization: Bearer "
                                                 "KEY' or 'x-api-key: KEY'.", extra_headers=[(b"www-authenticate", b"Bearer")])
             return
+        # the routes that take a picture get a larger limit than the text-only ones
+        max_body_bytes = max(self.max_body_bytes, limits.MAX_IMAGE_BODY_BYTES) \
+            if path in limits.IMAGE_BODY_PATHS else self.max_body_bytes
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
             await self._refuse(send, path, 413, f"The request body is {length} bytes; the limit is "
-                                                f"{self.max_body_bytes} bytes.")
+                                                f"{max_body_bytes} bytes.")
             return
 
         received = 0
@@ -108,8 +111,8 @@ class GuardMiddleware:
                     raise BodyTimeout(self.body_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge(self.max_body_bytes)
+                if received > max_body_bytes:
+                    raise BodyTooLarge(max_body_bytes)
                 body_pending = body_pending and message.get("more_body", False)
             return message
 

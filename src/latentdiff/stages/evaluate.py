@@ -265,7 +265,9 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
             else:
                 grid_caption = _evaluate_pipeline(cfg, model, clip_path, real_ref, extractor, out_dir, payload)
     write_metrics(out_dir, payload)
-    report = write_report(out_dir, payload, title=f"{Path(model).name} ({kind}) on {dataset.root.name}/{cfg.split}",
+    # a pipeline is called by its stored name ('shapes'), not its folder's ('pipeline' for every run)
+    shown_name = payload.get("protocol", {}).get("model_name") or Path(model).name
+    report = write_report(out_dir, payload, title=f"{shown_name} ({kind}) on {dataset.root.name}/{cfg.split}",
                           grid_caption=f"Each pair: {grid_caption}." if grid_caption else None)
     save_config(cfg, out_dir)
     print(f"Wrote {out_dir / 'metrics.json'} and {report}.")

@@ -30,6 +30,23 @@ def _next_index(out_dir: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
+def read_init_image(path: str):
+    """The --init-image picture, fully read, or one sentence saying why it cannot be used."""
+    from PIL import Image, UnidentifiedImageError
+
+    from latentdiff.errors import UserError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"--init-image {path} does not exist; pass the path of a PNG or JPEG picture.") from None
+    except (UnidentifiedImageError, OSError) as err:
+        reason = getattr(err, "strerror", None) or "not a picture Pillow can read"
+        raise UserError(f"--init-image {path} cannot be read ({reason}); pass a PNG or JPEG picture.") from None
+
+
 def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
     """Generate, write the PNGs (+ grid) and the resolved config; return the image paths written.
     `pipeline`: an already loaded `TextToImage` for `cfg.model` (the keep-alive worker's), else loaded here."""
@@ -44,6 +61,8 @@ def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
         from latentdiff.errors import UserError
 
         raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
+    if cfg.init_image is not None:  # before loading the model: a wrong path fails in a moment
+        request.init_image, request.strength = read_init_image(cfg.init_image), cfg.strength
     pipeline = pipeline or TextToImage.load(cfg.model, cfg.device)
     request = pipeline.validate(request)  # fills seed and size; fails fast on bad input
     out_dir = Path(cfg.out)
@@ -52,7 +71,8 @@ def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
     last_seed = request.seed + num_total - 1
     seeds = f"seed {request.seed}" + (f" (images use {request.seed}..{last_seed})" if num_total > 1 else "")
     print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {pipeline.model_name}, "
-          f"{request.scheduler}, {request.steps} steps, {seeds}.")
+          f"{request.scheduler}, {request.steps} steps, {seeds}"
+          + (f", from {cfg.init_image} at strength {cfg.strength:g}." if request.init_image is not None else "."))
 
     with tqdm(total=None, desc="denoising", unit="step") as bar:
         def on_step(step: int, total: int, latents) -> None:

@@ -13,6 +13,7 @@ written anywhere), so the resolved settings are printed instead.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -39,6 +40,9 @@ def check_config(cfg: ServeConfig) -> None:
         raise UserError(f"--max-request-cost must be above 0 megapixel-steps (got {cfg.max_request_cost}).")
     if not cfg.max_job_seconds > 0:
         raise UserError(f"--max-job-seconds must be above 0 (got {cfg.max_job_seconds}).")
+    if cfg.models_dir and not Path(cfg.models_dir).expanduser().is_dir():  # before the model loads
+        raise UserError(f"--models-dir {cfg.models_dir} is not a folder; pass the folder that holds your pipeline "
+                        f"folders (e.g. runs/).")
 
 
 def resolve_api_key(cfg: ServeConfig) -> str:
@@ -99,8 +103,15 @@ def build(cfg: ServeConfig, api_key: str):
     queue = JobQueue(None, max_queue=cfg.max_queue, max_batch_images=cfg.max_batch,
                      max_job_seconds=cfg.max_job_seconds)
     queue.start(load_engine=lambda: PipelineEngine.load(cfg.model, cfg.device))  # the worker owns the model
+
+    def load_model(path: Path, name: str) -> PipelineEngine:
+        # the name the model list gives it (it differs from the folder's when two folders share one)
+        engine = PipelineEngine.load(str(path), cfg.device)
+        engine.tti.source = dataclasses.replace(engine.tti.source, name=name)
+        return engine
+
     app = create_app(queue, api_key=api_key, hosts=HostPolicy(cfg.host, cfg.allowed_hosts),
-                     max_request_cost=cfg.max_request_cost)
+                     max_request_cost=cfg.max_request_cost, models_dir=cfg.models_dir, load_model=load_model)
     return app, queue
 
 
@@ -119,7 +130,9 @@ def run(cfg: ServeConfig) -> None:
     port = sock.getsockname()[1]
     shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     engine = queue.engine
-    print(f"latentdiff serve: {engine.model_name} [{engine.model_hash}] on http://{shown_host}:{port}/ "
+    others = len(app.state.latentdiff.models) - 1
+    shown_models = f" (+{others} more model{'s' if others > 1 else ''} in {cfg.models_dir})" if others else ""
+    print(f"latentdiff serve: {engine.model_name} [{engine.model_hash}]{shown_models} on http://{shown_host}:{port}/ "
           f"(API docs: /docs; queue {cfg.max_queue}, batches of up to {cfg.max_batch} images; requests up to "
           f"{app.state.latentdiff.max_request_cost:.1f} megapixel-steps, jobs up to {cfg.max_job_seconds:g} s; "
           f"API key {'required' if api_key else 'off'})", flush=True)

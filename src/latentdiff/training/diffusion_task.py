@@ -236,4 +236,7 @@ class DiffusionTask:
         """The pipeline folder: model_index.json, unet/ (EMA weights when EMA is on: the loop copies them
         in before calling this), vae/, text_encoder/, tokenizer/, scheduler/ (with the training's
         prediction_type), all weights in safetensors."""
+        from latentdiff.model_source import write_model_name
+
         self.pipeline(model).save_pretrained(out_dir, safe_serialization=True)
+        write_model_name(out_dir)  # 'shapes' for runs/shapes/pipeline, not 'pipeline' for every run

@@ -1,0 +1,148 @@
+"""Several models, img2img and png-info as AUTOMATIC1111 and OpenAI clients use them: webuiapi's
+`util_set_model`, `img2img` and `png_info`, and the openai package's `models.list()`, against a real
+`latentdiff serve --models-dir` on a port."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers.server_client import server_client, threaded_server
+
+FAST = {"steps": 4, "width": 32, "height": 32, "seed": 5, "cfg_scale": 5, "sampler_name": "Euler a"}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tiny_pipeline_dir, tmp_path_factory):
+    """runs/shapes/pipeline (the tiny model, named by `train`'s export) and runs/emoji/pipeline (other weights)."""
+    from helpers.random_pipeline import build_random_pipeline
+    from latentdiff.model_source import write_model_name
+
+    runs = tmp_path_factory.mktemp("runs")
+    shutil.copytree(tiny_pipeline_dir, runs / "shapes" / "pipeline")
+    build_random_pipeline(runs / "emoji" / "pipeline", "tiny", seed=1)
+    (runs / "broken" / "pipeline").mkdir(parents=True)  # not a pipeline: skipped, not fatal
+    (runs / "broken" / "pipeline" / "model_index.json").write_text("{}")
+    for name in ("shapes", "emoji"):
+        write_model_name(runs / name / "pipeline")
+    return runs
+
+
+@pytest.fixture(scope="module")
+def server(tiny_pipeline_dir, models_dir):
+    with server_client(tiny_pipeline_dir, models_dir=str(models_dir)) as (client, queue):
+        yield client, queue
+
+
+@pytest.fixture(scope="module")
+def url(server):
+    client, _ = server
+    with threaded_server(client.app) as base_url:
+        yield base_url
+
+
+def _picture() -> Image.Image:
+    picture = Image.new("RGB", (48, 40), (20, 20, 60))
+    picture.paste((240, 200, 40), (8, 8, 40, 32))
+    return picture
+
+
+def _b64_png(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_sd_models_lists_every_pipeline_with_a1111_fields(server, tiny_pipeline_dir):
+    client, _ = server
+    models = client.get("/sdapi/v1/sd-models").json()
+    assert [m["model_name"] for m in models] == [tiny_pipeline_dir.name, "emoji", "shapes"]
+    for model in models:
+        assert set(model) == {"title", "model_name", "hash", "sha256", "filename", "config"}
+        assert model["title"] == f"{model['model_name']} [{model['hash']}]" and model["sha256"].startswith(model["hash"])
+        assert str(tiny_pipeline_dir.parent) not in json.dumps(model)  # no server paths
+    assert models[0]["hash"] == models[2]["hash"] != models[1]["hash"]  # shapes is a copy of the tiny model
+
+
+def test_webuiapi_switches_models_and_generates_with_the_new_one(server, url):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=int(url.rsplit(":", 1)[1]))
+    first = api.txt2img(prompt="a red circle", **FAST)
+    api.util_set_model("emoji")
+    assert api.util_get_current_model().startswith("emoji [")
+    switched = api.txt2img(prompt="a red circle", **FAST)
+    assert "Model: emoji" in switched.info["infotexts"][0] and switched.info["sd_model_name"] == "emoji"
+    assert np.abs(np.asarray(first.image, dtype=int) - np.asarray(switched.image, dtype=int)).max() > 0
+    api.util_set_model("shapes")
+    assert api.get_options()["sd_model_checkpoint"].startswith("shapes [")
+    assert "Model: shapes" in api.txt2img(prompt="a red circle", **FAST).info["infotexts"][0]
+
+
+def test_webuiapi_img2img_and_png_info(server, url):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=int(url.rsplit(":", 1)[1]))
+    result = api.img2img(images=[_picture()], prompt="a red circle", denoising_strength=0.5, batch_size=2, **FAST)
+    assert len(result.images) == 2 and all(im.size == (32, 32) for im in result.images)
+    assert result.info["denoising_strength"] == 0.5 and result.info["all_seeds"] == [5, 6]
+    infotext = result.info["infotexts"][0]
+    assert "Denoising strength: 0.5" in infotext and "Seed: 5" in infotext
+    read_back = api.png_info(result.images[0])
+    assert read_back.info == infotext
+    assert read_back.json["parameters"]["Denoising strength"] == "0.5"
+    assert read_back.json["parameters"]["Prompt"] == "a red circle"
+
+
+def test_img2img_matches_generate_with_an_init_image(server):
+    from latentdiff.pipeline import GenerationRequest
+
+    client, queue = server
+    client.post("/sdapi/v1/options", json={"sd_model_checkpoint": queue.engine.model_name})
+    response = client.post("/sdapi/v1/img2img", json={"init_images": [_b64_png(_picture())], "prompt": "a red circle",
+                                                      "denoising_strength": 0.5, **FAST})
+    assert response.status_code == 200, response.text
+    ours = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
+    reference = queue.engine.tti.generate(GenerationRequest(["a red circle"], seed=5, steps=4, guidance=5,
+                                                            scheduler="euler-a", width=32, height=32,
+                                                            init_image=_picture(), strength=0.5))[0]
+    assert ours.info["parameters"] == reference.infotext
+    assert np.abs(np.asarray(ours, dtype=int) - np.asarray(reference.image, dtype=int)).max() <= 2
+
+
+def test_img2img_goes_through_the_same_checks(server):
+    client, queue = server
+    picture = _b64_png(_picture())
+    too_small = client.post("/sdapi/v1/img2img", json={"init_images": [picture], **FAST, "width": 8, "height": 8})
+    assert too_small.status_code == 422 and "width" in too_small.json()["detail"]
+    too_costly = client.post("/sdapi/v1/img2img", json={"init_images": [picture], "steps": 150, "batch_size": 16,
+                                                        "width": 1024, "height": 1024, "denoising_strength": 1})
+    assert too_costly.status_code == 413 and "--max-request-cost" in too_costly.json()["detail"]
+    no_steps = client.post("/sdapi/v1/img2img", json={"init_images": [picture], **FAST, "denoising_strength": 0.1})
+    assert no_steps.status_code == 422 and "denoising_strength" in no_steps.json()["detail"]
+    not_a_picture = client.post("/sdapi/v1/img2img", json={"init_images": ["aGVsbG8="], **FAST})
+    assert not_a_picture.status_code == 422 and "init_images" in not_a_picture.json()["detail"]
+    assert queue.snapshot()["waiting"] == 0
+
+
+def test_unknown_model_is_refused_in_one_sentence_and_keeps_the_current(server):
+    client, queue = server
+    before = client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+    response = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "nope"})
+    assert response.status_code == 404
+    assert "there is no model 'nope'" in response.json()["detail"] and "emoji [" in response.json()["detail"]
+    assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == before
+
+
+def test_openai_client_lists_the_models(url, tiny_pipeline_dir):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url + "/v1", api_key="unused")
+    assert [model.id for model in client.models.list()] == [tiny_pipeline_dir.name, "emoji", "shapes"]
+    assert client.models.retrieve("emoji").owned_by == "latentdiff"

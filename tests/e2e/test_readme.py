@@ -146,6 +146,7 @@ def run_block(block: Block, work: Path, env: dict[str, str]) -> None:
         assert done.returncode == 0, f"{where} failed:\n{done.stdout}{done.stderr}"
 
 
+@pytest.mark.slow  # runs the README walkthrough (prepare-data, generate, evaluate): about 1-2 minutes on 2 cores
 def test_readme_commands_run_in_order_and_print_what_the_readme_shows(readme_shell):
     from helpers.random_pipeline import build_random_pipeline
 

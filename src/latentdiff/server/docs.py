@@ -3,7 +3,8 @@
 FastAPI's own pages load Swagger UI and ReDoc from a CDN: on a machine without internet access (or
 behind a proxy that blocks jsdelivr) `/docs` is a blank page. The `fastapi-offline` package ships the
 same assets (Swagger UI 5, which reads the OpenAPI 3.1 document FastAPI writes, and ReDoc 2); we mount
-its `static` folder and build the two pages with FastAPI's own HTML helpers pointing at it.
+its `static` folder and build the two pages with FastAPI's own HTML helpers pointing at it. (ReDoc's
+"API docs by Redocly" badge still asks its CDN for a small logo; offline only that picture is missing.)
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
     POST /api/jobs                 -> 202 {id, status, queue_position, ...}
     GET  /api/jobs/{id}            -> the job's state, parameters and image list
-    GET  /api/jobs/{id}/events     -> text/event-stream: `progress` events (with a preview), then one
-                                      `done`, `failed` or `cancelled` event
+    GET  /api/jobs/{id}/events     -> text/event-stream: `progress` events (with a preview of each image
+                                      being denoised), then one `done`, `failed` or `cancelled` event
+    GET  /api/history              -> the finished jobs the server still keeps, newest first (the page
+                                      shows them after a reload)
     POST /api/jobs/{id}/cancel     -> the job's state
     GET  /api/jobs/{id}/images/{i} -> image/png with the infotext chunk (`?download=1`: as attachment)
     GET  /api/info                 -> model, defaults, samplers, limits, queue counters
@@ -16,20 +18,21 @@ import json
 import time
 from dataclasses import asdict
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from latentdiff.server import limits
 from latentdiff.server.app import get_state
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
-from latentdiff.server.jobs import Job
+from latentdiff.server.jobs import DONE, Job
 from latentdiff.server.schemas import GenerateRequest, usable_schedulers
 
 router = APIRouter(prefix="/api", tags=["latentdiff"], responses=error_responses(*GUARDS))
 JOB_ERRORS = error_responses(404, 422)  # no such job; a malformed path or query
 
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+HISTORY_DEFAULT_JOBS = 50  # jobs /api/history lists unless asked for more (at most FINISHED_JOBS_KEPT)
 
 
 def _job_or_404(request: Request, job_id: str) -> Job:
@@ -40,9 +43,21 @@ def _job_or_404(request: Request, job_id: str) -> Job:
     return job
 
 
+def seconds_left(job: Job, now_s: float) -> float | None:
+    """Time left for a running job, from its pace so far (each step costs about the same); None until
+    the first step is done, 0 once finished."""
+    if job.finished:
+        return 0.0
+    if job.started_at is None or job.step < 1 or not job.total_steps:
+        return None
+    elapsed_s = max(now_s - job.started_at, 0.0)
+    return elapsed_s / job.step * max(job.total_steps - job.step, 0)
+
+
 def job_view(request: Request, job: Job) -> dict:
     view = job.summary()
     view["queue_position"] = get_state(request).queue.queue_position(job)
+    view["seconds_left"] = seconds_left(job, time.time())
     for image in view["images"]:
         image["url"] = f"/api/jobs/{job.id}/images/{image['index']}"
     view["events_url"] = f"/api/jobs/{job.id}/events"
@@ -67,6 +82,13 @@ def info(request: Request) -> dict:
         },
         "queue": snapshot,
     }
+
+
+@router.get("/history", responses=error_responses(422))
+def history(request: Request, limit: int = Query(HISTORY_DEFAULT_JOBS, ge=1, le=limits.FINISHED_JOBS_KEPT)) -> dict:
+    """Finished jobs with images, newest first; each job's images stay in seed order (seed, seed+1, ...)."""
+    jobs = [job for job in get_state(request).queue.history() if job.status == DONE and job.images]
+    return {"jobs": [job_view(request, job) for job in jobs[:limit]]}
 
 
 @router.post("/jobs", status_code=202, responses=error_responses(400, 422, 429))
@@ -102,11 +124,18 @@ def image(job_id: str, index: int, request: Request, download: bool = False) -> 
     return Response(picture.png, media_type="image/png", headers=headers)
 
 
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def _event(request: Request, job: Job) -> str:
     name = job.status if job.finished else "progress"
     payload = job_view(request, job)
     if job.preview_png is not None and not job.finished:
-        payload["preview"] = "data:image/png;base64," + base64.b64encode(job.preview_png).decode()
+        payload["preview"] = _data_url(job.preview_png)
+        # one entry per image of the job: its newest preview, or None while it waits for its chunk
+        payload["previews"] = [_data_url(job.previews[i]) if i in job.previews else None
+                               for i in range(job.params.num_images)]
     return f"event: {name}\ndata: {json.dumps(payload)}\n\n"
 
 

@@ -124,9 +124,11 @@ def create_app(queue: JobQueue, *, api_key: str = "", hosts: HostPolicy | None =
     one request may ask for (default: budget.default_max_cost at the model's native size);
     `models_dir`: more pipeline folders clients may switch to, loaded by `load_model(path, name)`."""
     from latentdiff.server import api_a1111, api_native, api_openai
+    from latentdiff.server.docs import install_docs
 
     app = _App(
         title="latentdiff",
+        docs_url=None, redoc_url=None,  # docs.py serves both from local assets instead of a CDN
         version=__version__,
         description="Text-to-image generation with a latentdiff pipeline: latentdiff's own job API (used by the "
                     "page at /), an AUTOMATIC1111-compatible API (/sdapi/v1) and an OpenAI-compatible one (/v1).",
@@ -151,6 +153,7 @@ def create_app(queue: JobQueue, *, api_key: str = "", hosts: HostPolicy | None =
 
     # StaticFiles serves only files inside the package's static folder (it refuses '..' and symlinks out).
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    install_docs(app)
     app.include_router(api_native.router)
     app.include_router(api_a1111.router)
     app.include_router(api_openai.router)

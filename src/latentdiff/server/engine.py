@@ -98,7 +98,8 @@ class PipelineEngine:
                                  scheduler=head.scheduler, width=head.width, height=head.height,
                                  image_seeds=seeds, **img2img)
 
-    def run(self, batch: list[JobParams], on_step: Callable[[int, int, dict[int, bytes]], bool]) -> list[list[JobImage]]:
+    def run(self, batch: list[JobParams],
+            on_step: Callable[[int, int, dict[int, dict[int, bytes]]], bool]) -> list[list[JobImage]]:
         request = self._request(batch)
         num_images = len(request.image_seeds)
         batch_size = min(num_images, self.tti.auto_batch_size(request.width, request.height, request.guidance))
@@ -107,13 +108,14 @@ class PipelineEngine:
 
         def progress(step: int, total: int, latents) -> None:
             # `step` counts 1..total over all chunks of `batch_size` images; latents (b, C, h, w) are
-            # the current chunk's. Preview each job's first image when it is in this chunk.
+            # the current chunk's. Preview every image of every job that is in this chunk.
             chunk = min((step - 1) * num_chunks // max(total, 1), num_chunks - 1)
-            previews = {}
-            for j, index in enumerate(first_image):
-                row = index - chunk * batch_size
-                if 0 <= row < latents.shape[0]:
-                    previews[j] = latents_to_png(latents, row, self._preview_matrix)
+            previews: dict[int, dict[int, bytes]] = {}
+            for j, params in enumerate(batch):
+                for k in range(params.num_images):
+                    row = first_image[j] + k - chunk * batch_size
+                    if 0 <= row < latents.shape[0]:
+                        previews.setdefault(j, {})[k] = latents_to_png(latents, row, self._preview_matrix)
             if on_step(step, total, previews):
                 raise _Stop()
 

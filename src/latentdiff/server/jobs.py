@@ -76,11 +76,12 @@ class JobImage:
 class Engine(Protocol):
     """The model side, as the worker sees it (`latentdiff.server.engine.PipelineEngine`)."""
 
-    def run(self, batch: list[JobParams], on_step: Callable[[int, int, dict[int, bytes]], bool]) -> list[list[JobImage]]:
+    def run(self, batch: list[JobParams],
+            on_step: Callable[[int, int, dict[int, dict[int, bytes]]], bool]) -> list[list[JobImage]]:
         """Generate every job's images in one model call. After each denoising step it calls
-        `on_step(step, total, previews)`, previews mapping a job's index in `batch` to a PNG of its
-        image forming; a True answer stops the call (then every job gets no images). Returns one list
-        of images per job."""
+        `on_step(step, total, previews)`, previews mapping a job's index in `batch` to {index of the
+        image in that job: PNG of it forming} for the images being denoised now; a True answer stops
+        the call (then every job gets no images). Returns one list of images per job."""
         ...
 
 
@@ -111,7 +112,8 @@ class Job:
     finished_at: float | None = None
     step: int = 0
     total_steps: int = 0
-    preview_png: bytes | None = None
+    preview_png: bytes | None = None  # the newest preview of the job's first image being denoised
+    previews: dict[int, bytes] = field(default_factory=dict)  # image index -> its newest preview
     images: list[JobImage] = field(default_factory=list)
     error: str | None = None
     error_status: int = 500  # the HTTP status the APIs answer a failed job with (504: past the time limit)
@@ -278,6 +280,12 @@ class JobQueue:
                 self._touch(job)
             return len(self._running)
 
+    def history(self) -> list[Job]:
+        """The finished jobs still kept (bounded by `finished_jobs_kept` and `finished_bytes_kept`),
+        the newest first: what the page shows again after a reload."""
+        with self._cond:
+            return [self._jobs[job_id] for job_id in reversed(self._finished_order) if job_id in self._jobs]
+
     def queue_position(self, job: Job) -> int:
         """0 while running or finished; 1 for the next to run, ..."""
         with self._cond:
@@ -342,7 +350,7 @@ class JobQueue:
         job.status = status
         job.error = error
         job.finished_at = time.time()
-        job.preview_png = None
+        job.preview_png, job.previews = None, {}
         size = sum(len(im.png) for im in job.images)
         self._finished_order[job.id] = size
         self._kept_bytes += size
@@ -383,12 +391,13 @@ class JobQueue:
             self._running = batch
             return batch
 
-    def _on_step(self, batch: list[Job], step: int, total: int, previews: dict[int, bytes]) -> bool:
+    def _on_step(self, batch: list[Job], step: int, total: int, previews: dict[int, dict[int, bytes]]) -> bool:
         with self._cond:
             for j, job in enumerate(batch):
                 job.step, job.total_steps = step, total
-                if previews.get(j) is not None:
-                    job.preview_png = previews[j]
+                if previews.get(j):
+                    job.previews.update(previews[j])
+                    job.preview_png = previews[j][min(previews[j])]
                 self._touch(job)
             self._batch_timed_out = time.monotonic() > self._batch_deadline
             return self._batch_timed_out or all(job.cancel_requested for job in batch)

@@ -1,9 +1,12 @@
 // The page's client: submit a job to /api/jobs, follow its server-sent events (read with fetch so the
-// API key header can be sent), show progress and the preview, then add the images to the gallery.
+// API key header can be sent), show progress, time left and a preview per image, then add the images to
+// the gallery. The gallery starts from /api/history (the server keeps recent results), so a reload loses
+// nothing; each image can give its settings back to the form or its parameters to the clipboard.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let currentJob = null;
+const shownJobs = new Set();  // job ids already in the gallery (history and live results meet)
 
 function headers(extra = {}) {
   const key = $("api_key").value || sessionStorage.getItem("latentdiff-key") || "";
@@ -54,6 +57,40 @@ async function loadInfo() {
   }
 }
 
+// The model picker: AUTOMATIC1111's model list and switch (/sdapi/v1/sd-models, /sdapi/v1/options), shown
+// only when the server has more than one model to choose from.
+async function loadModels() {
+  try {
+    const models = await (await api("/sdapi/v1/sd-models")).json();
+    if (models.length < 2) { $("model-box").hidden = true; return; }
+    const options = await (await api("/sdapi/v1/options")).json();
+    $("model").replaceChildren(...models.map((m) => new Option(m.model_name, m.title)));
+    $("model").value = options.sd_model_checkpoint;
+    $("model-box").hidden = false;
+  } catch (_) {
+    $("model-box").hidden = true;  // a server without these endpoints has one model
+  }
+}
+
+async function switchModel() {
+  const title = $("model").value;
+  $("model").disabled = $("generate").disabled = true;
+  setStatus(`loading model ${$("model").selectedOptions[0].text}`);
+  try {
+    await api("/sdapi/v1/options", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sd_model_checkpoint: title }),
+    });
+    await loadInfo();
+    setStatus(`model ${$("model").selectedOptions[0].text} loaded`);
+  } catch (err) {
+    setStatus(`Could not switch the model: ${err.message}`, true);
+    await loadModels();
+  } finally {
+    $("model").disabled = false;
+    $("generate").disabled = currentJob !== null;
+  }
+}
+
 function formBody() {
   const body = { prompt: $("prompt").value, negative_prompt: $("negative_prompt").value, scheduler: $("scheduler").value };
   for (const [name, parse] of [["steps", parseInt], ["guidance", parseFloat], ["seed", parseInt],
@@ -64,38 +101,116 @@ function formBody() {
   return body;
 }
 
-function showProgress(job, preview) {
+function formatSeconds(seconds) {
+  const s = Math.round(seconds);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+// One preview per image of the job: `previews[i]` is image i's newest one, null until its chunk runs.
+function showPreviews(previews) {
+  const box = $("previews");
+  while (box.children.length < previews.length) {
+    const img = document.createElement("img");
+    img.alt = `preview of image ${box.children.length + 1} forming`;
+    img.hidden = true;
+    box.append(img);
+  }
+  previews.forEach((src, i) => {
+    if (src) { box.children[i].src = src; box.children[i].hidden = false; }
+  });
+  box.hidden = false;
+}
+
+function clearPreviews() {
+  $("previews").replaceChildren();
+  $("previews").hidden = true;
+}
+
+function showProgress(job) {
   const total = job.total_steps || 1;
   $("progress").max = total;
   $("progress").value = job.step;
   if (job.status === "queued") {
     setStatus(`queued (position ${job.queue_position})`);
   } else if (job.status === "running") {
-    setStatus(`step ${job.step} / ${job.total_steps}` + (job.batch_size > job.params.num_images ? ` (batched with others: ${job.batch_size} images)` : ""));
+    const left = job.seconds_left == null ? "" : `, ${formatSeconds(job.seconds_left)} left`;
+    setStatus(`step ${job.step} / ${job.total_steps}${left}` + (job.batch_size > job.params.num_images ? ` (batched with others: ${job.batch_size} images)` : ""));
   }
-  if (preview) {
-    $("preview").src = preview;
-    $("preview").hidden = false;
-  }
+  if (job.previews) showPreviews(job.previews);
+  else if (job.preview) showPreviews([job.preview]);
 }
 
-async function addToGallery(job) {
-  for (const image of job.images) {
-    const blob = await (await api(image.url)).blob();
-    const url = URL.createObjectURL(blob);
-    const figure = document.createElement("figure");
-    figure.className = "result";
-    const img = document.createElement("img");
-    img.src = url;
-    img.alt = job.params.prompt;
-    const caption = document.createElement("figcaption");
-    caption.textContent = image.infotext;
-    const link = document.createElement("a");
-    link.href = url;
-    link.download = `latentdiff-${image.seed}.png`;
-    link.textContent = "Download PNG";
-    figure.append(img, caption, link);
-    $("gallery").prepend(figure);
+// Put a job's settings back in the form; the seed is this image's own, so Generate makes it again.
+function reuseSettings(params, seed) {
+  for (const name of ["prompt", "negative_prompt", "steps", "guidance", "width", "height", "scheduler"]) {
+    $(name).value = params[name];
+  }
+  $("seed").value = seed;
+  $("num_images").value = 1;
+  $("prompt").focus();
+  $("form").scrollIntoView({ block: "nearest" });
+  setStatus(`settings of seed ${seed} loaded: Generate makes this image again`);
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (_) {  // no clipboard permission (or not a secure context): the selection route still works
+    const area = Object.assign(document.createElement("textarea"), { value: text });
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  setStatus("parameters copied");
+}
+
+function button(text, title, onClick) {
+  const b = Object.assign(document.createElement("button"), { type: "button", textContent: text, title });
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function figureFor(job, image) {
+  const blob = await (await api(image.url)).blob();
+  const url = URL.createObjectURL(blob);
+  const figure = document.createElement("figure");
+  figure.className = "result";
+  figure.dataset.seed = image.seed;
+  const img = document.createElement("img");
+  img.src = url;
+  img.alt = job.params.prompt;
+  const caption = document.createElement("figcaption");
+  caption.textContent = image.infotext;
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `latentdiff-${image.seed}.png`;
+  link.textContent = "Download PNG";
+  const actions = document.createElement("div");
+  actions.className = "image-actions";
+  actions.append(
+    button("Reuse settings", "put this image's settings (and seed) in the form", () => reuseSettings(job.params, image.seed)),
+    button("Copy parameters", "copy this image's parameters (infotext) to the clipboard", () => copyText(image.infotext)),
+    link);
+  figure.append(img, caption, actions);
+  return figure;
+}
+
+// A job's images in seed order, as one group: newest jobs go first (`atTop`), history is read newest first.
+async function addToGallery(job, atTop = true) {
+  if (shownJobs.has(job.id)) return;
+  shownJobs.add(job.id);
+  const figures = await Promise.all(job.images.map((image) => figureFor(job, image)));
+  if (atTop) $("gallery").prepend(...figures);
+  else $("gallery").append(...figures);
+}
+
+async function loadHistory() {
+  try {
+    const history = await (await api("/api/history")).json();
+    for (const job of history.jobs) await addToGallery(job, false);
+  } catch (err) {
+    setStatus(`Could not read the results kept by the server: ${err.message}`, true);
   }
 }
 
@@ -106,9 +221,10 @@ function finish(job) {
   if (job.status === "done") {
     $("progress").value = $("progress").max;
     setStatus(`done: ${job.images.length} image(s) in ${(job.finished_at - job.created_at).toFixed(1)} s`);
-    $("preview").hidden = true;
+    clearPreviews();
     return addToGallery(job);
   }
+  clearPreviews();  // a cancelled or failed job leaves no half-formed image behind
   if (job.status === "cancelled") setStatus("cancelled");
   else setStatus(`failed: ${job.error}`, true);
 }
@@ -134,7 +250,7 @@ async function follow(jobId) {
       }
       if (!data) continue;  // a keep-alive comment
       const job = JSON.parse(data);
-      if (event === "progress") showProgress(job, job.preview);
+      if (event === "progress") showProgress(job);
       else return finish(job);
     }
   }
@@ -149,6 +265,7 @@ async function generate(event) {
   if ($("api_key").value) sessionStorage.setItem("latentdiff-key", $("api_key").value);
   $("generate").disabled = true;
   $("progress").value = 0;
+  clearPreviews();
   setStatus("submitting");
   try {
     const job = await (await api("/api/jobs", {
@@ -162,6 +279,7 @@ async function generate(event) {
     currentJob = null;
     $("generate").disabled = false;
     $("cancel").disabled = true;
+    clearPreviews();
     setStatus(err.message, true);
   }
 }
@@ -180,6 +298,16 @@ document.addEventListener("DOMContentLoaded", () => {
   $("api_key").value = sessionStorage.getItem("latentdiff-key") || "";
   $("form").addEventListener("submit", generate);
   $("cancel").addEventListener("click", cancel);
-  $("api_key").addEventListener("change", loadInfo);
+  $("model").addEventListener("change", switchModel);
+  $("api_key").addEventListener("change", () => { loadInfo(); loadModels(); loadHistory(); });
+  // Ctrl+Enter (Cmd+Enter on a Mac) generates from anywhere on the page, as in A1111 and ComfyUI
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !$("generate").disabled) {
+      event.preventDefault();
+      $("form").requestSubmit();
+    }
+  });
   loadInfo();
+  loadModels();
+  loadHistory();
 });

@@ -391,3 +391,16 @@ class ServeConfig:
     max_job_seconds: float = option(DEFAULT_MAX_JOB_SECONDS, "a running job is stopped after this many seconds "
                                                              "and its client gets an error")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+
+
+@dataclass
+class PsConfig:
+    """`latentdiff ps`: the keep-alive workers and servers running for this user (as `ollama ps`)."""
+
+
+@dataclass
+class StopConfig:
+    """`latentdiff stop [TARGET...]`: end keep-alive workers and servers (as `ollama stop`)."""
+
+    targets: list[str] = positional("which to stop: a PID, or a model name or folder as `latentdiff ps` shows it "
+                                    "(none: all of them)", default=[], nargs="*")

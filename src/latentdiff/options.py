@@ -89,12 +89,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
-    if not any(f.metadata.get("positional") for f in dataclasses.fields(cls)):
+    fields = dataclasses.fields(cls)
+    if fields and not any(f.metadata.get("positional") for f in fields):  # a file cannot say where positionals go
         parser.add_argument(CONFIG_FLAG, metavar="FILE", default=None,
                             help="read options from a TOML or JSON file, e.g. a saved latentdiff_config.json "
                                  "(flags given here override it)")
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in fields:
         meta = f.metadata
         tp = _unwrap_optional(hints[f.name])
         kwargs: dict[str, Any] = {"help": meta.get("help", "")}

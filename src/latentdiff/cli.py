@@ -20,6 +20,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("generate", "generate images from text prompts with a pipeline folder, hub id or the bundled model"),
     "evaluate": ("evaluate", "measure a pipeline, CLIP or VAE folder on a dataset split: metrics.json + report.md"),
     "serve": ("serve", "serve a pipeline: web page, AUTOMATIC1111- and OpenAI-compatible APIs (127.0.0.1)"),
+    "ps": ("ps", "list the keep-alive workers and servers running, with their model and memory"),
+    "stop": ("stop", "stop keep-alive workers and servers (all, or by PID or model)"),
 }
 
 USAGE = "usage: latentdiff <stage> [options]   (latentdiff <stage> --help for a stage's options)"

@@ -188,23 +188,37 @@ class TrainConfig:
         return dataclasses.replace(self, **updates)
 
 
-# train-clip's batch_size / lr / epochs when the user gives none: from scratch, and with --init (the
-# seed recipe for fine-tuning a pretrained CLIP).
+# Each training stage's batch_size / lr / epochs when the user gives none: from scratch, and with --init.
+# train-clip's fine-tuning row is the seed recipe for fine-tuning a pretrained CLIP.
 CLIP_SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 5e-4, "epochs": 30}
 CLIP_FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}
+# From scratch a small VAE takes a high LR well (AdamW, warmup-free, cosine); fine-tuning a pretrained VAE
+# uses a small one so it keeps what it knows (Stable Diffusion's VAE fine-tunes used 1e-5 order LRs).
+VAE_SCRATCH_DEFAULTS = {"batch_size": 16, "lr": 1e-3, "epochs": 5}
+VAE_FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 2}
+# U-Net from scratch: AdamW at 2e-4 is stable for these small U-Nets with gradient clipping; 20 epochs of
+# the ~3,800-image emoji set is the hour budget of `small` (see the measurements above UNET_PRESETS).
+# Fine-tuning a pretrained U-Net: the usual Stable Diffusion fine-tuning recipe (batch 8, lr 1e-5).
+UNET_SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 2e-4, "epochs": 20}
+UNET_FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}
+
+
+def _stage_default(scratch: dict[str, Any], finetune: dict[str, Any], name: str) -> str:
+    """The help's "(default: ...)" of a stage's batch_size / lr / epochs, from the tables above."""
+    return f"(default: {scratch[name]:g} from scratch, {finetune[name]:g} with --init)"
 
 
 def _clip_default(name: str) -> str:
-    return f"{CLIP_SCRATCH_DEFAULTS[name]:g} from scratch, {CLIP_FINETUNE_DEFAULTS[name]:g} with --init"
+    return _stage_default(CLIP_SCRATCH_DEFAULTS, CLIP_FINETUNE_DEFAULTS, name)
 
 
 @dataclass
 class ClipTrainConfig(TrainConfig):
     """`latentdiff train-clip`: contrastive CLIP training (defaults in CLIP_*_DEFAULTS above)."""
 
-    epochs: int | None = option(None, f"passes over the training split when --max-steps is 0 (None: {_clip_default('epochs')})")
-    batch_size: int | None = option(None, f"image-caption pairs per step per process (None: {_clip_default('batch_size')})")
-    lr: float | None = option(None, f"peak AdamW learning rate (None: {_clip_default('lr')})")
+    epochs: int | None = option(None, f"passes over the training split when --max-steps is 0 {_clip_default('epochs')}")
+    batch_size: int | None = option(None, f"image-caption pairs per step per process {_clip_default('batch_size')}")
+    lr: float | None = option(None, f"peak AdamW learning rate {_clip_default('lr')}")
     checkpoint_every: int = option(200, "write resumable training state every N optimizer steps (0: only at the end)")
     validate_every: int = option(200, "run retrieval validation every N optimizer steps (0: only at the end)")
 
@@ -212,9 +226,14 @@ class ClipTrainConfig(TrainConfig):
 @dataclass
 class UnetTrainConfig(TrainConfig):
     """`latentdiff train-unet`: the latent denoiser, conditioned on a frozen CLIP text encoder, in the latent
-    space of a frozen VAE. Defaults: from scratch batch 32, lr 2e-4, 20 epochs; with --init (fine-tuning)
-    batch 8, lr 1e-5, 5 epochs."""
+    space of a frozen VAE (defaults in UNET_*_DEFAULTS above)."""
 
+    epochs: int | None = option(None, "passes over the training split when --max-steps is 0 "
+                                      + _stage_default(UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS, "epochs"))
+    batch_size: int | None = option(None, "images per optimizer step per process, before accumulation "
+                                          + _stage_default(UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS, "batch_size"))
+    lr: float | None = option(None, "peak learning rate of AdamW "
+                                    + _stage_default(UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS, "lr"))
     clip: str = option("", "the CLIP folder (from `latentdiff train-clip`) whose text encoder and tokenizer condition the U-Net")
     vae: str = option("", "the VAE folder (from `latentdiff train-vae`) whose latent space the U-Net denoises")
     prediction_type: str = option("epsilon", "what the U-Net predicts: the noise (epsilon) or the velocity (v_prediction)",
@@ -239,9 +258,14 @@ class UnetTrainConfig(TrainConfig):
 
 @dataclass
 class VaeTrainConfig(TrainConfig):
-    """`latentdiff train-vae`: an AutoencoderKL trained with reconstruction + KL. Defaults: from scratch
-    batch 16, lr 1e-3, 5 epochs; with --init (fine-tuning) batch 8, lr 1e-5, 2 epochs."""
+    """`latentdiff train-vae`: an AutoencoderKL trained with reconstruction + KL (defaults in VAE_*_DEFAULTS above)."""
 
+    epochs: int | None = option(None, "passes over the training split when --max-steps is 0 "
+                                      + _stage_default(VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS, "epochs"))
+    batch_size: int | None = option(None, "images per optimizer step per process, before accumulation "
+                                          + _stage_default(VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS, "batch_size"))
+    lr: float | None = option(None, "peak learning rate of AdamW "
+                                    + _stage_default(VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS, "lr"))
     reconstruction_loss: str = option("l1", "pixel reconstruction loss: l1 (sharper, as in LDM) or mse (what PSNR measures)",
                                       choices=("l1", "mse"))
     crop_size: int = option(0, "train on random square crops of this many pixels (a multiple of the VAE's downsampling "
@@ -258,6 +282,14 @@ class VaeTrainConfig(TrainConfig):
     validate_every: int = option(200, "run PSNR validation and write a reconstruction grid every N optimizer steps (0: only at the end)")
 
 
+def _per_stage(name: str) -> str:
+    """"train-clip 30, train-vae 5, train-unet 20": each stage's default of `name` when `train` runs it."""
+    stages = (("train-clip", ClipTrainConfig, CLIP_SCRATCH_DEFAULTS), ("train-vae", VaeTrainConfig, VAE_SCRATCH_DEFAULTS),
+              ("train-unet", UnetTrainConfig, UNET_SCRATCH_DEFAULTS))
+    return ", ".join(f"{stage} {scratch.get(name, cls.__dataclass_fields__[name].default):g}"
+                     for stage, cls, scratch in stages)
+
+
 @dataclass
 class TrainAllConfig:
     """`latentdiff train`: train-clip, train-vae and train-unet in order into OUT/clip, OUT/vae and
@@ -271,10 +303,14 @@ class TrainAllConfig:
     clip_max_steps: int = option(0, "optimizer steps of train-clip (0: --max-steps)")
     vae_max_steps: int = option(0, "optimizer steps of train-vae (0: --max-steps)")
     unet_max_steps: int = option(0, "optimizer steps of train-unet (0: --max-steps)")
-    epochs: int | None = option(None, "passes over the training split of each stage when its max steps are 0 (default: the stage's)")
-    batch_size: int | None = option(None, "images per optimizer step of each stage (default: the stage's)")
-    checkpoint_every: int | None = option(None, "training-state checkpoint every N steps in each stage (default: the stage's)")
-    validate_every: int | None = option(None, "validation every N steps in each stage (default: the stage's)")
+    epochs: int | None = option(None, "passes over the training split of each stage when its max steps are 0 "
+                                      f"(default: each stage's own: {_per_stage('epochs')})")
+    batch_size: int | None = option(None, f"images per optimizer step of each stage (default: each stage's own: "
+                                          f"{_per_stage('batch_size')})")
+    checkpoint_every: int | None = option(None, "training-state checkpoint every N steps in each stage "
+                                                f"(default: each stage's own: {_per_stage('checkpoint_every')})")
+    validate_every: int | None = option(None, "validation every N steps in each stage "
+                                              f"(default: each stage's own: {_per_stage('validate_every')})")
     mixed_precision: str = option("auto", "accelerate mixed precision (auto: bf16 on CUDA cards that support it, else fp32)",
                                   choices=("auto", "no", "fp16", "bf16"))
     num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
@@ -361,3 +397,16 @@ class ServeConfig:
     max_job_seconds: float = option(DEFAULT_MAX_JOB_SECONDS, "a running job is stopped after this many seconds "
                                                              "and its client gets an error")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+
+
+@dataclass
+class PsConfig:
+    """`latentdiff ps`: the keep-alive workers and servers running for this user (as `ollama ps`)."""
+
+
+@dataclass
+class StopConfig:
+    """`latentdiff stop [TARGET...]`: end keep-alive workers and servers (as `ollama stop`)."""
+
+    targets: list[str] = positional("which to stop: a PID, or a model name or folder as `latentdiff ps` shows it "
+                                    "(none: all of them)", default=[], nargs="*")

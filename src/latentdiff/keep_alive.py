@@ -36,6 +36,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+from latentdiff import processes
 from latentdiff.config import GenerateConfig
 from latentdiff.options import config_to_dict
 
@@ -183,13 +184,22 @@ def run_in_worker(cfg: GenerateConfig) -> int | None:
     return None  # it exited before taking the request: nothing happened, generate in process
 
 
+def ask_to_stop(path: Path) -> bool:
+    """Ask the worker on socket `path` to exit once it has answered what it is running; False if none listens."""
+    connection = _connect(path)
+    if connection is None:
+        return False
+    with connection, contextlib.suppress(OSError):
+        _send(connection, {"stop": True})
+    return True
+
+
 def stop_other_workers(keep_key: str) -> None:
     """Ask every worker but `keep_key`'s to exit once it has answered what it is running."""
     folder = runtime_dir()
     for path in folder.glob("*.sock") if folder is not None else ():
-        if path.stem != keep_key and (connection := _connect(path)) is not None:
-            with connection, contextlib.suppress(OSError):
-                _send(connection, {"stop": True})
+        if path.stem != keep_key:
+            ask_to_stop(path)
 
 
 def start_worker(cfg: GenerateConfig) -> None:
@@ -317,35 +327,39 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) 
     listener.listen(16)
     stop_other_workers(key)
     worker = _Worker(model, device)
-    try:
-        worker.loaded_pipeline()
-        deadline = time.monotonic() + keep_alive_s
-        while (remaining := deadline - time.monotonic()) > 0:
-            listener.settimeout(remaining)
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                break
-            asked = worker.answer_safely(connection, keep_alive_s)
-            if asked is None:  # a stop request: a newer worker holds another model
-                break
-            keep_alive_s = asked
-            deadline = time.monotonic() + keep_alive_s  # the latest call's keep-alive counts from now
-        path.unlink(missing_ok=True)  # no new clients; answer the ones already queued, then exit
-        listener.settimeout(0.0)
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except (BlockingIOError, TimeoutError):
-                break
-            worker.answer_safely(connection, 0.0)
-    finally:
-        path.unlink(missing_ok=True)
-        listener.close()
-        log = path.with_suffix(".log")
-        if log.exists() and log.stat().st_size == 0:  # keep a log only when it says something
-            log.unlink(missing_ok=True)
-        lock.close()
+    # listed by `latentdiff ps` (while it loads too) until it exits
+    with processes.registered("worker", model or "bundled", device=device or "auto", socket=str(path),
+                              until=time.time() + keep_alive_s) as card:
+        try:
+            card.update(device=str(worker.loaded_pipeline().device))
+            deadline = time.monotonic() + keep_alive_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                listener.settimeout(remaining)
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    break
+                asked = worker.answer_safely(connection, keep_alive_s)
+                if asked is None:  # a stop request: `latentdiff stop`, or a newer worker holds another model
+                    break
+                keep_alive_s = asked
+                deadline = time.monotonic() + keep_alive_s  # the latest call's keep-alive counts from now
+                card.update(until=time.time() + keep_alive_s)
+            path.unlink(missing_ok=True)  # no new clients; answer the ones already queued, then exit
+            listener.settimeout(0.0)
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except (BlockingIOError, TimeoutError):
+                    break
+                worker.answer_safely(connection, 0.0)
+        finally:
+            path.unlink(missing_ok=True)
+            listener.close()
+            log = path.with_suffix(".log")
+            if log.exists() and log.stat().st_size == 0:  # keep a log only when it says something
+                log.unlink(missing_ok=True)
+            lock.close()
     return 0
 
 

@@ -19,6 +19,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from latentdiff.config_file import CONFIG_FLAG, config_path, config_tokens, read_config_values
 from latentdiff.errors import UserError
 
 CONFIG_FILENAME = "latentdiff_config.json"
@@ -77,10 +78,24 @@ def _number(allow_inf: bool) -> Callable[[str], float]:
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors can name where the bad value came from (a --config file)."""
+
+    source: str | None = None
+
+    def error(self, message: str):
+        super().error(f"{self.source}: {message}" if self.source else message)
+
+
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    parser = _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    fields = dataclasses.fields(cls)
+    if fields and not any(f.metadata.get("positional") for f in fields):  # a file cannot say where positionals go
+        parser.add_argument(CONFIG_FLAG, metavar="FILE", default=None,
+                            help="read options from a TOML or JSON file, e.g. a saved latentdiff_config.json "
+                                 "(flags given here override it)")
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in fields:
         meta = f.metadata
         tp = _unwrap_optional(hints[f.name])
         kwargs: dict[str, Any] = {"help": meta.get("help", "")}
@@ -129,7 +144,19 @@ def parse_config(cls: type[T], argv: list[str], prog: str, description: str) -> 
     """Flags -> `cls`; a value no stage can use (nan, `--out` at a file) exits 2 with argparse's one line,
     before the stage imports torch or loads anything."""
     parser = build_parser(cls, prog, description)
+    path = config_path(argv) if any(a.dest == "config" for a in parser._actions) else None
+    if path:
+        parser.source = f"--config {path}"
+        try:
+            tokens, lists = config_tokens(read_config_values(path, cls.__name__), parser)
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            parser.error(str(err))
+        parser.set_defaults(**lists)
+        parser.parse_args(tokens)  # the file's values alone, so an error in them names the file
+        parser.source = None
+        argv = tokens + argv  # argparse keeps the last value given: the command line's flags win
     namespace = parser.parse_args(argv)
+    vars(namespace).pop("config", None)
     problem = out_path_problem(namespace.out) if getattr(namespace, "out", "") else None
     if problem:
         parser.error(problem)

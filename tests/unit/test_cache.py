@@ -74,3 +74,36 @@ def test_key_changes_when_the_vae_changes_not_when_it_moves(inputs, tmp_path):
     second = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "cache")
     assert second.built and second.path != first.path
     assert not torch.equal(first.latent_mean, second.latent_mean)
+
+
+def test_a_killed_build_resumes_from_its_last_finished_chunk(inputs, tmp_path, monkeypatch, capsys):
+    from latentdiff.data import cache
+
+    vae, text_encoder, tokenizer = _frozen(inputs)
+    dataset = open_prepared(inputs["data"])
+    monkeypatch.setattr(cache, "ENCODE_BATCH_SIZE", 2)
+    monkeypatch.setattr(cache, "CHUNK_BATCHES", 2)  # chunks of 4 images: the 12 images are 3 chunks
+    whole = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "whole")
+
+    encoded: list[int] = []  # images per encode call of the build under test
+    real_encode = cache.encode_images
+
+    def encode_then_die(vae, pixels):
+        if len(encoded) == 3:  # the 2nd batch of the 2nd chunk: chunk 1 is on disk, chunk 2 is not
+            raise KeyboardInterrupt
+        encoded.append(len(pixels))
+        return real_encode(vae, pixels)
+
+    monkeypatch.setattr(cache, "encode_images", encode_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "killed")
+    assert not list((tmp_path / "killed").glob("*.safetensors"))  # no half-written cache file
+
+    encoded.clear()
+    monkeypatch.setattr(cache, "encode_images", lambda vae, pixels: (encoded.append(len(pixels)), real_encode(vae, pixels))[1])
+    resumed = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "killed")
+    assert sum(encoded) == 12 - 4  # only the images after the finished chunk were encoded again
+    assert "resuming an interrupted build, 4 of" in capsys.readouterr().out
+    for name in ("latent_mean", "latent_std", "caption_index", "text_embeddings"):
+        assert torch.equal(getattr(resumed, name), getattr(whole, name)), name  # as if never interrupted
+    assert [p.name for p in (tmp_path / "killed").iterdir()] == [resumed.path.name]  # the chunks are cleaned up

@@ -133,3 +133,51 @@ def test_a_folder_others_can_open_is_never_used(tmp_path, monkeypatch):
     monkeypatch.setenv(keep_alive.RUNTIME_DIR_ENV, str(shared))
     assert keep_alive.runtime_dir() is None
     assert keep_alive.socket_path("abc") is None
+
+
+def test_ps_lists_workers_and_servers_with_model_and_memory_and_stop_ends_them(
+        tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
+    from helpers.live_server import live_server
+    from latentdiff.stages import ps, stop
+
+    monkeypatch.chdir(tmp_path)
+    worker_cfg = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, out="o", keep_alive=120)
+    keep_alive.start_worker(worker_cfg)  # loads while the server starts
+    with live_server(tiny_pipeline_dir) as server:
+        assert _wait_for(_socket_of(worker_cfg).exists, WORKER_START_TIMEOUT_S), "the worker never opened its socket"
+        capsys.readouterr()
+        assert ps.main([]) == 0
+        rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[1:]}
+        assert set(rows) == {"worker", "server"}, rows
+        assert str(server.process.pid) in rows["server"] and server.url in rows["server"]
+        assert str(tiny_pipeline_dir) in rows["worker"] and "unloads in" in rows["worker"]
+        for row in rows.values():
+            assert " MB " in row or " GB " in row  # resident memory: a loaded model is megabytes at least
+
+        assert stop.main([str(server.process.pid)]) == 0  # by PID: the server shuts down as on Ctrl-C
+        server.process.wait(timeout=WORKER_EXIT_TIMEOUT_S)
+        assert "Shutting down" in server.log() and not list(runtime_dir.glob("server-*"))  # it cleaned up itself
+        assert stop.main([str(tiny_pipeline_dir)]) == 0  # by model folder: the worker
+        assert _wait_for(lambda: not _socket_of(worker_cfg).exists(), WORKER_EXIT_TIMEOUT_S)
+        printed = capsys.readouterr().out
+        assert f"stopped server {server.process.pid}" in printed and "stopped worker" in printed
+        assert ps.main([]) == 0
+        assert "No latentdiff workers or servers are running." in capsys.readouterr().out
+
+
+def test_ps_forgets_processes_that_died_and_stop_names_an_unknown_target(runtime_dir, capsys):
+    import json
+    import subprocess
+    import sys
+
+    from latentdiff import processes
+    from latentdiff.stages import ps, stop
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    card = runtime_dir / f"server-{gone.stdout.strip()}{processes.CARD_SUFFIX}"  # a server killed with SIGKILL
+    card.write_text(json.dumps({"kind": "server", "pid": int(gone.stdout), "model": "shapes"}))
+    assert ps.main([]) == 0
+    assert "No latentdiff workers or servers are running." in capsys.readouterr().out and not card.exists()
+    assert stop.main(["shapes"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No running worker or server matches 'shapes'" in err

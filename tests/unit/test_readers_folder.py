@@ -193,3 +193,18 @@ def test_a_header_claiming_billions_of_pixels_is_skipped_not_fatal(tmp_path):
     manifest = prepare(root, tmp_path / "out")
     assert sum(manifest["counts"].values()) == 1
     assert skipped(manifest)["bomb.bmp"].startswith("unreadable image (DecompressionBombError")
+
+
+@pytest.mark.parametrize("num_images", [3, 12])
+def test_small_folder_gets_every_split_with_the_right_images(tmp_path, num_images):
+    """A 12-image folder gave 11/1/0 and `evaluate` refused its empty test split."""
+    root = tmp_path / "pics"
+    for i in range(num_images):
+        _rgb(root / f"{i}.png", (20 * i, 0, 0))
+        (root / f"{i}.txt").write_text(f"picture {i}\n")
+    manifest = prepare(root, tmp_path / "out")
+    assert all(manifest["counts"][split] >= 1 for split in ("train", "validation", "test")), manifest["counts"]
+    assert sum(manifest["counts"].values()) == num_images
+    for _, captions, path in records(tmp_path / "out").values():  # each moved file still shows its own picture
+        number = int(captions[0].split()[1])
+        assert Image.open(path).convert("RGB").getpixel((8, 8)) == (20 * number, 0, 0)

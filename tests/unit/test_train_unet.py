@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from helpers.tensorboard_log import logged_images
 from helpers.unet_components import tiny_unet_argv, write_tiny_clip, write_tiny_vae, write_unet_inputs
 from latentdiff.stages import train_unet
 
@@ -59,7 +61,9 @@ def test_run_writes_config_validation_and_samples(trained):
     assert config["prediction_type"] == "v_prediction" and config["batch_size"] == 4
     metrics = [json.loads(line) for line in (out / "validation_metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 4 and np.isfinite(metrics[-1]["loss"]) and "loss_t500" in metrics[-1]
-    assert list((out / "samples").glob("step_*.png"))
+    last_png = sorted((out / "samples").glob("step_*.png"))[-1]
+    step, logged = logged_images(out / "logs")["val/samples"][-1]  # the same grid in TensorBoard's Images tab
+    assert step == 4 and np.array_equal(np.asarray(logged.convert("RGB")), np.asarray(Image.open(last_png).convert("RGB")))
 
 
 def test_rerun_reuses_the_cache_and_the_finished_run(trained):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -13,6 +14,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from PIL import Image
 
 from helpers.clip_data import write_tiny_clip_dataset
+from helpers.tensorboard_log import logged_images
 from latentdiff.config import VAE_PRESETS, VaeTrainConfig
 from latentdiff.data.prepared import ImageCaptionDataset, open_prepared
 from latentdiff.errors import UserError
@@ -103,6 +105,8 @@ def test_train_vae_improves_psnr_and_saves_a_loadable_vae_with_its_scaling_facto
 
     grid = Image.open(out / "validation" / "reconstructions-step000020.png")
     assert grid.size == (IMAGE_SIZE * GRID_IMAGES, IMAGE_SIZE * 2)  # originals above reconstructions
+    step, logged = logged_images(out / "logs")["val/reconstructions"][-1]  # the same grid in TensorBoard
+    assert step == 20 and np.array_equal(np.asarray(logged.convert("RGB")), np.asarray(grid.convert("RGB")))
     assert json.loads((out / "latentdiff_config.json").read_text())["config"]["preset"] == "tiny"
 
     capsys.readouterr()

@@ -22,6 +22,8 @@ The file name carries a hash of everything that produced it (VAE weights + confi
 config, tokenizer, the dataset's manifest and the split's metadata, the image size, this format's
 version), so a second run, or a later epoch, reuses it, and a changed VAE or dataset makes a new one.
 Multi-process: the main process builds while the others wait (`main_process_first`), then all read it.
+Resumable: the build writes chunks of CHUNK_BATCHES encode batches, each atomically, into a folder beside
+the file, so a build killed after minutes continues from its last chunk instead of starting again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,9 @@ CACHE_FORMAT_VERSION = 1
 EMPTY_PROMPT = ""
 EMPTY_PROMPT_ROW = 0  # text_embeddings[0] is always the empty prompt
 ENCODE_BATCH_SIZE = 32  # images / captions per forward pass while building
+# Encode batches per chunk file while building (512 items): a killed build loses at most one chunk of work
+# (~20 s of a 5,915-image build that took 4 min under load) and resumes from the chunks on disk.
+CHUNK_BATCHES = 16
 EMBEDDING_DTYPE = torch.float16
 DEFAULT_CACHE_SUBDIR = ".latentdiff-cache"  # inside the dataset folder: the cache belongs to the data
 
@@ -112,7 +118,35 @@ def encode_images(vae, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.
     return posterior.mean, posterior.std
 
 
-def _build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str, desc: str) -> dict[str, torch.Tensor]:
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file under a temporary name, then rename it: a reader (or a resumed build)
+    sees the whole file or none. A full or read-only disk ends in one sentence."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"Could not write the latent cache to {path.parent} ({err.strerror or err}); pass "
+                        f"--cache-dir a writable folder with free space.") from None
+
+
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """[start, stop) of each chunk of `count` items; chunks hold whole encode batches, so the batches (and
+    so the numbers) are the same as an uninterrupted build's."""
+    size = ENCODE_BATCH_SIZE * CHUNK_BATCHES
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str, desc: str,
+           parts_dir: Path) -> dict[str, torch.Tensor]:
+    """Encode the split chunk by chunk into `parts_dir` (one file per chunk, written atomically), skipping
+    the chunks an earlier, interrupted build already wrote; then return the whole split's tensors."""
+    from safetensors.torch import load_file
+
     images = ImageCaptionDataset(dataset, split)
     captions_per_image = [record.captions for record in images.records]
     distinct = [EMPTY_PROMPT] + sorted({c for caps in captions_per_image for c in caps} - {EMPTY_PROMPT})
@@ -122,21 +156,40 @@ def _build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str, d
     for i, caps in enumerate(captions_per_image):
         caption_index[i, :len(caps)] = torch.tensor([row_of[c] for c in caps], dtype=torch.int64)
 
-    total = len(images) + len(distinct)
-    means, stds, embeddings = [], [], []
-    with tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True) as bar:
-        for start in range(0, len(images), ENCODE_BATCH_SIZE):
-            batch = torch.stack([images[i]["pixel_values"] for i in range(start, min(start + ENCODE_BATCH_SIZE, len(images)))])
+    def encode_image_chunk(start: int, stop: int) -> dict[str, torch.Tensor]:
+        means, stds = [], []
+        for first in range(start, stop, ENCODE_BATCH_SIZE):
+            batch = torch.stack([images[i]["pixel_values"] for i in range(first, min(first + ENCODE_BATCH_SIZE, stop))])
             mean, std = encode_images(vae, batch)
             means.append(mean.float().cpu())
             stds.append(std.float().cpu())
             bar.update(len(batch))
-        for start in range(0, len(distinct), ENCODE_BATCH_SIZE):
-            chunk = distinct[start:start + ENCODE_BATCH_SIZE]
+        return {"latent_mean": torch.cat(means).contiguous(), "latent_std": torch.cat(stds).contiguous()}
+
+    def encode_text_chunk(start: int, stop: int) -> dict[str, torch.Tensor]:
+        embeddings = []
+        for first in range(start, stop, ENCODE_BATCH_SIZE):
+            chunk = distinct[first:min(first + ENCODE_BATCH_SIZE, stop)]
             embeddings.append(encode_prompts(text_encoder, tokenizer, chunk).to("cpu", EMBEDDING_DTYPE))
             bar.update(len(chunk))
-    return {"latent_mean": torch.cat(means).contiguous(), "latent_std": torch.cat(stds).contiguous(),
-            "caption_index": caption_index, "text_embeddings": torch.cat(embeddings).contiguous()}
+        return {"text_embeddings": torch.cat(embeddings).contiguous()}
+
+    jobs = [(parts_dir / f"{kind}-{index:06d}.safetensors", start, stop, encode)
+            for kind, count, encode in (("images", len(images), encode_image_chunk), ("text", len(distinct), encode_text_chunk))
+            for index, (start, stop) in enumerate(_chunks(count))]
+    done = sum(stop - start for file, start, stop, _ in jobs if file.exists())
+    if done:
+        print(f"{desc}: resuming an interrupted build, {done} of {len(images) + len(distinct)} items already encoded",
+              flush=True)
+    with tqdm(total=len(images) + len(distinct), initial=done, desc=desc, unit="item", dynamic_ncols=True) as bar:
+        for file, start, stop, encode in jobs:
+            if not file.exists():
+                _save_atomic(encode(start, stop), file)
+    parts = [load_file(str(file)) for file, *_ in jobs]
+    return {"latent_mean": torch.cat([p["latent_mean"] for p in parts if "latent_mean" in p]).contiguous(),
+            "latent_std": torch.cat([p["latent_std"] for p in parts if "latent_std" in p]).contiguous(),
+            "caption_index": caption_index,
+            "text_embeddings": torch.cat([p["text_embeddings"] for p in parts if "text_embeddings" in p]).contiguous()}
 
 
 def cache_path(cache_dir: Path, split: str, key: str) -> Path:
@@ -146,28 +199,23 @@ def cache_path(cache_dir: Path, split: str, key: str) -> Path:
 def load_or_build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str,
                   cache_dir: str | Path | None = None) -> EncodedSplit:
     """The encoded split: read from `cache_dir` when an identical one was built before, else built (by the
-    main process; others wait for it) and written atomically (temporary file, then rename)."""
-    from safetensors.torch import load_file, save_file
+    main process; others wait for it) and written atomically (temporary file, then rename). A build that
+    was killed resumes from its last finished chunk (`.<name>.parts/` beside the file, removed once done)."""
+    from safetensors.torch import load_file
 
     from latentdiff.runtime import process_state
 
     cache_dir = Path(cache_dir) if cache_dir else dataset.root / DEFAULT_CACHE_SUBDIR
     key = cache_key(vae, text_encoder, tokenizer, dataset, split)
     path = cache_path(cache_dir, split, key)
+    parts_dir = path.with_name(f".{path.stem}.parts")  # the key is in the name: parts of another VAE never mix
     built = False
     with process_state().main_process_first():
         if not path.exists():
-            tensors = _build(vae, text_encoder, tokenizer, dataset, split, desc=f"caching {split} latents + text")
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                save_file(tensors, str(tmp), metadata={"key": key, "split": split, "dataset": str(dataset.root),
-                                                       "format_version": str(CACHE_FORMAT_VERSION)})
-                os.replace(tmp, path)
-            except OSError as err:
-                tmp.unlink(missing_ok=True)
-                raise UserError(f"Could not write the latent cache to {cache_dir} ({err.strerror or err}); pass "
-                                f"--cache-dir a writable folder with free space.") from None
+            tensors = _build(vae, text_encoder, tokenizer, dataset, split, f"caching {split} latents + text", parts_dir)
+            _save_atomic(tensors, path, metadata={"key": key, "split": split, "dataset": str(dataset.root),
+                                                  "format_version": str(CACHE_FORMAT_VERSION)})
+            shutil.rmtree(parts_dir, ignore_errors=True)
             built = True
     tensors = load_file(str(path))
     return EncodedSplit(latent_mean=tensors["latent_mean"], latent_std=tensors["latent_std"],

@@ -60,10 +60,15 @@ class SourceResult:
     info: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (layout found, ...)
 
 
+def _key_position(key: str, seed: int) -> float:
+    """Where the key's hash falls in [0, 1): below TEST_FRACTION is test, then validation, then train."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_for_key(key: str, seed: int = 0) -> str:
     """Deterministic split by image (never by caption): a hash of the key picks the bucket."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = _key_position(key, seed)
     if u < TEST_FRACTION:
         return "test"
     if u < TEST_FRACTION + VALIDATION_FRACTION:
@@ -105,6 +110,7 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
     for split in SPLITS:
         (root / split).mkdir(parents=True)
     kept = 0
+    hashed: set[str] = set()  # keys split by the hash (not by the source), which fill_empty_splits may move
     heartbeat = Heartbeat(root)  # tells a concurrent run that this temp folder is in use
     for item in tqdm(result.items, total=result.num_items, desc=f"prepare {result.source}", unit="img"):
         if max_images and kept >= max_images:
@@ -135,6 +141,8 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
             skipped.append(Skipped(item.key, f"unreadable image ({type(err).__name__}: {err})"))
             continue
         split = item.split or split_for_key(item.key, seed)
+        if not item.split:
+            hashed.add(item.key)
         if split not in rows:
             raise ValueError(f"source gave unknown split {split!r}")
         file_name = f"{len(rows[split]):06d}.png"
@@ -149,6 +157,7 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
         raise UserError(f"No usable images were found for source '{result.source}' "
                         f"({len(skipped)} skipped; first reason: {skipped[0].reason if skipped else 'none'}); "
                         "check the path and layout.")
+    fill_empty_splits(root, rows, hashed, seed)
     for split, split_rows in rows.items():
         if not split_rows:
             (root / split).rmdir()  # imagefolder rejects an empty split folder
@@ -170,3 +179,28 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
     (root / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
                                           encoding="utf-8")
     return manifest
+
+
+def fill_empty_splits(root: Path, rows: dict[str, list[dict[str, Any]]], hashed: set[str], seed: int) -> None:
+    """Give each empty split one hash-split image when there are >= len(SPLITS) of them in all.
+
+    5% buckets leave a small dataset's test split empty (a 12-image folder gave 11/1/0) and `evaluate`
+    then refuses it. The donor is the largest split; the image moved is the one whose hash lies nearest
+    to the empty bucket (lowest position), so the choice is deterministic. Files stay numbered
+    0..n-1 in source order in every split, so the donor's later files move down one number."""
+    if sum(len(r) for r in rows.values()) < len(SPLITS):
+        return
+    for empty in [s for s in SPLITS if not rows[s]]:
+        donor = max(SPLITS, key=lambda s: len(rows[s]))
+        movable = [i for i, row in enumerate(rows[donor]) if row["id"] in hashed]
+        if len(rows[donor]) < 2 or not movable:
+            continue
+        index = min(movable, key=lambda i: _key_position(rows[donor][i]["id"], seed))
+        row = rows[donor].pop(index)
+        (root / donor / row["file_name"]).rename(root / empty / f"{len(rows[empty]):06d}.png")
+        row["file_name"] = f"{len(rows[empty]):06d}.png"
+        rows[empty].append(row)
+        for later in rows[donor][index:]:
+            renumbered = f"{int(later['file_name'][:6]) - 1:06d}.png"
+            (root / donor / later["file_name"]).rename(root / donor / renumbered)
+            later["file_name"] = renumbered

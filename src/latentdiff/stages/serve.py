@@ -21,6 +21,7 @@ from pathlib import Path
 
 from latentdiff.config import ServeConfig
 from latentdiff.options import run_stage
+from latentdiff.processes import registered
 from latentdiff.errors import UserError
 
 DESCRIPTION = ("Serve a pipeline over HTTP: a web page, an AUTOMATIC1111-compatible API (/sdapi/v1) and an "
@@ -132,13 +133,17 @@ def run(cfg: ServeConfig) -> None:
     engine = queue.engine
     others = len(app.state.latentdiff.models) - 1
     shown_models = f" (+{others} more model{'s' if others > 1 else ''} in {cfg.models_dir})" if others else ""
-    print(f"latentdiff serve: {engine.model_name} [{engine.model_hash}]{shown_models} on http://{shown_host}:{port}/ "
-          f"(API docs: /docs; queue {cfg.max_queue}, batches of up to {cfg.max_batch} images; requests up to "
-          f"{app.state.latentdiff.max_request_cost:.1f} megapixel-steps, jobs up to {cfg.max_job_seconds:g} s; "
-          f"API key {'required' if api_key else 'off'})", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+    url = f"http://{shown_host}:{port}/"
     try:
-        server.run(sockets=[sock])
+        # listed by `latentdiff ps` from before it says it is up; `latentdiff stop` sends SIGINT, as Ctrl-C does
+        with registered("server", engine.model_name, device=str(engine.tti.device), path=str(engine.tti.source.path),
+                        url=url):
+            print(f"latentdiff serve: {engine.model_name} [{engine.model_hash}]{shown_models} on {url} "
+                  f"(API docs: /docs; queue {cfg.max_queue}, batches of up to {cfg.max_batch} images; requests up to "
+                  f"{app.state.latentdiff.max_request_cost:.1f} megapixel-steps, jobs up to {cfg.max_job_seconds:g} s; "
+                  f"API key {'required' if api_key else 'off'})", flush=True)
+            server.run(sockets=[sock])
     finally:
         queue.close()
         sock.close()

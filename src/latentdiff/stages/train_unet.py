@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.config import UNET_PRESETS, UnetTrainConfig, lookup_preset
+from latentdiff.config import (UNET_FINETUNE_DEFAULTS, UNET_PRESETS, UNET_SCRATCH_DEFAULTS, UnetTrainConfig,
+                               lookup_preset)
 from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.training.stage import require_data_and_out, run_training_stage
 
-# (batch_size, lr, epochs) when the user does not say. From scratch: AdamW at 2e-4 is stable for these
-# small U-Nets with gradient clipping; 20 epochs of the ~3,800-image emoji set is the hour budget of
-# `small` (see the measurements above UNET_PRESETS). Fine-tuning a pretrained U-Net: the usual Stable
-# Diffusion fine-tuning recipe (batch 8, lr 1e-5).
-SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 2e-4, "epochs": 20}
-FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}
+# (batch_size, lr, epochs) when the user does not say; in config.py, where --help reads them.
+SCRATCH_DEFAULTS, FINETUNE_DEFAULTS = UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS
 PIPELINE_TEXT_ENCODER_SUBFOLDER = "text_encoder"
 PIPELINE_TOKENIZER_SUBFOLDER = "tokenizer"
 

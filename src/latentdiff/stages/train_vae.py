@@ -9,17 +9,15 @@ grids, TensorBoard logs and resumable training state.
 
 from __future__ import annotations
 
-from latentdiff.config import VAE_PRESETS, VaeTrainConfig, lookup_preset
+from latentdiff.config import (VAE_FINETUNE_DEFAULTS, VAE_PRESETS, VAE_SCRATCH_DEFAULTS, VaeTrainConfig,
+                               lookup_preset)
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.options import run_stage
 from latentdiff.training.stage import run_training_stage
 
-# Defaults for batch_size / lr / epochs when the user gives none. From scratch a small VAE takes a high
-# LR well (AdamW, warmup-free, cosine); fine-tuning a pretrained VAE uses a small one so it keeps what it
-# knows (Stable Diffusion's VAE fine-tunes used 1e-5 order learning rates).
-SCRATCH_DEFAULTS = {"batch_size": 16, "lr": 1e-3, "epochs": 5}
-FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 2}
+# batch_size / lr / epochs when the user gives none; in config.py, where --help reads them.
+SCRATCH_DEFAULTS, FINETUNE_DEFAULTS = VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS
 
 
 def build_task(cfg: VaeTrainConfig):

@@ -191,8 +191,9 @@ class DiffusionTask:
         _, records = self._validation_split()
         return [r.captions[0] for r in records[:self.cfg.num_validation_prompts]]
 
-    def sample_grid(self, model, step: int, out_dir: Path) -> Path | None:
-        """Generate one image per validation prompt through the pipeline that will be exported."""
+    def sample_grid(self, model, step: int, out_dir: Path):
+        """Generate one image per validation prompt through the pipeline that will be exported; the grid
+        (a PIL image, or None without prompts) is saved as samples/step_*.png and returned."""
         from diffusers.utils import make_image_grid
 
         prompts = self.validation_prompts()
@@ -209,18 +210,18 @@ class DiffusionTask:
         images += [images[0].copy().point(lambda _: 255)] * (rows * columns - len(images))  # white padding cells
         folder = out_dir / SAMPLES_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step_{step:07d}.png"
-        make_image_grid(images, rows=rows, cols=columns).save(path)
+        grid = make_image_grid(images, rows=rows, cols=columns)
+        grid.save(folder / f"step_{step:07d}.png")
         (folder / f"step_{step:07d}.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
-        return path
+        return grid
 
     def validate(self, model, step: int, out_dir: Path) -> dict[str, float]:
         out_dir = Path(out_dir)
         metrics = self.validation_loss(model)
-        self.sample_grid(model, step, out_dir)
+        grid = self.sample_grid(model, step, out_dir)
         with open(out_dir / VALIDATION_METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
-        return metrics
+        return metrics if grid is None else {**metrics, "samples": grid}  # the loop shows the grid in TensorBoard
 
     # ------------------------------------------------------------------ export
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from latentdiff import checkpoint, disk_space
@@ -318,6 +320,10 @@ class _Run:
             finally:
                 model.train()
                 checkpoint.restore_rng_state(rng, self.generator)
+            # Pictures (sample / reconstruction grids) go to TensorBoard's Images tab beside the PNGs.
+            grids = {key: metrics.pop(key) for key in [k for k, v in metrics.items() if isinstance(v, Image.Image)]}
+            for key, grid in grids.items():
+                writer.add_image(f"val/{key}", np.asarray(grid.convert("RGB")), self.step, dataformats="HWC")
             for key, value in metrics.items():
                 writer.add_scalar(f"val/{key}", value, self.step)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6])

@@ -56,10 +56,12 @@ class TrainingTask(Protocol):
         trainable module; `generator` is the loop's seeded per-process generator for any randomness
         (noise, timesteps, caption choice) so a resumed run draws the same numbers."""
 
-    def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, float]:
+    def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, Any]:
         """Metrics on the validation split, plus any pictures written under `out_dir`. `model` is the
         unwrapped module (EMA weights when EMA is on). The loop logs the returned numbers to
-        TensorBoard under `val/<name>`; write your own metrics file if the stage promises one."""
+        TensorBoard under `val/<name>`; write your own metrics file if the stage promises one.
+        A value may also be a PIL image (a sample grid): the loop logs it as a TensorBoard image under
+        `val/<name>` and leaves it out of the numbers it prints and returns."""
 
     def export(self, model: torch.nn.Module, out_dir: Path) -> None:
         """Write the released artefact (a CLIPModel folder, an AutoencoderKL folder, a pipeline folder)

@@ -112,7 +112,7 @@ class VaeTask:
                         colour_weight=self.colour_weight)
 
     @torch.no_grad()
-    def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, float]:
+    def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, Any]:
         count = len(self.validation_split)
         if self.validation_images > 0:
             count = min(count, self.validation_images)
@@ -125,10 +125,10 @@ class VaeTask:
                    "num_images": float(count)}
         folder = Path(out_dir) / VALIDATION_DIRNAME
         folder.mkdir(parents=True, exist_ok=True)
-        reconstruction_grid(originals[:GRID_IMAGES], reconstructions[:GRID_IMAGES]).save(
-            folder / f"reconstructions-step{step:06d}.png")
+        grid = reconstruction_grid(originals[:GRID_IMAGES], reconstructions[:GRID_IMAGES])
+        grid.save(folder / f"reconstructions-step{step:06d}.png")
         write_json_atomic(Path(out_dir) / METRICS_FILENAME, {"step": step, **metrics})
-        return metrics
+        return {**metrics, "reconstructions": grid}  # the loop shows the grid in TensorBoard
 
     @torch.no_grad()
     def export(self, model: torch.nn.Module, out_dir: Path) -> None:

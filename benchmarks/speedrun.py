@@ -12,7 +12,8 @@ whatever is left. `--clip/--vae/--unet` add a stage's own flags (e.g. `--unet "-
 v_prediction --zero-terminal-snr"`), so every ablation is one command.
 
 Measured afterwards, with fixed seeds (outside the budget):
-- VAE: PSNR, SSIM, mean CIEDE2000 colour error (all pixels, saturated pixels) on the test split;
+- VAE: PSNR, SSIM, mean CIEDE2000 colour error (all pixels, saturated pixels) on the test split, and the
+  prompt fidelity of its reconstructions of the same concepts: the ceiling a U-Net in its latent space can reach;
 - emoji: prompt fidelity on TRAINING concepts (the first --num-concepts training images, each asked by its
   name in en, fr, es, de, zh, ja; a hit when the concept's own image is among the k nearest of all
   training images, EfficientNet-Lite0 features) and on held-out TEST concepts (English, ranked among the
@@ -163,8 +164,25 @@ def measure_emoji(args, pipeline_dir: Path, dataset) -> dict:
                                        dataset.image_size, seed=SEED, steps=args.steps, guidance=args.guidance,
                                        batch_size=args.eval_batch_size)
         result[split] = {"languages": {k: {"top1": v["top1"], "top5": v["top5"]} for k, v in rows.items()},
-                         "num_concepts": len(chosen), "num_real_images": len(records), **chance}
+                         "num_concepts": len(chosen), "num_real_images": len(records), **chance,
+                         "vae_ceiling": vae_ceiling(pipeline_dir, dataset, features, chosen, records, split)}
     return result
+
+
+def vae_ceiling(pipeline_dir: Path, dataset, features, chosen, records, split: str) -> dict:
+    """Prompt fidelity of the VAE's reconstructions of the chosen concepts' own images: the most a generator
+    in this latent space can score (a perfect U-Net gives back the real latents, which decode to these)."""
+    from diffusers import AutoencoderKL
+
+    from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
+    from latentdiff.evaluation.samples import load_real, to_tensor
+    from latentdiff.evaluation.vae_metrics import reconstruct
+
+    vae = AutoencoderKL.from_pretrained(pipeline_dir, subfolder="vae").eval()
+    originals = to_tensor(load_real([record for record, _ in chosen]).images)  # (N, 3, H, W) in [0, 1]
+    scores = prompt_fidelity(features(reconstruct(vae, originals)), real_features(features, dataset, split, records),
+                             [names["en"] for _, names in chosen], [record.captions for record in records])
+    return {"top1": scores["top1"], "top5": scores["top5"]}
 
 
 def measure_shapes(args, pipeline: Path, work: Path) -> dict:

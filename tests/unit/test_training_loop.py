@@ -136,6 +136,7 @@ def test_a_stop_signal_saves_the_current_step_exits_130_and_resumes_bit_identica
     out = tmp_path / "stopped"
     accum = extra.get("grad_accum_steps", 1)
     cfg = _cfg(out, **extra)
+    handlers_before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     # the signal arrives during step 6 (between the checkpoints of steps 4 and 8)
     status = run_reporting_errors(lambda c: train(_SignalledTask(signum, 5 * accum + 1), c, out), cfg, "latentdiff train-x")
     assert status == 130
@@ -143,7 +144,8 @@ def test_a_stop_signal_saves_the_current_step_exits_130_and_resumes_bit_identica
     assert "after step 6 of 12" in message and "rerun the same command to resume" in message
     assert [s for s, _ in checkpoint.list_checkpoints(out)] == [4, 6]  # step 6 finished and saved
     assert not checkpoint.is_stage_complete(out)
-    assert signal.getsignal(signal.SIGINT) is not None and signal.getsignal(signum) != signal.SIG_IGN
+    # the handlers the process had before (SIG_IGN for SIGINT in a background job started by a shell) are back
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers_before
     result = train(ToyTask(), cfg, out)
     assert result.step == 12
     assert (out / "toy.safetensors").read_bytes() == (ref / "toy.safetensors").read_bytes()

@@ -1,6 +1,6 @@
 """Put a `latentdiff train` run into the package as the bundled default model (issue 6).
 
-    python scripts/bundle_default_model.py --run RUN [--pipeline DIR] [--out src/latentdiff/default_model]
+    python scripts/bundle_default_model.py --run RUN [--pipeline DIR] [--vae DIR] [--out src/latentdiff/default_model]
 
 RUN is a `latentdiff train` run folder (RUN/pipeline and RUN/clip). The output folder gets
 
@@ -51,8 +51,8 @@ def to_float16(path: Path) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
-def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None) -> None:
-    from diffusers import StableDiffusionPipeline
+def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir: Path | None = None) -> None:
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     from latentdiff.models.clip import load_clip
 
@@ -60,7 +60,9 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None) -> None:
     for folder in (pipeline_dir, clip_dir):
         if not folder.is_dir():
             raise SystemExit(f"{folder} does not exist: finish `latentdiff train --out {run}` first.")
-    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir)
+    # A VAE given apart (e.g. `train-vae --decoder-only` of the pipeline's own) must share its latent space.
+    vae = {"vae": AutoencoderKL.from_pretrained(vae_dir)} if vae_dir else {}
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, **vae)
     pipe.save_pretrained(out, safe_serialization=True)
     for part in load_clip(str(clip_dir)):  # CLIPModel, tokenizer, image processor
         part.save_pretrained(out / CLIP_SUBDIR)
@@ -101,13 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="the `latentdiff train` run folder (pipeline/ and clip/ inside)")
     parser.add_argument("--pipeline", default=None,
                         help="the pipeline folder to bundle (default: RUN/pipeline), e.g. a continued train-unet run")
+    parser.add_argument("--vae", default=None,
+                        help="a VAE folder to bundle instead of the pipeline's (one that shares its latent space, "
+                             "e.g. from `latentdiff train-vae --init PIPELINE --decoder-only`)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="the bundled model folder (replaced)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # replace the old bundle only once the new one is whole
         staged = Path(tmp) / out.name
-        save_bundle(Path(args.run), staged, Path(args.pipeline) if args.pipeline else None)
+        save_bundle(Path(args.run), staged, Path(args.pipeline) if args.pipeline else None,
+                    Path(args.vae) if args.vae else None)
         size = folder_bytes(staged)
         if size > MAX_BUNDLE_BYTES:
             raise SystemExit(f"the bundle is {size / 2**20:.1f} MiB, over the {MAX_BUNDLE_BYTES / 2**20:.0f} MiB limit")

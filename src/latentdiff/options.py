@@ -192,6 +192,6 @@ def run_reporting_errors(run: Callable[[T], Any], cfg: T, prog: str) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C; a training stage's says where it saved the state
-        print(f"{prog}: {err or 'interrupted.'}", file=sys.stderr)
+        print(f"{prog}: {str(err) or 'interrupted.'}", file=sys.stderr)
         return 130
     return 0

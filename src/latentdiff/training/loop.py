@@ -141,6 +141,7 @@ class _Run:
         self.optimizer = _make_optimizer(self.model, cfg)
         self.steps_fixed = cfg.max_minutes <= 0  # with a time budget the count is fixed after TIMING_STEPS
         self.retime = cfg.max_minutes > 0  # re-timed during one uninterrupted run; a resumed run keeps its count
+        self._timed_from: tuple[float, int] = (0.0, 0)  # (perf_counter, step) where the current timing began
         self.scheduler = self._lr_scheduler()
         self.ema = ema_lib.make_ema(self.model, cfg.ema_decay)
         self.step = 0
@@ -180,6 +181,26 @@ class _Run:
             tqdm.write(f"[{self.task.name}] --max-minutes {self.cfg.max_minutes:g}: "
                        f"{steps_timed / seconds_timed:.2f} steps/s, so the run ends at step {num_steps}")
 
+    def _follow_time_budget(self, steps_this_run: int, started: float, now: float) -> bool:
+        """--max-minutes: time steps (TIMING_SKIP_STEPS, TIMING_STEPS] of this run and fix the step count,
+        then re-time each RETIME_FRACTION of the budget. True when the count was set again. Every process
+        takes the same branch: the first timing is by step count, a re-timing is agreed on by all."""
+        if not self.retime:
+            return False
+        if not self.steps_fixed:
+            if steps_this_run == TIMING_SKIP_STEPS:
+                self._timed_from = (now, self.step)
+            if steps_this_run != TIMING_STEPS:
+                return False
+        else:
+            due = now - self._timed_from[0] >= RETIME_FRACTION * self.cfg.max_minutes * 60
+            if not self._any_process(torch.tensor(float(due))):
+                return False
+        since, step = self._timed_from
+        self._fix_steps_from_speed(now - started, now - since, self.step - step)
+        self._timed_from = (now, self.step)
+        return True
+
     # ---------------------------------------------------------------- checkpoints
 
     def _config_record(self) -> dict[str, Any]:
@@ -204,8 +225,9 @@ class _Run:
             raise UserError(f"{self.out_dir} was being trained with {state['world_size']} process(es), not "
                             f"{self.world_size}; resume with the same number of processes or use a new --out.")
         if state.get("num_steps_fixed") and not self.steps_fixed:
+            # before the scheduler's state is loaded into it; a resumed run keeps the count it was given
             self._fix_num_steps(state["num_steps"])
-            self.retime = False  # before the scheduler's state is loaded into it
+            self.retime = False
         try:
             self._load_state(latest, state)
         except Exception as err:  # corrupt or foreign files (weights_only=True already refuses code)
@@ -397,7 +419,7 @@ class _Run:
                    disable=not acc.is_main_process, dynamic_ncols=True)
         self.model.train()
         last_loss, metrics, started = float("nan"), {}, time.perf_counter()
-        steps_this_run, timing_started, timed_step = 0, None, 0
+        steps_this_run = 0
         with StopRequests() as stop:
             while self.step < self.num_steps:
                 logs: dict[str, float] = {}
@@ -424,18 +446,9 @@ class _Run:
                 self.step += 1
                 steps_this_run += 1
                 last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
-                rate = steps_this_run * samples_per_step / max(time.perf_counter() - started, 1e-9)
                 now = time.perf_counter()
-                if not self.steps_fixed:
-                    if steps_this_run == TIMING_SKIP_STEPS:
-                        timing_started, timed_step = now, self.step
-                    elif steps_this_run == TIMING_STEPS:
-                        self._fix_steps_from_speed(now - started, now - timing_started, self.step - timed_step)
-                        timing_started, timed_step = now, self.step
-                        bar.total = self.num_steps
-                elif self.retime and now - timing_started >= RETIME_FRACTION * cfg.max_minutes * 60:
-                    self._fix_steps_from_speed(now - started, now - timing_started, self.step - timed_step)
-                    timing_started, timed_step = now, self.step
+                rate = steps_this_run * samples_per_step / max(now - started, 1e-9)
+                if self._follow_time_budget(steps_this_run, started, now):
                     bar.total = self.num_steps
                 bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
                 bar.update(1)

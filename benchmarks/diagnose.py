@@ -31,6 +31,7 @@ SEED = 0
 @torch.no_grad()
 def conditioning_gain(pipe, dataset, num_images: int) -> list[dict]:
     """Loss per timestep with the true caption, a shuffled one and the empty prompt."""
+    from latentdiff.data.cache import encode_images, encode_prompts
     from latentdiff.data.prepared import ImageCaptionDataset
     from latentdiff.losses.diffusion import diffusion_loss, diffusion_target
 
@@ -38,16 +39,13 @@ def conditioning_gain(pipe, dataset, num_images: int) -> list[dict]:
     records = dataset.records("train")
     count = min(num_images, len(images))
     pixels = torch.stack([images[i]["pixel_values"] for i in range(count)])  # (N, 3, H, W) in [-1, 1]
-    latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor  # (N, C, h, w)
+    latents = encode_images(pipe.vae, pixels)[0] * pipe.vae.config.scaling_factor  # posterior means (N, C, h, w)
     captions = [records[i].captions[0] for i in range(count)]
     shuffled = captions[1:] + captions[:1]  # another image's caption for each image
 
-    def embed(prompts):
-        ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
-        return pipe.text_encoder(ids)[0]  # (N, L, D)
-
-    conditions = {"true": embed(captions), "other": embed(shuffled), "empty": embed([""] * count)}
+    # tokenized as training and generation do: (N, L, D) last hidden states
+    conditions = {name: encode_prompts(pipe.text_encoder, pipe.tokenizer, prompts)
+                  for name, prompts in (("true", captions), ("other", shuffled), ("empty", [""] * count))}
     scheduler = pipe.scheduler
     generator = torch.Generator().manual_seed(SEED)
     rows = []

@@ -9,7 +9,8 @@ sends its resolved config, and replays the worker's stdout and stderr; it never 
 Each call restarts the worker's timer with its own `--keep-alive`; 0 stops the worker after answering.
 One model stays warm at a time: a new worker stops the others (their memory, on a GPU too, comes back).
 
-The worker runs exactly the in-process code (`stages.generate.run` with the preloaded pipeline), so a
+The worker runs exactly the in-process code (`stages.generate.run` with the preloaded pipeline, handed to
+`serve` by its entry module `stages/generate_worker.py`: this module imports no stage and no torch), so a
 seed gives the same pixels either way. When no worker answers (none, a stale socket, one that exits just
 then), `generate` runs in process as before: the worker only ever saves time.
 
@@ -21,29 +22,30 @@ Wire protocol, one JSON object per line. Client: {"config": {...}, "cwd": ..., "
 from __future__ import annotations
 
 import contextlib
+import fcntl  # POSIX only, as the Unix sockets are (_SUPPORTED)
 import hashlib
 import json
 import math
 import os
 import select
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from latentdiff import processes
+from latentdiff.processes import runtime_dir
 from latentdiff.config import GenerateConfig
-from latentdiff.options import config_to_dict
+from latentdiff.options import config_to_dict, run_reporting_errors
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # ollama's default is 5 minutes too
 MAX_KEEP_ALIVE_S = 24 * 3600.0
 KEEP_ALIVE_ENV = "LATENTDIFF_KEEP_ALIVE"
-RUNTIME_DIR_ENV = "LATENTDIFF_RUNTIME_DIR"  # where sockets live (default: $XDG_RUNTIME_DIR/latentdiff)
 PROG = "latentdiff generate"
 MAX_SOCKET_PATH_BYTES = 100  # AF_UNIX paths are limited to 104-108 bytes depending on the OS
 BUSY_NOTICE_AFTER_S = 2.0  # say why we wait when the worker has not started on our request by then
@@ -71,26 +73,6 @@ def keep_alive_seconds(cfg: GenerateConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------ where workers live
-
-def runtime_dir() -> Path | None:
-    """A real folder (no symlink) that only this user can open, created 0700; None when there is none."""
-    base = os.environ.get(RUNTIME_DIR_ENV)
-    if base:
-        folder = Path(base)
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "latentdiff"
-    else:
-        folder = Path(tempfile.gettempdir()) / f"latentdiff-{os.getuid()}"
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = os.lstat(folder)
-    except OSError:
-        return None
-    # someone else's folder, a symlink to one, or a folder others can write must not receive our requests
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        return None
-    return folder
-
 
 def _code_fingerprint() -> str:
     """Changes whenever latentdiff's code does, so an edited or upgraded install never talks to an old worker."""
@@ -202,14 +184,15 @@ def stop_other_workers(keep_key: str) -> None:
             ask_to_stop(path)
 
 
-def start_worker(cfg: GenerateConfig) -> None:
-    """Leave a detached worker holding `cfg`'s model for `--keep-alive` seconds (nothing when that is 0)."""
+def start_worker(cfg: GenerateConfig, worker_module: str) -> None:
+    """Leave a detached worker holding `cfg`'s model for `--keep-alive` seconds (nothing when that is 0).
+    `worker_module` is run as `python -m worker_module KEY MODEL DEVICE SECONDS`; it calls `serve`."""
     keep_alive_s = keep_alive_seconds(cfg)
     key = worker_key(cfg) if keep_alive_s > 0 else ""
     path = socket_path(key) if key else None
     if path is None:
         return
-    command = [sys.executable, "-m", "latentdiff.keep_alive", key, json.dumps(_absolute_model(cfg.model)),
+    command = [sys.executable, "-m", worker_module, key, json.dumps(_absolute_model(cfg.model)),
                json.dumps(cfg.device), str(keep_alive_s)]
     # the worker runs in the runtime folder: it must import this very latentdiff whatever PYTHONPATH says
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_DIR.parent),
@@ -253,30 +236,34 @@ def _model_fingerprint(folder: Path) -> list[tuple[str, int, int]] | None:
         return None
 
 
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What a worker runs, given by its entry module: `load(model, device)` a pipeline, `locate(model)` its
+    folder (read before loading), `run(cfg, pipeline=...)` one request's stage."""
+
+    load: Callable[[str | None, str | None], Any]
+    locate: Callable[[str | None], Path]
+    run: Callable[..., Any]
+
+
 class _Worker:
-    def __init__(self, model: str | None, device: str | None):
-        self.model, self.device = model, device
+    def __init__(self, model: str | None, device: str | None, hooks: WorkerHooks):
+        self.model, self.device, self.hooks = model, device, hooks
         self.pipeline = None
         self.fingerprint: list[tuple[str, int, int]] | None = None
 
     def loaded_pipeline(self):
         """The pipeline, reloaded when its files changed on disk since it was loaded (a retrained model)."""
-        from latentdiff.model_source import resolve_model
-        from latentdiff.pipeline import TextToImage
-
-        folder = self.pipeline.source.path if self.pipeline is not None else resolve_model(self.model).path
+        folder = self.pipeline.source.path if self.pipeline is not None else self.hooks.locate(self.model)
         fingerprint = _model_fingerprint(folder)  # before loading: a re-export meanwhile shows next time
         if self.pipeline is None or fingerprint is None or fingerprint != self.fingerprint:
             self.pipeline = None  # free the old weights before loading the new ones
-            self.pipeline = TextToImage.load(self.model, self.device)
+            self.pipeline = self.hooks.load(self.model, self.device)
             self.fingerprint = fingerprint
         return self.pipeline
 
     def answer(self, connection: socket.socket) -> float | None:
         """Run one request; returns the keep-alive it asked for (None: a stop request)."""
-        from latentdiff.options import run_reporting_errors
-        from latentdiff.stages.generate import run
-
         connection.settimeout(REQUEST_READ_TIMEOUT_S)
         with connection.makefile("rb") as requests:
             request = json.loads(requests.readline())
@@ -290,7 +277,7 @@ class _Worker:
                 contextlib.redirect_stdout(_FrameWriter(connection, "stdout")), \
                 contextlib.redirect_stderr(_FrameWriter(connection, "stderr")):
             try:
-                status = run_reporting_errors(lambda c: run(c, pipeline=self.loaded_pipeline()), cfg, PROG)
+                status = run_reporting_errors(lambda c: self.hooks.run(c, pipeline=self.loaded_pipeline()), cfg, PROG)
             except Exception:  # noqa: BLE001 - what the same call in process would have shown, then status 1
                 traceback.print_exc()
                 status = 1
@@ -307,10 +294,8 @@ class _Worker:
                 return keep_alive_s
 
 
-def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) -> int:
+def serve(key: str, model: str | None, device: str | None, keep_alive_s: float, hooks: WorkerHooks) -> int:
     """Answer generate requests on `key`'s socket until `keep_alive_s` pass without one."""
-    import fcntl
-
     path = socket_path(key)
     if path is None:
         return 1
@@ -326,7 +311,7 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) 
     listener.bind(str(path))
     listener.listen(16)
     stop_other_workers(key)
-    worker = _Worker(model, device)
+    worker = _Worker(model, device, hooks)
     # listed by `latentdiff ps` (while it loads too) until it exits
     with processes.registered("worker", model or "bundled", device=device or "auto", socket=str(path),
                               until=time.time() + keep_alive_s) as card:
@@ -361,8 +346,3 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) 
                 log.unlink(missing_ok=True)
             lock.close()
     return 0
-
-
-if __name__ == "__main__":
-    _key, _model, _device, _keep_alive = sys.argv[1:5]
-    raise SystemExit(serve(_key, json.loads(_model), json.loads(_device), float(_keep_alive)))

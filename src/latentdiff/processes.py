@@ -14,28 +14,45 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 CARD_SUFFIX = ".card.json"
+RUNTIME_DIR_ENV = "LATENTDIFF_RUNTIME_DIR"  # where cards and sockets live (default: $XDG_RUNTIME_DIR/latentdiff)
 STOP_WAIT_S = 15.0  # a worker finishes the generate it is running before it exits; then SIGTERM
 
 
-def _runtime_dir() -> Path | None:
-    from latentdiff.keep_alive import runtime_dir  # the one place that decides where private files live
-
-    return runtime_dir()
+def runtime_dir() -> Path | None:
+    """A real folder (no symlink) that only this user can open, created 0700; None when there is none."""
+    base = os.environ.get(RUNTIME_DIR_ENV)
+    if base:
+        folder = Path(base)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "latentdiff"
+    else:
+        folder = Path(tempfile.gettempdir()) / f"latentdiff-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    # someone else's folder, a symlink to one, or a folder others can write must not receive our requests
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return folder
 
 
 def _start_ticks(pid: int) -> str | None:
     """When `pid` started (clock ticks since boot, Linux), so a reused pid is not taken for ours."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        proc_stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name in parentheses may hold spaces
+    return proc_stat.rsplit(")", 1)[1].split()[19]  # field 22; the name in parentheses may hold spaces
 
 
 def _is_alive(pid: int) -> bool:
@@ -84,7 +101,7 @@ class Card:
 def registered(kind: str, model: str, **fields: Any) -> Iterator[Card]:
     """While inside, this process is listed by `latentdiff ps` as a `kind` ("worker", "server") holding
     `model`; `fields` are shown too (device, url, until)."""
-    folder = _runtime_dir()
+    folder = runtime_dir()
     pid = os.getpid()
     path = folder / f"{kind}-{pid}{CARD_SUFFIX}" if folder is not None else None
     card = Card(path, {"kind": kind, "pid": pid, "start": _start_ticks(pid), "model": model,
@@ -100,7 +117,7 @@ def registered(kind: str, model: str, **fields: Any) -> Iterator[Card]:
 def running() -> list[dict[str, Any]]:
     """The cards of the processes that still run, oldest first, each with its "memory_bytes"; stale
     cards are removed."""
-    folder = _runtime_dir()
+    folder = runtime_dir()
     cards = []
     for path in sorted(folder.glob(f"*{CARD_SUFFIX}")) if folder is not None else ():
         try:
@@ -117,17 +134,17 @@ def running() -> list[dict[str, Any]]:
     return sorted(cards, key=lambda c: c.get("started_at", 0))
 
 
-def stop(card: dict[str, Any], wait_s: float = STOP_WAIT_S) -> bool:
+def stop(card: dict[str, Any], wait_s: float = STOP_WAIT_S,
+         ask_worker: Callable[[Path], bool] | None = None) -> bool:
     """End the process of `card`: a worker is asked over its socket (it finishes what it is running), a
     server gets SIGINT, as from Ctrl-C (uvicorn shuts down gracefully, then the server cleans up: after a
     SIGTERM uvicorn re-raises it and the process dies before its own clean-up); SIGTERM after `wait_s`.
-    True once it is gone."""
+    True once it is gone. `ask_worker(socket_path)` asks a worker to exit (keep_alive.ask_to_stop; its
+    protocol is keep_alive's own), False when none listened."""
     pid = int(card["pid"])
     asked = False
-    if card.get("kind") == "worker" and card.get("socket"):
-        from latentdiff.keep_alive import ask_to_stop
-
-        asked = ask_to_stop(Path(card["socket"]))
+    if card.get("kind") == "worker" and card.get("socket") and ask_worker is not None:
+        asked = ask_worker(Path(card["socket"]))
     if not asked:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)

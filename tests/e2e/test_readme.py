@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import latentdiff
-from latentdiff import keep_alive
+from latentdiff import keep_alive, processes
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SKIP_MARK = re.compile(r"<!-- readme-test: skip \((.+)\) -->")
@@ -103,7 +103,7 @@ def readme_shell(tmp_path, monkeypatch):
         (bin_dir / name).write_text(f'#!/bin/sh\nexec {command} "$@"\n')
         (bin_dir / name).chmod(0o755)
     runtime = Path(tempfile.mkdtemp(prefix="ld-", dir="/tmp"))  # short: sockets paths are limited to ~100 bytes
-    monkeypatch.setenv(keep_alive.RUNTIME_DIR_ENV, str(runtime))
+    monkeypatch.setenv(processes.RUNTIME_DIR_ENV, str(runtime))
     monkeypatch.delenv(keep_alive.KEEP_ALIVE_ENV, raising=False)
     src = str(Path(latentdiff.__file__).resolve().parents[1])
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",

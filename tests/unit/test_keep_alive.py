@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentdiff import keep_alive
+from latentdiff import keep_alive, processes
 from latentdiff.config import GenerateConfig
+from latentdiff.stages import generate
 from latentdiff.stages.generate import main
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="keep-alive workers need Unix sockets")
@@ -28,7 +29,7 @@ WORKER_EXIT_TIMEOUT_S = 30
 def runtime_dir(monkeypatch):
     """A private runtime folder with a short path (pytest's tmp_path can pass the ~100-byte socket limit)."""
     folder = Path(tempfile.mkdtemp(prefix="ld-", dir="/tmp"))
-    monkeypatch.setenv(keep_alive.RUNTIME_DIR_ENV, str(folder))
+    monkeypatch.setenv(processes.RUNTIME_DIR_ENV, str(folder))
     monkeypatch.delenv(keep_alive.KEEP_ALIVE_ENV, raising=False)
     yield folder
     keep_alive.stop_other_workers("")  # whatever a failed test left running
@@ -79,7 +80,7 @@ def test_worker_reports_mistakes_like_the_cli_and_a_new_worker_stops_the_old_one
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     first = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, out="o", keep_alive=60)
-    keep_alive.start_worker(first)
+    keep_alive.start_worker(first, generate.WORKER_MODULE)
     first_sock = _socket_of(first)
     assert _wait_for(first_sock.exists, WORKER_START_TIMEOUT_S)
     bad = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, width=30, out="o", keep_alive=60)
@@ -88,7 +89,7 @@ def test_worker_reports_mistakes_like_the_cli_and_a_new_worker_stops_the_old_one
 
     other_model = shutil.copytree(tiny_pipeline_dir, tmp_path / "other")
     second = GenerateConfig(prompts=["a"], model=str(other_model), steps=1, out="o", keep_alive=60)
-    keep_alive.start_worker(second)
+    keep_alive.start_worker(second, generate.WORKER_MODULE)
     assert _wait_for(lambda: not first_sock.exists(), WORKER_START_TIMEOUT_S), "one model stays warm at a time"
     second_sock = _socket_of(second)
     assert second_sock.exists()
@@ -130,8 +131,8 @@ def test_a_folder_others_can_open_is_never_used(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
-    monkeypatch.setenv(keep_alive.RUNTIME_DIR_ENV, str(shared))
-    assert keep_alive.runtime_dir() is None
+    monkeypatch.setenv(processes.RUNTIME_DIR_ENV, str(shared))
+    assert processes.runtime_dir() is None
     assert keep_alive.socket_path("abc") is None
 
 
@@ -142,7 +143,7 @@ def test_ps_lists_workers_and_servers_with_model_and_memory_and_stop_ends_them(
 
     monkeypatch.chdir(tmp_path)
     worker_cfg = GenerateConfig(prompts=["a"], model=str(tiny_pipeline_dir), steps=1, out="o", keep_alive=120)
-    keep_alive.start_worker(worker_cfg)  # loads while the server starts
+    keep_alive.start_worker(worker_cfg, generate.WORKER_MODULE)  # loads while the server starts
     with live_server(tiny_pipeline_dir) as server:
         assert _wait_for(_socket_of(worker_cfg).exists, WORKER_START_TIMEOUT_S), "the worker never opened its socket"
         capsys.readouterr()

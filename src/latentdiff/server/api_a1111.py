@@ -19,7 +19,7 @@ from PIL import Image
 
 from latentdiff import __version__
 from latentdiff.diffusion.schedulers import SCHEDULERS
-from latentdiff.server.app import get_state
+from latentdiff.server.state import get_state
 from latentdiff.server.jobs import CANCELLED, FAILED
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from latentdiff.server import limits
-from latentdiff.server.app import get_state
+from latentdiff.server.state import get_state
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import DONE, Job

@@ -12,7 +12,7 @@ import base64
 
 from fastapi import APIRouter, Request
 
-from latentdiff.server.app import get_state
+from latentdiff.server.state import get_state
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import CANCELLED, FAILED

@@ -21,6 +21,9 @@ from latentdiff.options import parse_config, run_reporting_errors, save_config
 
 DESCRIPTION = "Generate images from text with a trained pipeline (one PNG per image, parameters embedded)."
 GRID_PREFIX = "grid-"
+WORKER_MODULE = "latentdiff.stages.generate_worker"  # the keep-alive worker's entry (python -m)
+# PIL, torch and the pipeline are imported inside the functions that use them: a call answered by a warm
+# worker (keep_alive.run_in_worker) must not pay their ~9 s of imports.
 _NUMBERED = re.compile(r"^(\d{5})-")
 
 
@@ -105,5 +108,5 @@ def main(argv: list[str] | None = None) -> int:
     if status is None:
         status = run_reporting_errors(run, cfg, keep_alive.PROG)
         if status == 0:
-            keep_alive.start_worker(cfg)
+            keep_alive.start_worker(cfg, WORKER_MODULE)
     return status

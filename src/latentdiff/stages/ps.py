@@ -9,6 +9,7 @@ from typing import Any
 
 from latentdiff.config import PsConfig
 from latentdiff.options import run_stage
+from latentdiff.processes import running
 
 COLUMNS = ("PID", "KIND", "MODEL", "DEVICE", "MEMORY", "DETAILS")
 
@@ -51,8 +52,6 @@ def table(cards: list[dict[str, Any]]) -> str:
 
 
 def run(cfg: PsConfig) -> list[dict[str, Any]]:
-    from latentdiff.processes import running
-
     cards = running()
     print(table(cards) if cards else "No latentdiff workers or servers are running.")
     return cards

@@ -8,7 +8,9 @@ from typing import Any
 
 from latentdiff.config import StopConfig
 from latentdiff.errors import UserError
+from latentdiff.keep_alive import ask_to_stop
 from latentdiff.options import run_stage
+from latentdiff.processes import running, stop
 from latentdiff.stages.ps import shown_model
 
 
@@ -22,8 +24,6 @@ def matches(card: dict[str, Any], target: str) -> bool:
 
 
 def run(cfg: StopConfig) -> int:
-    from latentdiff.processes import running, stop
-
     cards = running()
     chosen = cards
     if cfg.targets:
@@ -37,7 +37,7 @@ def run(cfg: StopConfig) -> int:
         return 0
     for card in chosen:
         name = f"{card.get('kind', 'process')} {card['pid']} ({shown_model(str(card.get('model', '?')))})"
-        if not stop(card):
+        if not stop(card, ask_worker=ask_to_stop):
             raise UserError(f"The {name} did not exit; end it with `kill {card['pid']}`.")
         print(f"stopped {name}")
     return len(chosen)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from latentdiff.errors import UserError
 from latentdiff.options import option, positional
 # the server's bounds live with its other limits (a module with no heavy imports)
-from latentdiff.server.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_JOB_SECONDS, DEFAULT_MAX_QUEUE
+from latentdiff.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_JOB_SECONDS, DEFAULT_MAX_QUEUE
 
 T = TypeVar("T")
 

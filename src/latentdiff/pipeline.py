@@ -5,7 +5,7 @@
     results[0].image, results[0].seed, results[0].infotext      # PIL image, 1, A1111 infotext
 
 The numbered steps of `generate`:
-  1. validate the request before any long work (sizes, steps, scheduler; a random seed if none);
+  1. check the request before any long work (sizes, steps, scheduler; a random seed if none);
   2. encode each distinct prompt once (warn when one is longer than the tokenizer's limit) and the
      negative prompt once (cached across calls: the empty prompt is the common case);
   3. for each batch, run diffusers' own `StableDiffusionPipeline.__call__` (its denoising loop, its
@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from latentdiff import limits
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
@@ -44,11 +45,7 @@ log = logging.getLogger("latentdiff.generate")
 
 # diffusers' StableDiffusionPipeline.check_inputs refuses sizes that are not multiples of 8; the VAE
 # needs multiples of its own downsampling factor. A size must satisfy both.
-DIFFUSERS_SIZE_MULTIPLE = 8
-MAX_IMAGE_SIDE = 4096
-MAX_NUM_IMAGES = 10_000
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
-RANDOM_SEED_BOUND = 2**32  # random seeds stay in AUTOMATIC1111's range so users can type them back
+DIFFUSERS_SIZE_MULTIPLE = limits.IMAGE_SIDE_MULTIPLE
 MAX_AUTO_BATCH = 16  # more images per U-Net call than this no longer speeds anything up
 MEMORY_BUDGET_FRACTION = 0.5  # share of the free memory one batch may take
 DEFAULT_STRENGTH = 0.75  # img2img: AUTOMATIC1111's default denoising strength
@@ -63,7 +60,7 @@ class GenerationRequest:
     prompts: list[str]
     negative_prompt: str = ""
     num_images: int = 1  # per prompt
-    seed: int | None = None  # image i (prompt-major order) gets seed + i; None or -1: random
+    seed: int | None = None  # image i (prompt-major order) gets limits.image_seed(seed, i); None or -1: random
     steps: int = DEFAULT_GENERATION_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
@@ -77,14 +74,14 @@ class GenerationRequest:
     init_image: Image.Image | None = None
     strength: float = DEFAULT_STRENGTH
 
-    def jobs(self) -> list[tuple[str, int]]:
+    def prompts_and_seeds(self) -> list[tuple[str, int]]:
         """(prompt, seed) per image, prompt-major: all images of prompt 0, then prompt 1, ..."""
         prompts = [p for p in self.prompts for _ in range(self.num_images)]
         if self.image_seeds is not None:
             assert len(self.image_seeds) == len(prompts), "one seed per image"
             return list(zip(prompts, self.image_seeds))
-        assert self.seed is not None, "validate the request first"
-        return [(prompt, self.seed + i) for i, prompt in enumerate(prompts)]
+        assert self.seed is not None, "check_request() first"
+        return [(prompt, limits.image_seed(self.seed, i)) for i, prompt in enumerate(prompts)]
 
 
 @dataclass
@@ -191,16 +188,16 @@ class TextToImage:
     def max_steps(self) -> int:
         return int(self.base_scheduler_config.get("num_train_timesteps", 1000))
 
-    # ---------------------------------------------------------------- step 1: validate
+    # ---------------------------------------------------------------- step 1: check the request
 
-    def validate(self, request: GenerationRequest) -> GenerationRequest:
+    def check_request(self, request: GenerationRequest) -> GenerationRequest:
         """A copy with seed and size filled in, or a UserError naming the first problem."""
         if not request.prompts:
             raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
         if not all(isinstance(p, str) for p in request.prompts):
             raise UserError("Prompts must be text.")
-        if not 1 <= request.num_images <= MAX_NUM_IMAGES:
-            raise UserError(f"--num-images must be between 1 and {MAX_NUM_IMAGES} (got {request.num_images}).")
+        if not 1 <= request.num_images <= limits.MAX_NUM_IMAGES:
+            raise UserError(f"--num-images must be between 1 and {limits.MAX_NUM_IMAGES} (got {request.num_images}).")
         if not 1 <= request.steps <= self.max_steps:
             raise UserError(f"--steps must be between 1 and {self.max_steps}, the model's training timesteps "
                             f"(got {request.steps}); 20-50 is typical.")
@@ -212,9 +209,9 @@ class TextToImage:
         height = self.default_size if request.height is None else request.height
         multiple = self.size_multiple
         for flag, value in (("--width", width), ("--height", height)):
-            if value <= 0 or value % multiple or value > MAX_IMAGE_SIDE:
-                nearest = min(MAX_IMAGE_SIDE, max(self.min_size, round(value / multiple) * multiple))
-                raise UserError(f"{flag} must be a positive multiple of {multiple} up to {MAX_IMAGE_SIDE} pixels "
+            if value <= 0 or value % multiple or value > limits.MAX_IMAGE_SIDE:
+                nearest = min(limits.MAX_IMAGE_SIDE, max(self.min_size, round(value / multiple) * multiple))
+                raise UserError(f"{flag} must be a positive multiple of {multiple} up to {limits.MAX_IMAGE_SIDE} pixels "
                                 f"(the VAE downsamples by {self.vae_scale_factor} and diffusers needs multiples of "
                                 f"{DIFFUSERS_SIZE_MULTIPLE}), got {value}; try {nearest}.")
             if value < self.min_size:
@@ -228,12 +225,11 @@ class TextToImage:
             if int(request.steps * request.strength) < 1:  # diffusers' img2img runs int(steps * strength) steps
                 raise UserError(f"--strength {request.strength:g} of --steps {request.steps} leaves no denoising step; "
                                 f"use at least {math.ceil(1 / request.strength)} steps or a higher --strength.")
-        num_total = len(request.prompts) * request.num_images
         seed = request.seed
         if seed is None or seed == -1:
-            seed = secrets.randbelow(RANDOM_SEED_BOUND)
-        if not 0 <= seed <= MAX_SEED - num_total:
-            raise UserError(f"--seed must be between 0 and {MAX_SEED - num_total}, or -1 for a random one (got {seed}).")
+            seed = secrets.randbelow(limits.MAX_SEED + 1)
+        if not 0 <= seed <= limits.MAX_SEED:
+            raise UserError(f"--seed must be between 0 and {limits.MAX_SEED}, or -1 for a random one (got {seed}).")
         return dataclasses.replace(request, prompts=list(request.prompts), seed=seed, width=width, height=height)
 
     # ---------------------------------------------------------------- step 2: text
@@ -293,7 +289,7 @@ class TextToImage:
 
     def generate(self, request: GenerationRequest, progress_callback: ProgressCallback | None = None,
                  batch_size: int | None = None) -> list[GeneratedImage]:
-        request = self.validate(request)
+        request = self.check_request(request)
         if batch_size is not None and batch_size < 1:
             raise UserError(f"--batch-size must be at least 1 (got {batch_size}).")
         with self._lock:
@@ -301,7 +297,7 @@ class TextToImage:
 
     def _generate(self, request: GenerationRequest, progress_callback: ProgressCallback | None,
                   batch_size: int | None) -> list[GeneratedImage]:
-        jobs = request.jobs()
+        jobs = request.prompts_and_seeds()
         guided = request.guidance > 1  # diffusers' do_classifier_free_guidance
         batch_size = batch_size or self.auto_batch_size(request.width, request.height, request.guidance)
         distinct = list(dict.fromkeys(request.prompts))

@@ -225,7 +225,7 @@ def test_every_accepted_small_size_generates_at_any_guidance(tiny_pipeline_dir, 
         for guidance in (1.0, 5.0):
             request = _request(["red"], steps=1, guidance=guidance, width=side, height=side)
             try:
-                pipe.validate(request)
+                pipe.check_request(request)
             except UserError as err:
                 assert f"at least {pipe.min_size} pixels" in str(err) and "\n" not in str(err)
                 refused.append(side)

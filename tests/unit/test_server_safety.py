@@ -172,7 +172,7 @@ def test_an_unhandled_error_says_nosniff(tiny_pipeline_dir):
 
 
 def test_a_chunked_body_past_the_limit_gets_413(open_server):
-    from latentdiff.server import limits
+    from latentdiff import limits
 
     chunks = (b'{"prompt": "' + b"x" * 65536 for _ in range(limits.MAX_BODY_BYTES // 65536 + 2))
     response = open_server.post("/sdapi/v1/txt2img", content=chunks, headers={"Content-Type": "application/json"})
@@ -185,7 +185,7 @@ def test_a_body_shorter_than_its_content_length_times_out(tiny_pipeline_dir, mon
 
     import uvicorn
 
-    from latentdiff.server import limits
+    from latentdiff import limits
 
     monkeypatch.setattr(limits, "BODY_READ_TIMEOUT_S", 0.5, raising=False)
     with server_client(tiny_pipeline_dir) as (client, _):

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from latentdiff.server import limits
+from latentdiff import limits
 from latentdiff.server.state import get_state
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
@@ -75,7 +75,7 @@ def info(request: Request) -> dict:
         "schedulers": [{"name": name, "a1111_name": a1111_name} for name, a1111_name in usable_schedulers().items()],
         "limits": {
             "min_image_side": max(limits.MIN_IMAGE_SIDE, state.engine.min_size),
-            "max_image_side": limits.MAX_IMAGE_SIDE,
+            "max_image_side": limits.MAX_REQUEST_IMAGE_SIDE,
             "image_side_multiple": limits.IMAGE_SIDE_MULTIPLE, "max_steps": limits.MAX_STEPS,
             "max_guidance": limits.MAX_GUIDANCE, "max_images_per_request": limits.MAX_IMAGES_PER_REQUEST,
             "max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_seed": limits.MAX_SEED,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from latentdiff.server import limits
+from latentdiff import limits
 from latentdiff.server.errors import ApiError
 
 MEGA = 1e6

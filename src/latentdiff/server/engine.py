@@ -72,7 +72,7 @@ class PipelineEngine:
         """The pipeline's own validation of these settings for this model (size multiple of the VAE
         factor, steps within the training schedule), as a 422 naming the request's field."""
         try:
-            self.tti.validate(self._request([params]))
+            self.tti.check_request(self._request([params]))
         except UserError as err:
             flag = _FLAG.search(str(err))
             name = flag.group(1).replace("-", "_") if flag else ("scheduler" if "scheduler" in str(err) else None)

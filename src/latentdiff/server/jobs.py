@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from latentdiff.server import limits
+from latentdiff import limits
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
@@ -63,7 +63,7 @@ class JobParams:
 
     def image_seeds(self) -> list[int]:
         # A1111's convention: the images of one request use seed, seed+1, ... (wrapping at uint32).
-        return [(self.seed + i) % (limits.MAX_SEED + 1) for i in range(self.num_images)]
+        return [limits.image_seed(self.seed, i) for i in range(self.num_images)]
 
 
 @dataclass

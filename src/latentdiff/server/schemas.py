@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from latentdiff.diffusion.schedulers import SCHEDULERS, check_scheduler_name, scheduler_from_a1111
 from latentdiff.errors import UserError
-from latentdiff.server import limits
+from latentdiff import limits
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import JobParams
 
-Side = Annotated[int, Field(ge=limits.MIN_IMAGE_SIDE, le=limits.MAX_IMAGE_SIDE, multiple_of=limits.IMAGE_SIDE_MULTIPLE)]
+Side = Annotated[int, Field(ge=limits.MIN_IMAGE_SIDE, le=limits.MAX_REQUEST_IMAGE_SIDE, multiple_of=limits.IMAGE_SIDE_MULTIPLE)]
 Steps = Annotated[int, Field(ge=1, le=limits.MAX_STEPS)]
 Guidance = Annotated[float, Field(ge=0.0, le=limits.MAX_GUIDANCE, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=-1, le=limits.MAX_SEED, description="-1 picks a random seed")]
@@ -207,9 +207,9 @@ class ImagesGenerationRequest(BaseModel):
                 raise ApiError(400, f"size: '{self.size}' is not 'WxH' (e.g. '{d.width}x{d.height}').", "size")
             width, height = int(match.group(1)), int(match.group(2))
             for side in (width, height):
-                if not (limits.MIN_IMAGE_SIDE <= side <= limits.MAX_IMAGE_SIDE) or side % limits.IMAGE_SIDE_MULTIPLE:
+                if not (limits.MIN_IMAGE_SIDE <= side <= limits.MAX_REQUEST_IMAGE_SIDE) or side % limits.IMAGE_SIDE_MULTIPLE:
                     raise ApiError(400, f"size: each side must be a multiple of {limits.IMAGE_SIDE_MULTIPLE} "
-                                        f"between {limits.MIN_IMAGE_SIDE} and {limits.MAX_IMAGE_SIDE}; got "
+                                        f"between {limits.MIN_IMAGE_SIDE} and {limits.MAX_REQUEST_IMAGE_SIDE}; got "
                                         f"'{self.size}'.", "size")
         return JobParams(prompt=self.prompt, negative_prompt="", seed=resolve_seed(-1), steps=d.steps,
                          guidance=d.guidance, scheduler=d.scheduler, width=width, height=height, num_images=self.n)

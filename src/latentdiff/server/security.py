@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 
-from latentdiff.server import limits
+from latentdiff import limits
 from latentdiff.server.errors import error_payload
 from latentdiff.server.hosts import HostPolicy
 

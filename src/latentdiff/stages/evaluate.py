@@ -62,7 +62,7 @@ def _require_weights(folder: Path, what: str) -> None:
                         f"`latentdiff train` (or save_pretrained).")
 
 
-def validate(cfg: EvaluateConfig) -> None:
+def check_config(cfg: EvaluateConfig) -> None:
     """Every check on the options that needs no model: fail before any long work."""
     from latentdiff.diffusion.schedulers import check_scheduler_name
 
@@ -210,7 +210,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from latentdiff.evaluation.frechet import check_enough_images
 
     kind, model = detect_model_kind(cfg.model)
-    validate(cfg)
+    check_config(cfg)
     dataset = open_prepared(cfg.data)
     records = dataset.require_split(cfg.split)
     limited = 0 < cfg.num_samples < len(records)

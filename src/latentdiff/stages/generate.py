@@ -67,7 +67,7 @@ def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
     if cfg.init_image is not None:  # before loading the model: a wrong path fails in a moment
         request.init_image, request.strength = read_init_image(cfg.init_image), cfg.strength
     pipeline = pipeline or TextToImage.load(cfg.model, cfg.device)
-    request = pipeline.validate(request)  # fills seed and size; fails fast on bad input
+    request = pipeline.check_request(request)  # fills seed and size; fails fast on bad input
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_total = len(request.prompts) * request.num_images

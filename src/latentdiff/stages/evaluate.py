@@ -123,7 +123,8 @@ def _protocol(cfg: EvaluateConfig, dataset, records, kind: str, model: str, mode
     import transformers
 
     from latentdiff import __version__
-    from latentdiff.evaluation.features import FEATURE_EXTRACTOR_NAME, INPUT_SIZE, file_sha256, lite0_weights_path
+    from latentdiff.evaluation.features import FEATURE_EXTRACTOR_NAME, INPUT_SIZE, lite0_weights_path
+    from latentdiff.hashing import file_sha256
 
     num_total = len(dataset.records(cfg.split))
     return {
@@ -239,7 +240,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from latentdiff.evaluation.features import Lite0Features
     from latentdiff.evaluation.report import write_metrics, write_report
     from latentdiff.evaluation.samples import load_real
-    from latentdiff.evaluation.suite import evaluate_clip, evaluate_vae, folder_hash, real_reference
+    from latentdiff.evaluation.suite import evaluate_clip, evaluate_vae, real_reference
+    from latentdiff.hashing import folder_hash
     from latentdiff.runtime import pick_device
 
     out_dir = Path(cfg.out)

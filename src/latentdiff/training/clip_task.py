@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageRecord, PreparedDataset
 from latentdiff.evaluation.retrieval import flatten_metrics, retrieval_metrics
 from latentdiff.losses.contrastive import LOGIT_SCALE_MAX, clamp_logit_scale_, clip_contrastive_loss
+from latentdiff.models.clip_embeddings import clip_tokens, encode_images, encode_texts, text_length
 from latentdiff.models.tokenizer import save_clip_tokenizer
 
 METRICS_FILENAME = "retrieval_metrics.json"
-VALIDATION_BATCH_SIZE = 64  # images or captions encoded at once during validation
 
 
 class ClipImageDataset(torch.utils.data.Dataset):
@@ -48,7 +47,7 @@ class ClipTask:
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.train_records = dataset.require_split("train")
         self.validation_records = dataset.require_split("validation")
-        self.max_length = min(int(tokenizer.model_max_length), model.config.text_config.max_position_embeddings)
+        self.max_length = text_length(model, tokenizer)
 
     # ------------------------------------------------------------------ TrainingTask
 
@@ -62,9 +61,7 @@ class ClipTask:
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]  # (B, 3, S, S)
 
     def tokens(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        encoded = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}  # (B, L) each
+        return clip_tokens(self.tokenizer, captions, self.max_length)  # (B, L) each
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {"pixel_values": self.pixels([item["image"] for item in items]),
@@ -82,25 +79,19 @@ class ClipTask:
         loss = clip_contrastive_loss(out.image_embeds, out.text_embeds, logit_scale)
         return loss, {"logit_scale": float(logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp())}
 
-    @torch.no_grad()
     def embed_split(self, model, records: list[ImageRecord]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(image_embeds (N_img, D), text_embeds (N_txt, D), text_to_image (N_txt,)) over all captions."""
         from PIL import Image
 
-        device = next(model.parameters()).device
-        image_chunks, text_chunks = [], []
-        for start in range(0, len(records), VALIDATION_BATCH_SIZE):
-            images = []
-            for record in records[start:start + VALIDATION_BATCH_SIZE]:
-                with Image.open(record.path) as img:
-                    images.append(img.convert("RGB"))
-            image_chunks.append(F.normalize(_features(model.get_image_features(pixel_values=self.pixels(images).to(device))), dim=-1))
+        images = []
+        for record in records:
+            with Image.open(record.path) as img:
+                images.append(img.convert("RGB"))
         captions = [c for record in records for c in record.captions]
         owners = [i for i, record in enumerate(records) for _ in record.captions]
-        for start in range(0, len(captions), VALIDATION_BATCH_SIZE):
-            tokens = {k: v.to(device) for k, v in self.tokens(captions[start:start + VALIDATION_BATCH_SIZE]).items()}
-            text_chunks.append(F.normalize(_features(model.get_text_features(**tokens)), dim=-1))
-        return torch.cat(image_chunks).cpu(), torch.cat(text_chunks).cpu(), torch.tensor(owners)
+        model = _unwrap(model)
+        return (encode_images(model, self.image_processor, images), encode_texts(model, self.tokenizer, captions),
+                torch.tensor(owners))
 
     def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, float]:
         images, texts, owners = self.embed_split(model, self.validation_records)
@@ -120,9 +111,3 @@ class ClipTask:
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The CLIPModel inside a DistributedDataParallel wrapper (or the model itself)."""
     return getattr(model, "module", model)
-
-
-def _features(output) -> torch.Tensor:
-    """Projected embeddings from `get_*_features`: a tensor in transformers 4, an output object whose
-    `pooler_output` holds them in transformers 5."""
-    return output.pooler_output if hasattr(output, "pooler_output") else output

@@ -317,7 +317,10 @@ class TrainAllConfig:
 
 
 # Generation defaults: one place for the numbers that `generate`, `evaluate` and `serve` share.
-DEFAULT_SCHEDULER = "dpmpp-2m"  # a name in latentdiff.diffusion.schedulers.SCHEDULERS
+# The samplers' names, in the order help and the page list them; diffusion/schedulers.py maps each to a
+# diffusers scheduler (it imports diffusers, which the CLI's help must not wait for) and checks the two agree.
+SCHEDULER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-karras", "unipc", "lms")
+DEFAULT_SCHEDULER = "dpmpp-2m"
 DEFAULT_GENERATION_STEPS = 25
 DEFAULT_GUIDANCE = 7.5  # classifier-free guidance scale (Ho & Salimans 2022); <= 1 turns guidance off
 
@@ -333,7 +336,7 @@ class GenerateConfig:
     seed: int | None = option(None, "seed of the first image; image i uses seed+i (default: random, printed)")
     steps: int = option(DEFAULT_GENERATION_STEPS, "denoising steps")
     guidance: float = option(DEFAULT_GUIDANCE, "classifier-free guidance scale (<= 1: off)")
-    scheduler: str = option(DEFAULT_SCHEDULER, "sampler: ddpm, ddim, euler, euler-a, heun, dpmpp-2m, dpmpp-2m-karras, unipc, lms")
+    scheduler: str = option(DEFAULT_SCHEDULER, f"sampler: {', '.join(SCHEDULER_NAMES)}")
     width: int | None = option(None, "image width in pixels (default: the model's training size)")
     height: int | None = option(None, "image height in pixels (default: the model's training size)")
     init_image: str | None = option(None, "img2img: start from this picture (PNG, JPEG...; resized to the "
@@ -360,7 +363,7 @@ class EvaluateConfig:
     num_samples: int = option(0, "images of the split used, in file order, one generated per caption (0: all)")
     steps: int = option(DEFAULT_GENERATION_STEPS, "denoising steps")
     guidance: float = option(DEFAULT_GUIDANCE, "classifier-free guidance scale (<= 1: off)")
-    scheduler: str = option(DEFAULT_SCHEDULER, "sampler: ddpm, ddim, euler, euler-a, heun, dpmpp-2m, dpmpp-2m-karras, unipc, lms")
+    scheduler: str = option(DEFAULT_SCHEDULER, f"sampler: {', '.join(SCHEDULER_NAMES)}")
     seed: int = option(0, "seed of the first generated image; image i uses seed+i")
     guidance_sweep: list[float] = option([], "also measure fidelity and CLIP score at these guidance scales (e.g. 1,3,5,7)")
     clip: str | None = option(None, "the CLIP folder the pipeline was trained with, for CLIP score and retrieval "

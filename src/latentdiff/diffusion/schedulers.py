@@ -26,7 +26,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from latentdiff.config import DEFAULT_SCHEDULER
+from latentdiff.config import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from latentdiff.errors import UserError
 
 
@@ -61,6 +61,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     # diffusers integrates the LMS coefficients with scipy
     "lms": SchedulerSpec(LMSDiscreteScheduler, {}, "LMS", requires=("scipy",)),
 }
+assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "config.SCHEDULER_NAMES lists the registry's names in order"
 assert DEFAULT_SCHEDULER in SCHEDULERS, "config.DEFAULT_SCHEDULER must name a registered scheduler"
 
 # AUTOMATIC1111 >= 1.9 writes the sigma spacing separately (`Sampler: DPM++ 2M, Schedule type: Karras`);

@@ -35,20 +35,17 @@ def vae_from_preset(preset: VaePreset) -> AutoencoderKL:
     )
 
 
-def downsampling_factor(vae: AutoencoderKL) -> int:
+def downsampling_factor(vae: AutoencoderKL | VaePreset) -> int:
     """Pixels per latent cell along one side: every level but the last halves the resolution."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-def preset_downsampling_factor(preset: VaePreset) -> int:
-    return 2 ** (len(preset.block_out_channels) - 1)
+    levels = vae.block_out_channels if isinstance(vae, VaePreset) else vae.config.block_out_channels
+    return 2 ** (len(levels) - 1)
 
 
 def check_image_size(vae: AutoencoderKL | VaePreset, image_size: int, data_dir: str | Path) -> None:
     """The encoder halves the image `levels - 1` times; a size it cannot halve cleanly would decode to a
     different size than it was given, so refuse it before training starts. `vae` may be a preset, so
     `latentdiff train` can check before it trains anything."""
-    factor = preset_downsampling_factor(vae) if isinstance(vae, VaePreset) else downsampling_factor(vae)
+    factor = downsampling_factor(vae)
     if image_size % factor != 0:
         raise UserError(f"The images in {data_dir} are {image_size}x{image_size} pixels, which the VAE "
                         f"(downsampling factor {factor}) cannot encode; prepare the dataset again with "

@@ -14,17 +14,15 @@ from __future__ import annotations
 import io
 import math
 import re
-from typing import Callable
 
 from PIL import Image
 
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.errors import UserError
-from latentdiff.pipeline import save_png
-from latentdiff.pipeline import GenerationRequest, TextToImage
+from latentdiff.pipeline import GenerationRequest, TextToImage, save_png
 from latentdiff.server.budget import RequestCost
 from latentdiff.server.errors import ApiError
-from latentdiff.server.jobs import JobImage, JobParams
+from latentdiff.server.jobs import JobImage, JobParams, StepCallback
 from latentdiff.server.preview import fit_latent_to_rgb, latents_to_png
 from latentdiff.server.schemas import ModelDefaults
 
@@ -98,8 +96,7 @@ class PipelineEngine:
                                  scheduler=head.scheduler, width=head.width, height=head.height,
                                  image_seeds=seeds, **img2img)
 
-    def run(self, batch: list[JobParams],
-            on_step: Callable[[int, int, dict[int, dict[int, bytes]]], bool]) -> list[list[JobImage]]:
+    def run(self, batch: list[JobParams], on_step: StepCallback) -> list[list[JobImage]]:
         request = self._request(batch)
         num_images = len(request.image_seeds)
         batch_size = min(num_images, self.tti.auto_batch_size(request.width, request.height, request.guidance))

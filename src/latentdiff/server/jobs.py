@@ -73,11 +73,15 @@ class JobImage:
     infotext: str
 
 
+# on_step(step, total, previews) -> stop?: previews map a job's index in the batch to {index of the image
+# in that job: PNG of it forming}; True stops the model call.
+StepCallback = Callable[[int, int, dict[int, dict[int, bytes]]], bool]
+
+
 class Engine(Protocol):
     """The model side, as the worker sees it (`latentdiff.server.engine.PipelineEngine`)."""
 
-    def run(self, batch: list[JobParams],
-            on_step: Callable[[int, int, dict[int, dict[int, bytes]]], bool]) -> list[list[JobImage]]:
+    def run(self, batch: list[JobParams], on_step: StepCallback) -> list[list[JobImage]]:
         """Generate every job's images in one model call. After each denoising step it calls
         `on_step(step, total, previews)`, previews mapping a job's index in `batch` to {index of the
         image in that job: PNG of it forming} for the images being denoised now; a True answer stops

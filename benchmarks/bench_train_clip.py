@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.config import CLIP_PRESETS
+from latentdiff.presets import CLIP_PRESETS
 from latentdiff.losses.contrastive import clip_contrastive_loss
 from latentdiff.models.clip import build_clip
 from latentdiff.models.tokenizer import train_clip_tokenizer

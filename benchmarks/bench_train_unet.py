@@ -32,7 +32,7 @@ def build_inputs(root: Path, num_images: int):
     from helpers.clip_data import write_tiny_clip_dataset
     from helpers.unet_components import IMAGE_SIZE, write_tiny_clip
 
-    from latentdiff.config import VAE_PRESETS
+    from latentdiff.presets import VAE_PRESETS
     from latentdiff.models.vae import vae_from_preset
 
     data = write_tiny_clip_dataset(root / "data", num_train=num_images, num_validation=8, image_size=IMAGE_SIZE)
@@ -85,7 +85,8 @@ def main() -> int:
 
     import torch
 
-    from latentdiff.config import UNET_PRESETS, UnetTrainConfig
+    from latentdiff.config import UnetTrainConfig
+    from latentdiff.presets import UNET_PRESETS
 
     if args.threads:
         torch.set_num_threads(args.threads)

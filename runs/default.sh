@@ -13,7 +13,7 @@
 #
 # Threads: torch uses OMP_NUM_THREADS (default here: all cores). On a CPU shared with other jobs set
 # OMP_NUM_THREADS=1: two threads per process thrash when another process holds a core (measured 3.5x
-# slower, see the preset comments in src/latentdiff/config.py).
+# slower, see docs/presets.md).
 #
 # Wall time: 3 h 38 min from nothing (prepare-data 9 s, CLIP 12.4 min at ~125 samples/s, VAE 35.1 min at
 # 9.1 samples/s, U-Net cache 1.0 min + 37.6 min at 64 samples/s, second U-Net phase 20.0 min, third 110.6 min,

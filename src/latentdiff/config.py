@@ -1,4 +1,4 @@
-"""Typed configuration: the model-size presets table and one dataclass per stage.
+"""Typed configuration: one dataclass per stage (the model-size presets and their recipes: presets.py).
 
 Stage options are declared once as dataclass fields (`latentdiff.options.option` / `positional`), which
 become the command-line flags and the config saved next to every output.
@@ -8,123 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from latentdiff.errors import UserError
-from latentdiff.options import option, positional
-# the server's bounds live with its other limits (a module with no heavy imports)
 from latentdiff.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_JOB_SECONDS, DEFAULT_MAX_QUEUE
-
-T = TypeVar("T")
-
-
-# ----------------------------------------------------------------------------------------------
-# Model-size presets. One table per component; stages look presets up by name (`--preset tiny`).
-# The numbers are chosen by measurement on the 2-core development machine; see each entry's comment.
-# ----------------------------------------------------------------------------------------------
-
-PRESET_NAMES = ("tiny", "small", "base")
-
-
-@dataclass(frozen=True)
-class ClipPreset:
-    image_size: int
-    text_width: int
-    text_layers: int
-    text_heads: int
-    vision_width: int
-    vision_layers: int
-    vision_heads: int
-    patch_size: int
-    projection_dim: int
-    vocab_size: int  # size of the BPE vocabulary trained on the captions when starting from scratch
-    max_text_tokens: int  # tokenizer.model_max_length; longer prompts are truncated with a warning
-
-
-@dataclass(frozen=True)
-class VaePreset:
-    image_size: int
-    block_out_channels: tuple[int, ...]  # one entry per resolution; downsampling factor 2**(len-1)
-    layers_per_block: int
-    latent_channels: int
-    # GroupNorm groups in every ResNet block; must divide each width (SD uses 32; tiny widths need fewer)
-    norm_num_groups: int = 32
-
-
-@dataclass(frozen=True)
-class UnetPreset:
-    block_out_channels: tuple[int, ...]
-    layers_per_block: int
-    attention_head_dim: int
-    # which resolutions have cross-attention to the text (True) or are plain ResNet blocks (False)
-    cross_attention_levels: tuple[bool, ...]
-    # GroupNorm groups in every block; must divide each width (SD uses 32)
-    norm_num_groups: int = 32
-
-
-# CLIP training speed (benchmarks/bench_train_clip.py, batch 32, fp32, 2 cores, measured while the machine
-# ran other jobs at load ~8, so an idle machine is about 2-4x faster): tiny 0.11M params, 6-15 samples/s;
-# small 8.6M params (2.1M of them the 8192-token embedding), ~3 samples/s.
-# Re-measured for the bundled default model (issue 6; batch 32, 2 threads, 64 px, patch 8 = 64 image tokens,
-# 32 text tokens: the emoji names in all 14 languages are at most 26 tokens, 99% at most 15):
-#   width 256, 4+4 layers: 8.62M params, 45 samples/s on the idle machine (7 samples/s under load ~5)
-#   width 192, 3+3 layers: 4.37M params, 108 samples/s idle (16 under load)
-#   small = width 128, 3+3 layers, 2 heads: 2.31M params (1.05M of them the embedding), 140 samples/s idle,
-#         23 under load ~5 with 2 threads: the one that fits ~5 emoji epochs into ~10 minutes on a shared CPU.
-# Under load, 2 threads thrash: 1 thread was 3.5x faster than 2 while another job used a core (VAE below).
-CLIP_PRESETS: dict[str, ClipPreset] = {
-    "tiny": ClipPreset(64, 32, 2, 2, 32, 2, 2, 16, 32, 1000, 32),
-    "small": ClipPreset(64, 128, 3, 2, 128, 3, 2, 8, 128, 8192, 32),
-    "base": ClipPreset(224, 512, 12, 8, 768, 12, 12, 32, 512, 49408, 77),
-}
-
-# Measured on the 2-core dev machine (fp32, AdamW, one encode+sample+decode+backward step, shared CPU):
-#   (16, 32) f=2:          0.17M params, latents 4x32x32 at 64 px, 23 samples/s (batch 8)
-#   tiny  (16, 32, 32) f=4: 0.24M params, latents 4x16x16 at 64 px, 31 samples/s (batch 8): faster than
-#         f=2 and gives the U-Net 4x fewer latent cells
-#   (64, 128, 128) f=4:    3.79M params, 3.3 samples/s: 64 channels at full resolution dominate the cost
-#   small (32, 64, 128) f=4: 2.70M params, latents 4x16x16 at 64 px, 12.6 samples/s (batch 8): about
-#         11k images (3 epochs of the emoji set) in 15 minutes. f=4 is LDM-4, the best quality/speed
-#         trade-off in Rombach et al. 2022 (Sec. 4.1).
-#   small re-measured (issue 6, batch 16, fp32): 2 threads 1.5 samples/s and 1 thread 5.4 samples/s while another
-#         job used one core (load ~3.5): a shared CPU wants OMP_NUM_THREADS=1.
-#   base  (128, 256, 512, 512) f=8, 2 layers: 83.65M params (Stable Diffusion's VAE), latents 4x32x32 at
-#         256 px; ~200 s per batch-2 step here, a GPU-sized model.
-VAE_PRESETS: dict[str, VaePreset] = {
-    "tiny": VaePreset(64, (16, 32, 32), 1, 4, norm_num_groups=16),
-    "small": VaePreset(64, (32, 64, 128), 1, 4, norm_num_groups=32),
-    "base": VaePreset(256, (128, 256, 512, 512), 2, 4, norm_num_groups=32),
-}
-
-# Measured on the 2-core dev machine while it was shared (load average ~8, 1 thread: 2 threads thrash
-# under that load), fp32, AdamW, one forward+backward+step at batch 32 on 4x16x16 latents (64 px through
-# the f=4 VAE presets), 77 text tokens of width 256 (32 tokens of width 32 for tiny); head size 32:
-#   tiny  (32, 64) 1 layer:             0.99M params, 30 samples/s: a test run of a few steps takes seconds
-#   small (64, 128, 128) 1 layer:       6.94M params, 10.7 samples/s (U-Net alone; the whole cached train-unet
-#         step measured 6.7 samples/s by benchmarks/bench_train_unet.py on the same shared machine): the
-#         largest of these that keeps 20 epochs of the ~3,800-image emoji set (76k samples) near an hour
-#         (that needs ~21 samples/s: the machine unshared; not measured unshared here).
-#   (64, 128, 128) 2 layers:            10.4M params, 4.7 samples/s;  (96, 192, 192) 1 layer: 15.3M, 5.3/s;
-#   (64, 128, 256) 1 layer:             16.8M params, 5.3 samples/s;  (128, 256, 256) 2 layers: 40.2M, 1.6/s:
-#         each 2-6x slower than small for a 64 px emoji set, so not the default.
-#   base  (320, 640, 1280, 1280) 2 layers, head 64: Stable Diffusion 1.x's U-Net, 853M params with CLIP base
-#         (text width 512); for 256 px on a GPU (4x32x32 latents through the f=8 VAE base); not timed here.
-# Re-measured for the bundled default model (issue 6; batch 32, 2 threads, U-Net alone, 32 text tokens of
-# width 128 = CLIP small): (64, 128, 128) 6.72M params, 31.9 samples/s on the idle machine, 2.2 under load ~5;
-# small = (32, 64, 128) 1 layer: 4.22M params, 75.1 samples/s idle, 5.0 under load ~5: 32 instead of 64
-# channels at the 16x16 level (no attention there) make it 2.3x faster, so twice the epochs fit the hour.
-# (64, 128) with attention at both levels: 4.28M params, 2.5 samples/s under load ~5.
-UNET_PRESETS: dict[str, UnetPreset] = {
-    "tiny": UnetPreset((32, 64), 1, 8, (False, True)),
-    "small": UnetPreset((32, 64, 128), 1, 32, (False, True, True)),
-    "base": UnetPreset((320, 640, 1280, 1280), 2, 64, (True, True, True, False)),
-}
-
-
-def lookup_preset(table: dict[str, T], name: str, component: str) -> T:
-    if name not in table:
-        raise UserError(f"Unknown {component} preset '{name}'; choose one of: {', '.join(table)}.")
-    return table[name]
+from latentdiff.options import option, positional
+from latentdiff.presets import CLIP_PRESETS, PRESET_NAMES, UNET_PRESETS, VAE_PRESETS, recipe_help
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,37 +76,30 @@ class TrainConfig:
         return dataclasses.replace(self, **updates)
 
 
-# Each training stage's batch_size / lr / epochs when the user gives none: from scratch, and with --init.
-# train-clip's fine-tuning row is the seed recipe for fine-tuning a pretrained CLIP.
-CLIP_SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 5e-4, "epochs": 30}
-CLIP_FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}
-# From scratch a small VAE takes a high LR well (AdamW, warmup-free, cosine); fine-tuning a pretrained VAE
-# uses a small one so it keeps what it knows (Stable Diffusion's VAE fine-tunes used 1e-5 order LRs).
-VAE_SCRATCH_DEFAULTS = {"batch_size": 16, "lr": 1e-3, "epochs": 5}
-VAE_FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 2}
-# U-Net from scratch: AdamW at 2e-4 is stable for these small U-Nets with gradient clipping; 20 epochs of
-# the ~3,800-image emoji set is the hour budget of `small` (see the measurements above UNET_PRESETS).
-# Fine-tuning a pretrained U-Net: the usual Stable Diffusion fine-tuning recipe (batch 8, lr 1e-5).
-UNET_SCRATCH_DEFAULTS = {"batch_size": 32, "lr": 2e-4, "epochs": 20}
-UNET_FINETUNE_DEFAULTS = {"batch_size": 8, "lr": 1e-5, "epochs": 5}
+# The help of a recipe flag; its default comes from the --preset row (presets.py) when the user gives none.
+RECIPE_HELP = {
+    "epochs": "passes over the training split when --max-steps is 0",
+    "batch_size": "images per optimizer step per process, before accumulation",
+    "lr": "peak learning rate of AdamW",
+    "warmup_steps": "optimizer steps of linear LR warmup from 0",
+    "ema_decay": "decay of the EMA of the weights that the export uses (0: off)",
+}
 
 
-def _stage_default(scratch: dict[str, Any], finetune: dict[str, Any], name: str) -> str:
-    """The help's "(default: ...)" of a stage's batch_size / lr / epochs, from the tables above."""
-    return f"(default: {scratch[name]:g} from scratch, {finetune[name]:g} with --init)"
-
-
-def _clip_default(name: str) -> str:
-    return _stage_default(CLIP_SCRATCH_DEFAULTS, CLIP_FINETUNE_DEFAULTS, name)
+def recipe_option(table, name: str):
+    """A stage's recipe flag: None until the stage fills it from its --preset row (`with_defaults`)."""
+    return option(None, f"{RECIPE_HELP[name]} {recipe_help(table, name)}")
 
 
 @dataclass
 class ClipTrainConfig(TrainConfig):
     """`latentdiff train-clip`: contrastive CLIP training (defaults in CLIP_*_DEFAULTS above)."""
 
-    epochs: int | None = option(None, f"passes over the training split when --max-steps is 0 {_clip_default('epochs')}")
-    batch_size: int | None = option(None, f"image-caption pairs per step per process {_clip_default('batch_size')}")
-    lr: float | None = option(None, f"peak AdamW learning rate {_clip_default('lr')}")
+    epochs: int | None = recipe_option(CLIP_PRESETS, "epochs")
+    batch_size: int | None = recipe_option(CLIP_PRESETS, "batch_size")
+    lr: float | None = recipe_option(CLIP_PRESETS, "lr")
+    warmup_steps: int | None = recipe_option(CLIP_PRESETS, "warmup_steps")
+    ema_decay: float | None = recipe_option(CLIP_PRESETS, "ema_decay")
     checkpoint_every: int = option(200, "write resumable training state every N optimizer steps (0: only at the end)")
     validate_every: int = option(200, "run retrieval validation every N optimizer steps (0: only at the end)")
 
@@ -228,12 +109,11 @@ class UnetTrainConfig(TrainConfig):
     """`latentdiff train-unet`: the latent denoiser, conditioned on a frozen CLIP text encoder, in the latent
     space of a frozen VAE (defaults in UNET_*_DEFAULTS above)."""
 
-    epochs: int | None = option(None, "passes over the training split when --max-steps is 0 "
-                                      + _stage_default(UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS, "epochs"))
-    batch_size: int | None = option(None, "images per optimizer step per process, before accumulation "
-                                          + _stage_default(UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS, "batch_size"))
-    lr: float | None = option(None, "peak learning rate of AdamW "
-                                    + _stage_default(UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS, "lr"))
+    epochs: int | None = recipe_option(UNET_PRESETS, "epochs")
+    batch_size: int | None = recipe_option(UNET_PRESETS, "batch_size")
+    lr: float | None = recipe_option(UNET_PRESETS, "lr")
+    warmup_steps: int | None = recipe_option(UNET_PRESETS, "warmup_steps")
+    ema_decay: float | None = recipe_option(UNET_PRESETS, "ema_decay")
     clip: str = option("", "the CLIP folder (from `latentdiff train-clip`) whose text encoder and tokenizer condition the U-Net")
     vae: str = option("", "the VAE folder (from `latentdiff train-vae`) whose latent space the U-Net denoises")
     prediction_type: str = option("epsilon", "what the U-Net predicts: the noise (epsilon) or the velocity (v_prediction)",
@@ -247,7 +127,6 @@ class UnetTrainConfig(TrainConfig):
     caption_dropout: float = option(0.1, "fraction of steps trained on the empty prompt, for classifier-free guidance")
     cache: bool = option(True, "encode images and captions once and cache them on disk (--no-cache: encode every step)")
     cache_dir: str = option("", "where the latent/text caches live (default: DATA/.latentdiff-cache)")
-    ema_decay: float = option(0.999, "decay of the EMA of the U-Net weights used for the exported pipeline (0: off)")
     validation_prompts: list[str] = option([], "prompts of the sample grid written at each validation (default: validation captions)")
     num_validation_prompts: int = option(8, "validation captions in the sample grid when --validation-prompts is not given (0: no grid)")
     validation_images: int = option(64, "validation images for the validation loss (0: all)")
@@ -260,12 +139,11 @@ class UnetTrainConfig(TrainConfig):
 class VaeTrainConfig(TrainConfig):
     """`latentdiff train-vae`: an AutoencoderKL trained with reconstruction + KL (defaults in VAE_*_DEFAULTS above)."""
 
-    epochs: int | None = option(None, "passes over the training split when --max-steps is 0 "
-                                      + _stage_default(VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS, "epochs"))
-    batch_size: int | None = option(None, "images per optimizer step per process, before accumulation "
-                                          + _stage_default(VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS, "batch_size"))
-    lr: float | None = option(None, "peak learning rate of AdamW "
-                                    + _stage_default(VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS, "lr"))
+    epochs: int | None = recipe_option(VAE_PRESETS, "epochs")
+    batch_size: int | None = recipe_option(VAE_PRESETS, "batch_size")
+    lr: float | None = recipe_option(VAE_PRESETS, "lr")
+    warmup_steps: int | None = recipe_option(VAE_PRESETS, "warmup_steps")
+    ema_decay: float | None = recipe_option(VAE_PRESETS, "ema_decay")
     reconstruction_loss: str = option("l1", "pixel reconstruction loss: l1 (sharper, as in LDM) or mse (what PSNR measures)",
                                       choices=("l1", "mse"))
     crop_size: int = option(0, "train on random square crops of this many pixels (a multiple of the VAE's downsampling "
@@ -284,10 +162,13 @@ class VaeTrainConfig(TrainConfig):
 
 def _per_stage(name: str) -> str:
     """"train-clip 30, train-vae 5, train-unet 20": each stage's default of `name` when `train` runs it."""
-    stages = (("train-clip", ClipTrainConfig, CLIP_SCRATCH_DEFAULTS), ("train-vae", VaeTrainConfig, VAE_SCRATCH_DEFAULTS),
-              ("train-unet", UnetTrainConfig, UNET_SCRATCH_DEFAULTS))
-    return ", ".join(f"{stage} {scratch.get(name, cls.__dataclass_fields__[name].default):g}"
-                     for stage, cls, scratch in stages)
+    stages = (("train-clip", ClipTrainConfig, CLIP_PRESETS), ("train-vae", VaeTrainConfig, VAE_PRESETS),
+              ("train-unet", UnetTrainConfig, UNET_PRESETS))
+    def default(cls, table) -> float:
+        recipe = table["tiny"].scratch
+        return getattr(recipe, name) if hasattr(recipe, name) else cls.__dataclass_fields__[name].default
+
+    return ", ".join(f"{stage} {default(cls, table):g}" for stage, cls, table in stages)
 
 
 @dataclass

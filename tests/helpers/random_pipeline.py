@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.config import CLIP_PRESETS, UNET_PRESETS, VAE_PRESETS
+from latentdiff.presets import CLIP_PRESETS, UNET_PRESETS, VAE_PRESETS
 
 # A few captions to train the tokenizer's BPE on; any text still tokenizes (byte fallback).
 CAPTIONS = [

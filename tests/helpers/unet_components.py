@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from helpers.clip_data import write_tiny_clip_dataset
-from latentdiff.config import CLIP_PRESETS, VAE_PRESETS
+from latentdiff.presets import CLIP_PRESETS, VAE_PRESETS
 
 IMAGE_SIZE = 64
 

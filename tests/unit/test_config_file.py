@@ -9,8 +9,8 @@ import pytest
 from safetensors.torch import load_file
 
 from helpers.clip_data import write_tiny_clip_dataset
-from latentdiff.config import (CLIP_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS, UNET_SCRATCH_DEFAULTS,
-                               VAE_FINETUNE_DEFAULTS, VAE_SCRATCH_DEFAULTS, UnetTrainConfig)
+from latentdiff.config import UnetTrainConfig
+from latentdiff.presets import CLIP_PRESETS, UNET_PRESETS, VAE_PRESETS
 from latentdiff.options import parse_config
 from latentdiff.stages import train, train_clip, train_unet, train_vae
 
@@ -71,18 +71,14 @@ def test_saved_config_reruns_the_run_exactly_into_a_new_folder(tmp_path):
 
 
 def test_help_shows_each_stage_real_defaults(capsys):
-    for main, scratch, finetune in ((train_clip.main, CLIP_SCRATCH_DEFAULTS, None),
-                                    (train_vae.main, VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS),
-                                    (train_unet.main, UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS),
-                                    (train.main, CLIP_SCRATCH_DEFAULTS, None)):
+    for main, table in ((train_clip.main, CLIP_PRESETS), (train_vae.main, VAE_PRESETS), (train_unet.main, UNET_PRESETS)):
+        scratch, finetune = table["tiny"].scratch, table["tiny"].finetune
         with pytest.raises(SystemExit):
             main(["--help"])
         text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-        assert "the stage's" not in text
-        assert f"{scratch['epochs']:g}" in text and "--config FILE" in text
-        if finetune:
-            assert f"(default: {scratch['lr']:g} from scratch, {finetune['lr']:g} with --init)" in text
-            assert f"(default: {scratch['batch_size']:g} from scratch, {finetune['batch_size']:g} with --init)" in text
+        assert "the stage's" not in text and "--config FILE" in text
+        for name in ("lr", "batch_size", "epochs", "ema_decay"):
+            assert f"(default: {getattr(scratch, name):g} from scratch, {getattr(finetune, name):g} with --init)" in text
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -15,7 +15,9 @@ from PIL import Image
 
 from helpers.clip_data import write_tiny_clip_dataset
 from helpers.tensorboard_log import logged_images
-from latentdiff.config import VAE_PRESETS, VaeTrainConfig
+from latentdiff.config import VaeTrainConfig
+from latentdiff.presets import VAE_PRESETS
+from latentdiff.training.stage import with_recipe
 from latentdiff.data.prepared import ImageCaptionDataset, open_prepared
 from latentdiff.errors import UserError
 from latentdiff.losses.vae import kl_per_pixel_value, reconstruction_loss, vae_loss
@@ -87,7 +89,7 @@ def test_train_vae_improves_psnr_and_saves_a_loadable_vae_with_its_scaling_facto
     cfg = VaeTrainConfig(data=str(data_dir), out=str(out), preset="tiny", max_steps=20, batch_size=8, lr=2e-3,
                          validate_every=0, checkpoint_every=0, seed=0)
     # PSNR of the untrained model (same seed, so the same initial weights the stage starts from).
-    untrained = train_vae.build_task(cfg.with_defaults(**train_vae.SCRATCH_DEFAULTS))
+    untrained = train_vae.build_task(with_recipe(cfg, VAE_PRESETS))
     before = untrained.validate(untrained.trainable_module().eval(), 0, tmp_path / "before")["psnr_db"]
 
     train_vae.run(cfg)
@@ -150,8 +152,9 @@ def test_init_loads_vae_and_pipeline_folders_and_refuses_pickles(tmp_path):
 def test_fine_tuning_from_init_starts_from_its_weights(data_dir, tmp_path):
     tiny_vae(seed=3).save_pretrained(tmp_path / "start", safe_serialization=True)
     cfg = VaeTrainConfig(data=str(data_dir), out=str(tmp_path / "tuned"), init=str(tmp_path / "start"), max_steps=2,
-                         batch_size=4, seed=0).with_defaults(**train_vae.FINETUNE_DEFAULTS)
-    assert cfg.lr == train_vae.FINETUNE_DEFAULTS["lr"]
+                         batch_size=4, seed=0)
+    cfg = with_recipe(cfg, VAE_PRESETS)
+    assert cfg.lr == VAE_PRESETS["tiny"].finetune.lr
     train_vae.run(cfg)
     start, tuned = AutoencoderKL.from_pretrained(tmp_path / "start"), AutoencoderKL.from_pretrained(tmp_path / "tuned")
     delta = (tuned.encoder.conv_in.weight - start.encoder.conv_in.weight).abs().max()

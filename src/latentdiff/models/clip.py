@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.config import ClipPreset
+from latentdiff.presets import ClipPreset
 from latentdiff.errors import UserError
 from latentdiff.models.weights import refuse_pickle_only
 

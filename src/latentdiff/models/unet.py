@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from diffusers import UNet2DConditionModel
 
-from latentdiff.config import UnetPreset
+from latentdiff.presets import UnetPreset
 from latentdiff.errors import UserError
 from latentdiff.models.weights import load_diffusers_component
 

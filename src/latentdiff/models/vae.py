@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from latentdiff.config import VaePreset
+from latentdiff.presets import VaePreset
 from latentdiff.errors import UserError
 from latentdiff.models.weights import load_diffusers_component
 

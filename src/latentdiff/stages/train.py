@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from latentdiff.checkpoint import is_stage_complete
-from latentdiff.config import (ClipTrainConfig, TrainAllConfig, UnetTrainConfig, VAE_PRESETS, VaeTrainConfig, lookup_preset)
+from latentdiff.config import ClipTrainConfig, TrainAllConfig, UnetTrainConfig, VaeTrainConfig
+from latentdiff.presets import VAE_PRESETS, lookup_preset
 from latentdiff.options import run_stage, save_config
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError

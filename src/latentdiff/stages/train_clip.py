@@ -9,7 +9,8 @@ load, `retrieval_metrics.json` (rewritten at every validation), TensorBoard logs
 
 from __future__ import annotations
 
-from latentdiff.config import (CLIP_FINETUNE_DEFAULTS, CLIP_PRESETS, CLIP_SCRATCH_DEFAULTS, ClipTrainConfig, lookup_preset)
+from latentdiff.config import ClipTrainConfig
+from latentdiff.presets import CLIP_PRESETS, lookup_preset
 from latentdiff.data.prepared import open_prepared
 from latentdiff.options import run_stage
 from latentdiff.training.stage import run_training_stage
@@ -37,8 +38,8 @@ def build_task(cfg: ClipTrainConfig):
 
 
 def run(cfg: ClipTrainConfig):
-    return run_training_stage(cfg, command="train-clip", artefact="CLIP model", scratch_defaults=CLIP_SCRATCH_DEFAULTS,
-                              finetune_defaults=CLIP_FINETUNE_DEFAULTS, build_task=build_task)
+    return run_training_stage(cfg, command="train-clip", artefact="CLIP model", presets=CLIP_PRESETS,
+                              build_task=build_task)
 
 
 def main(argv: list[str] | None = None) -> int:

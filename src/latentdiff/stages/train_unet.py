@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.config import (UNET_FINETUNE_DEFAULTS, UNET_PRESETS, UNET_SCRATCH_DEFAULTS, UnetTrainConfig,
-                               lookup_preset)
+from latentdiff.config import UnetTrainConfig
 from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
+from latentdiff.presets import UNET_PRESETS, lookup_preset
 from latentdiff.training.stage import require_data_and_out, run_training_stage
 
-# (batch_size, lr, epochs) when the user does not say; in config.py, where --help reads them.
-SCRATCH_DEFAULTS, FINETUNE_DEFAULTS = UNET_SCRATCH_DEFAULTS, UNET_FINETUNE_DEFAULTS
 PIPELINE_TEXT_ENCODER_SUBFOLDER = "text_encoder"
 PIPELINE_TOKENIZER_SUBFOLDER = "tokenizer"
 
@@ -108,8 +106,8 @@ def build_task(cfg: UnetTrainConfig):
 
 
 def run(cfg: UnetTrainConfig):
-    result = run_training_stage(cfg, command="train-unet", artefact="pipeline", scratch_defaults=SCRATCH_DEFAULTS,
-                                finetune_defaults=FINETUNE_DEFAULTS, build_task=build_task, check=check_options)
+    result = run_training_stage(cfg, command="train-unet", artefact="pipeline", presets=UNET_PRESETS,
+                                build_task=build_task, check=check_options)
     from latentdiff.runtime import process_state
 
     out = cfg.out

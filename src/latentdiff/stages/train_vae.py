@@ -9,15 +9,14 @@ grids, TensorBoard logs and resumable training state.
 
 from __future__ import annotations
 
-from latentdiff.config import (VAE_FINETUNE_DEFAULTS, VAE_PRESETS, VAE_SCRATCH_DEFAULTS, VaeTrainConfig,
-                               lookup_preset)
+from latentdiff.config import VaeTrainConfig
+from latentdiff.presets import VAE_PRESETS, lookup_preset
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.options import run_stage
 from latentdiff.training.stage import run_training_stage
 
 # batch_size / lr / epochs when the user gives none; in config.py, where --help reads them.
-SCRATCH_DEFAULTS, FINETUNE_DEFAULTS = VAE_SCRATCH_DEFAULTS, VAE_FINETUNE_DEFAULTS
 
 
 def build_task(cfg: VaeTrainConfig):
@@ -51,8 +50,8 @@ def build_task(cfg: VaeTrainConfig):
 
 
 def run(cfg: VaeTrainConfig):
-    return run_training_stage(cfg, command="train-vae", artefact="VAE", scratch_defaults=SCRATCH_DEFAULTS,
-                              finetune_defaults=FINETUNE_DEFAULTS, build_task=build_task)
+    return run_training_stage(cfg, command="train-vae", artefact="VAE", presets=VAE_PRESETS,
+                              build_task=build_task)
 
 
 def main(argv: list[str] | None = None) -> int:

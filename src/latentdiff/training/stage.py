@@ -4,14 +4,16 @@ config once per run. A stage supplies only how to build its task."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import TrainConfig
 from latentdiff.data.prepared import open_prepared
-from latentdiff.options import save_config
 from latentdiff.errors import UserError
+from latentdiff.options import save_config
+from latentdiff.presets import lookup_preset
 
 
 def require_data_and_out(cfg: TrainConfig, artefact: str) -> Path:
@@ -44,11 +46,18 @@ def train_and_record(task, cfg: TrainConfig, out: Path):
     return result
 
 
-def run_training_stage(cfg: TrainConfig, *, command: str, artefact: str, scratch_defaults: dict[str, Any],
-                       finetune_defaults: dict[str, Any], build_task: Callable[[TrainConfig], Any],
-                       check: Callable[[TrainConfig], None] | None = None):
+def with_recipe(cfg: TrainConfig, presets: Mapping[str, Any]) -> TrainConfig:
+    """`cfg` with every recipe option the user left unset (None) taken from its --preset row: the
+    scratch recipe, or the fine-tuning one with --init."""
+    row = lookup_preset(presets, cfg.preset, "model")
+    return cfg.with_defaults(**dataclasses.asdict(row.finetune if cfg.init else row.scratch))
+
+
+def run_training_stage(cfg: TrainConfig, *, command: str, artefact: str, presets: Mapping[str, Any],
+                       build_task: Callable[[TrainConfig], Any], check: Callable[[TrainConfig], None] | None = None):
     """The body of `train-clip`, `train-vae` and `train-unet`: returns the loop's TrainResult, or None when
-    --out already holds a finished `artefact`. Defaults fill only what the user left unset (None).
+    --out already holds a finished `artefact`. The --preset row of `presets` (presets.py) gives the recipe
+    (scratch, or finetune with --init); it fills only what the user left unset (None).
     `check(cfg)`: the stage's checks that need no torch, run with the dataset's before torch loads (~2-10 s)."""
     out = require_data_and_out(cfg, f"the {artefact}")
     if already_finished(out, command, artefact):
@@ -56,7 +65,7 @@ def run_training_stage(cfg: TrainConfig, *, command: str, artefact: str, scratch
     open_prepared(cfg.data).require_split("train")  # a wrong --data is told in a fraction of a second
     if check is not None:
         check(cfg)
-    cfg = cfg.with_defaults(**(finetune_defaults if cfg.init else scratch_defaults))
+    cfg = with_recipe(cfg, presets)
     from latentdiff.runtime import seed_everything  # torch: imported once the options are known to be good
 
     seed_everything(cfg.seed)  # a preset model's initial weights depend only on --seed

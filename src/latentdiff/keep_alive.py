@@ -238,8 +238,8 @@ def _model_fingerprint(folder: Path) -> list[tuple[str, int, int]] | None:
 
 @dataclass(frozen=True)
 class WorkerHooks:
-    """What a worker runs, given by its entry module: `load(model, device)` a pipeline, `locate(model)` its
-    folder (read before loading), `run(cfg, pipeline=...)` one request's stage."""
+    """What a worker runs, given by its entry module: `load(model, device)` a TextToImage, `locate(model)` its
+    folder (read before loading), `run(cfg, text_to_image=...)` one request's stage."""
 
     load: Callable[[str | None, str | None], Any]
     locate: Callable[[str | None], Path]
@@ -249,18 +249,18 @@ class WorkerHooks:
 class _Worker:
     def __init__(self, model: str | None, device: str | None, hooks: WorkerHooks):
         self.model, self.device, self.hooks = model, device, hooks
-        self.pipeline = None
+        self.text_to_image = None
         self.fingerprint: list[tuple[str, int, int]] | None = None
 
-    def loaded_pipeline(self):
+    def loaded_text_to_image(self):
         """The pipeline, reloaded when its files changed on disk since it was loaded (a retrained model)."""
-        folder = self.pipeline.source.path if self.pipeline is not None else self.hooks.locate(self.model)
+        folder = self.text_to_image.source.path if self.text_to_image is not None else self.hooks.locate(self.model)
         fingerprint = _model_fingerprint(folder)  # before loading: a re-export meanwhile shows next time
-        if self.pipeline is None or fingerprint is None or fingerprint != self.fingerprint:
-            self.pipeline = None  # free the old weights before loading the new ones
-            self.pipeline = self.hooks.load(self.model, self.device)
+        if self.text_to_image is None or fingerprint is None or fingerprint != self.fingerprint:
+            self.text_to_image = None  # free the old weights before loading the new ones
+            self.text_to_image = self.hooks.load(self.model, self.device)
             self.fingerprint = fingerprint
-        return self.pipeline
+        return self.text_to_image
 
     def answer(self, connection: socket.socket) -> float | None:
         """Run one request; returns the keep-alive it asked for (None: a stop request)."""
@@ -277,7 +277,7 @@ class _Worker:
                 contextlib.redirect_stdout(_FrameWriter(connection, "stdout")), \
                 contextlib.redirect_stderr(_FrameWriter(connection, "stderr")):
             try:
-                status = run_reporting_errors(lambda c: self.hooks.run(c, pipeline=self.loaded_pipeline()), cfg, PROG)
+                status = run_reporting_errors(lambda c: self.hooks.run(c, text_to_image=self.loaded_text_to_image()), cfg, PROG)
             except Exception:  # noqa: BLE001 - what the same call in process would have shown, then status 1
                 traceback.print_exc()
                 status = 1
@@ -316,7 +316,7 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float, 
     with processes.registered("worker", model or "bundled", device=device or "auto", socket=str(path),
                               until=time.time() + keep_alive_s) as card:
         try:
-            card.update(device=str(worker.loaded_pipeline().device))
+            card.update(device=str(worker.loaded_text_to_image().device))
             deadline = time.monotonic() + keep_alive_s
             while (remaining := deadline - time.monotonic()) > 0:
                 listener.settimeout(remaining)

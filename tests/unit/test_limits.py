@@ -22,7 +22,7 @@ def test_cli_and_server_give_the_images_of_a_request_the_same_seeds_wrapping_at_
 def test_cli_refuses_a_seed_the_server_and_a1111_could_not_take(tiny_pipeline_dir):
     from latentdiff.pipeline import TextToImage
 
-    tti = TextToImage.load(str(tiny_pipeline_dir), "cpu")
+    text_to_image = TextToImage.load(str(tiny_pipeline_dir), "cpu")
     with pytest.raises(UserError, match=f"--seed must be between 0 and {limits.MAX_SEED}"):
-        tti.check_request(GenerationRequest(prompts=["a"], seed=limits.MAX_SEED + 1, steps=1))
-    assert tti.check_request(GenerationRequest(prompts=["a"], seed=limits.MAX_SEED, steps=1)).seed == limits.MAX_SEED
+        text_to_image.check_request(GenerationRequest(prompts=["a"], seed=limits.MAX_SEED + 1, steps=1))
+    assert text_to_image.check_request(GenerationRequest(prompts=["a"], seed=limits.MAX_SEED, steps=1)).seed == limits.MAX_SEED

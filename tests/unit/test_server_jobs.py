@@ -141,7 +141,7 @@ def test_cancel_a_waiting_and_a_running_job(server):
 
 def test_a_model_failure_fails_that_batch_only(server, monkeypatch):
     client, queue = server
-    real_generate = queue.engine.tti.generate
+    real_generate = queue.engine.text_to_image.generate
     calls = []
 
     def failing_once(*args, **kwargs):
@@ -150,7 +150,7 @@ def test_a_model_failure_fails_that_batch_only(server, monkeypatch):
             raise RuntimeError("simulated out of memory")
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(queue.engine.tti, "generate", failing_once)
+    monkeypatch.setattr(queue.engine.text_to_image, "generate", failing_once)
     failed = wait_for(client, submit(client, prompt="unlucky", **FAST)["id"], finished)
     assert failed["status"] == "failed" and "simulated out of memory" in failed["error"]
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "lucky", **FAST})

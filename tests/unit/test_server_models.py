@@ -109,7 +109,7 @@ def test_img2img_matches_generate_with_an_init_image(server):
                                                       "denoising_strength": 0.5, **FAST})
     assert response.status_code == 200, response.text
     ours = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
-    reference = queue.engine.tti.generate(GenerationRequest(["a red circle"], seed=5, steps=4, guidance=5,
+    reference = queue.engine.text_to_image.generate(GenerationRequest(["a red circle"], seed=5, steps=4, guidance=5,
                                                             scheduler="euler-a", width=32, height=32,
                                                             init_image=_picture(), strength=0.5))[0]
     assert ours.info["parameters"] == reference.infotext

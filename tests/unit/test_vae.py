@@ -17,7 +17,7 @@ from helpers.clip_data import write_tiny_clip_dataset
 from helpers.tensorboard_log import logged_images
 from latentdiff.config import VaeTrainConfig
 from latentdiff.presets import VAE_PRESETS
-from latentdiff.training.stage import with_recipe
+from latentdiff.training.runner import with_recipe
 from latentdiff.data.prepared import ImageCaptionDataset, open_prepared
 from latentdiff.errors import UserError
 from latentdiff.losses.vae import kl_per_pixel_value, reconstruction_loss, vae_loss

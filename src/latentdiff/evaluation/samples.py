@@ -54,10 +54,10 @@ def to_tensor(images: list[Image.Image], size: int | None = None) -> torch.Tenso
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def generate_for_captions(pipeline, captions: list[str], *, seed: int, steps: int, guidance: float, scheduler: str,
+def generate_for_captions(text_to_image, captions: list[str], *, seed: int, steps: int, guidance: float, scheduler: str,
                           batch_size: int, desc: str = "generating"):
     """One image per caption (caption i with seed + i), with a progress bar over all denoising steps.
-    Returns the pipeline's `GeneratedImage`s (image, seed, prompt, infotext)."""
+    Returns the `GeneratedImage`s (image, seed, prompt, infotext)."""
     from tqdm.auto import tqdm
 
     from latentdiff.pipeline import GenerationRequest
@@ -69,4 +69,4 @@ def generate_for_captions(pipeline, captions: list[str], *, seed: int, steps: in
             bar.total = total
             bar.update(step - bar.n)
 
-        return pipeline.generate(request, progress_callback=on_step, batch_size=batch_size)
+        return text_to_image.generate(request, progress_callback=on_step, batch_size=batch_size)

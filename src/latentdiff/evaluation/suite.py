@@ -74,11 +74,11 @@ def _arrays(images: list[Image.Image]) -> list[np.ndarray]:
     return [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
 
 
-def evaluate_generations(pipeline, ref: RealReference, extractor, *, seed: int, steps: int, guidance: float,
+def evaluate_generations(text_to_image, ref: RealReference, extractor, *, seed: int, steps: int, guidance: float,
                          scheduler: str, batch_size: int, clip: Clip | None) -> tuple[dict[str, Any], list]:
     """Generate one image per caption at `guidance` and measure them; returns (metrics, GeneratedImages)."""
     real = ref.real
-    results = generate_for_captions(pipeline, real.captions, seed=seed, steps=steps, guidance=guidance,
+    results = generate_for_captions(text_to_image, real.captions, seed=seed, steps=steps, guidance=guidance,
                                     scheduler=scheduler, batch_size=batch_size, desc=f"generating (guidance {guidance:g})")
     images = [result.image for result in results]
     features = extractor(to_tensor(images))  # (N, 1280)

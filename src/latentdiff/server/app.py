@@ -56,7 +56,7 @@ def create_app(queue: JobQueue, *, api_key: str = "", hosts: HostPolicy | None =
         defaults = queue.engine.defaults
         max_request_cost = default_max_cost(defaults.width, defaults.height)
     engine = queue.engine
-    models = discover_models(engine.tti.source.path, engine.model_name, models_dir)
+    models = discover_models(engine.text_to_image.source.path, engine.model_name, models_dir)
     app.state.latentdiff = ServerState(queue, max_request_cost, models, load_model, models_dir, default_budget)
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, api_key=api_key, hosts=hosts)

@@ -39,9 +39,9 @@ def png_bytes(image: Image.Image, infotext: str) -> bytes:
 
 
 class PipelineEngine:
-    def __init__(self, tti: TextToImage):
-        self.tti = tti
-        vae = tti.pipe.vae
+    def __init__(self, text_to_image: TextToImage):
+        self.text_to_image = text_to_image
+        vae = text_to_image.pipe.vae
         self._preview_matrix = fit_latent_to_rgb(vae, float(vae.config.scaling_factor))
 
     @classmethod
@@ -50,19 +50,19 @@ class PipelineEngine:
 
     @property
     def model_name(self) -> str:
-        return self.tti.model_name
+        return self.text_to_image.model_name
 
     @property
     def model_hash(self) -> str:
-        return self.tti.model_hash
+        return self.text_to_image.model_hash
 
     @property
     def min_size(self) -> int:
-        return self.tti.min_size  # smaller images cannot be made by this model (pipeline.TextToImage.min_size)
+        return self.text_to_image.min_size  # smaller images cannot be made by this model (pipeline.TextToImage.min_size)
 
     @property
     def defaults(self) -> ModelDefaults:
-        size = self.tti.default_size
+        size = self.text_to_image.default_size
         return ModelDefaults(width=size, height=size, steps=DEFAULT_GENERATION_STEPS, guidance=DEFAULT_GUIDANCE,
                              scheduler=DEFAULT_SCHEDULER)
 
@@ -70,7 +70,7 @@ class PipelineEngine:
         """The pipeline's own validation of these settings for this model (size multiple of the VAE
         factor, steps within the training schedule), as a 422 naming the request's field."""
         try:
-            self.tti.check_request(self._request([params]))
+            self.text_to_image.check_request(self._request([params]))
         except UserError as err:
             flag = _FLAG.search(str(err))
             name = flag.group(1).replace("-", "_") if flag else ("scheduler" if "scheduler" in str(err) else None)
@@ -80,7 +80,7 @@ class PipelineEngine:
     def cost(self, params: JobParams) -> RequestCost:
         """What `params` costs the worker (budget.py), counting U-Net calls as the pipeline makes them."""
         guided = params.guidance > 1  # diffusers' do_classifier_free_guidance: a doubled U-Net batch
-        calls = self.tti.num_denoising_steps(params.scheduler, params.steps, params.denoising_strength) * (2 if guided else 1)
+        calls = self.text_to_image.num_denoising_steps(params.scheduler, params.steps, params.denoising_strength) * (2 if guided else 1)
         return RequestCost(params.width, params.height, calls, params.num_images)
 
     def _request(self, batch: list[JobParams]) -> GenerationRequest:
@@ -99,7 +99,7 @@ class PipelineEngine:
     def run(self, batch: list[JobParams], on_step: StepCallback) -> list[list[JobImage]]:
         request = self._request(batch)
         num_images = len(request.image_seeds)
-        batch_size = min(num_images, self.tti.auto_batch_size(request.width, request.height, request.guidance))
+        batch_size = min(num_images, self.text_to_image.auto_batch_size(request.width, request.height, request.guidance))
         num_chunks = math.ceil(num_images / batch_size)
         first_image = [sum(p.num_images for p in batch[:j]) for j in range(len(batch))]
 
@@ -117,7 +117,7 @@ class PipelineEngine:
                 raise _Stop()
 
         try:
-            images = self.tti.generate(request, progress, batch_size=batch_size)
+            images = self.text_to_image.generate(request, progress, batch_size=batch_size)
         except _Stop:
             return [[] for _ in batch]
         results, start = [], 0

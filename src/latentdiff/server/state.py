@@ -42,7 +42,7 @@ class ServerState:
     def current_model(self) -> ServedModel:
         """The model the worker holds now (entry of `models` with its name)."""
         name = self.engine.model_name
-        return next((m for m in self.models if m.name == name), None) or ServedModel(name, self.engine.tti.source.path)
+        return next((m for m in self.models if m.name == name), None) or ServedModel(name, self.engine.text_to_image.source.path)
 
     def refresh_models(self) -> None:
         """Look for pipeline folders in --models-dir again (A1111's refresh-checkpoints)."""

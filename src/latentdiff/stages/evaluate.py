@@ -149,19 +149,19 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
     from latentdiff.evaluation.suite import evaluate_generations, evaluate_real_against_captions, evaluate_vae, sweep_row
     from latentdiff.pipeline import TextToImage
 
-    pipeline = TextToImage.load(model, cfg.device)
-    clip = _load_clip(clip_path, pipeline.pipe.text_encoder) if clip_path else None
+    text_to_image = TextToImage.load(model, cfg.device)
+    clip = _load_clip(clip_path, text_to_image.pipe.text_encoder) if clip_path else None
     num = len(real_ref.real.images)
     payload["protocol"].update({
-        "model_hash": pipeline.model_hash, "model_name": pipeline.model_name,
+        "model_hash": text_to_image.model_hash, "model_name": text_to_image.model_name,
         "seeds": f"{cfg.seed}..{cfg.seed + num - 1} (caption i uses seed+i, CPU generators)",
         "steps": cfg.steps, "scheduler": cfg.scheduler, "guidance": cfg.guidance,
-        "generated_size": f"{pipeline.default_size}x{pipeline.default_size}", "batch_size": cfg.batch_size,
-        "dtype": str(pipeline.pipe.unet.dtype).replace("torch.", ""),
+        "generated_size": f"{text_to_image.default_size}x{text_to_image.default_size}", "batch_size": cfg.batch_size,
+        "dtype": str(text_to_image.pipe.unet.dtype).replace("torch.", ""),
         "clip": clip.path if clip else None,
     })
     common = dict(seed=cfg.seed, steps=cfg.steps, scheduler=cfg.scheduler, batch_size=cfg.batch_size, clip=clip)
-    generation, results = evaluate_generations(pipeline, real_ref, extractor, guidance=cfg.guidance, **common)
+    generation, results = evaluate_generations(text_to_image, real_ref, extractor, guidance=cfg.guidance, **common)
     payload["generation"] = generation
     payload["real_reference"] = evaluate_real_against_captions(real_ref, clip)
     if clip is None:
@@ -186,7 +186,7 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
         rows = []
         for guidance in cfg.guidance_sweep:
             metrics = generation if guidance == cfg.guidance else \
-                evaluate_generations(pipeline, real_ref, extractor, guidance=guidance, **common)[0]
+                evaluate_generations(text_to_image, real_ref, extractor, guidance=guidance, **common)[0]
             rows.append(sweep_row(metrics))
         payload["guidance_sweep"] = rows
         plot_guidance_sweep(rows, out_dir / SWEEP_PLOT_FILENAME)
@@ -194,7 +194,7 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
         from latentdiff.evaluation.suite import evaluate_clip
 
         payload["clip"] = evaluate_clip(clip, real_ref.real)
-    payload["vae"], _ = evaluate_vae(pipeline.pipe.vae, real_ref, extractor)
+    payload["vae"], _ = evaluate_vae(text_to_image.pipe.vae, real_ref, extractor)
     _write_grid(out_dir, [r.image for r in results], real_ref.real)
     return "generated (left) and the real image of the same caption (right)"
 

@@ -50,9 +50,9 @@ def read_init_image(path: str):
         raise UserError(f"--init-image {path} cannot be read ({reason}); pass a PNG or JPEG picture.") from None
 
 
-def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
+def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
     """Generate, write the PNGs (+ grid) and the resolved config; return the image paths written.
-    `pipeline`: an already loaded `TextToImage` for `cfg.model` (the keep-alive worker's), else loaded here."""
+    `text_to_image`: an already loaded `TextToImage` for `cfg.model` (the keep-alive worker's), else loaded here."""
     from tqdm.auto import tqdm
 
     from latentdiff.pipeline import GenerationRequest, TextToImage, image_grid, save_png
@@ -66,14 +66,14 @@ def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
         raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
     if cfg.init_image is not None:  # before loading the model: a wrong path fails in a moment
         request.init_image, request.strength = read_init_image(cfg.init_image), cfg.strength
-    pipeline = pipeline or TextToImage.load(cfg.model, cfg.device)
-    request = pipeline.check_request(request)  # fills seed and size; fails fast on bad input
+    text_to_image = text_to_image or TextToImage.load(cfg.model, cfg.device)
+    request = text_to_image.check_request(request)  # fills seed and size; fails fast on bad input
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_total = len(request.prompts) * request.num_images
     last_seed = request.seed + num_total - 1
     seeds = f"seed {request.seed}" + (f" (images use {request.seed}..{last_seed})" if num_total > 1 else "")
-    print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {pipeline.model_name}, "
+    print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {text_to_image.model_name}, "
           f"{request.scheduler}, {request.steps} steps, {seeds}"
           + (f", from {cfg.init_image} at strength {cfg.strength:g}." if request.init_image is not None else "."))
 
@@ -82,7 +82,7 @@ def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
             bar.total = total
             bar.update(step - bar.n)
 
-        results = pipeline.generate(request, progress_callback=on_step, batch_size=cfg.batch_size)
+        results = text_to_image.generate(request, progress_callback=on_step, batch_size=cfg.batch_size)
 
     first = _next_index(out_dir)
     paths = [result.save(out_dir / f"{first + i:05d}-{result.seed}.png") for i, result in enumerate(results)]
@@ -94,7 +94,7 @@ def run(cfg: GenerateConfig, pipeline=None) -> list[Path]:
     else:
         paths_to_print = paths
     resolved = dataclasses.replace(cfg, seed=request.seed, width=request.width, height=request.height,
-                                   model=cfg.model or str(pipeline.source.path))
+                                   model=cfg.model or str(text_to_image.source.path))
     save_config(resolved, out_dir)
     for path in paths_to_print:
         print(path)

@@ -108,7 +108,7 @@ def build(cfg: ServeConfig, api_key: str):
     def load_model(path: Path, name: str) -> PipelineEngine:
         # the name the model list gives it (it differs from the folder's when two folders share one)
         engine = PipelineEngine.load(str(path), cfg.device)
-        engine.tti.source = dataclasses.replace(engine.tti.source, name=name)
+        engine.text_to_image.source = dataclasses.replace(engine.text_to_image.source, name=name)
         return engine
 
     app = create_app(queue, api_key=api_key, hosts=HostPolicy(cfg.host, cfg.allowed_hosts),
@@ -137,7 +137,7 @@ def run(cfg: ServeConfig) -> None:
     url = f"http://{shown_host}:{port}/"
     try:
         # listed by `latentdiff ps` from before it says it is up; `latentdiff stop` sends SIGINT, as Ctrl-C does
-        with registered("server", engine.model_name, device=str(engine.tti.device), path=str(engine.tti.source.path),
+        with registered("server", engine.model_name, device=str(engine.text_to_image.device), path=str(engine.text_to_image.source.path),
                         url=url):
             print(f"latentdiff serve: {engine.model_name} [{engine.model_hash}]{shown_models} on {url} "
                   f"(API docs: /docs; queue {cfg.max_queue}, batches of up to {cfg.max_batch} images; requests up to "

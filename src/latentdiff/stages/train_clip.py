@@ -13,7 +13,7 @@ from latentdiff.config import ClipTrainConfig
 from latentdiff.presets import CLIP_PRESETS, lookup_preset
 from latentdiff.data.prepared import open_prepared
 from latentdiff.options import run_stage
-from latentdiff.training.stage import run_training_stage
+from latentdiff.training.runner import run_training_stage
 
 def build_task(cfg: ClipTrainConfig):
     """Open the dataset, build or load the model with its tokenizer and image processor: all the checks

@@ -16,7 +16,7 @@ from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.presets import UNET_PRESETS, lookup_preset
-from latentdiff.training.stage import require_data_and_out, run_training_stage
+from latentdiff.training.runner import require_data_and_out, run_training_stage
 
 PIPELINE_TEXT_ENCODER_SUBFOLDER = "text_encoder"
 PIPELINE_TOKENIZER_SUBFOLDER = "tokenizer"

@@ -14,7 +14,7 @@ from latentdiff.presets import VAE_PRESETS, lookup_preset
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.options import run_stage
-from latentdiff.training.stage import run_training_stage
+from latentdiff.training.runner import run_training_stage
 
 # batch_size / lr / epochs when the user gives none; in config.py, where --help reads them.
 

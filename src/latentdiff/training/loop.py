@@ -35,7 +35,7 @@ from latentdiff.errors import UserError
 from latentdiff.runtime import (mixed_precision_for, pick_device, seed_everything,
                                warn_if_cpu_launch_started_one_process)
 from latentdiff.training import ema as ema_lib
-from latentdiff.training.sampler import BatchStream, StreamPosition, batches_per_epoch
+from latentdiff.training.data_order import BatchStream, StreamPosition, batches_per_epoch
 from latentdiff.training.interrupt import StopRequests, TrainingInterrupted
 from latentdiff.training.task import TrainingTask
 

@@ -1,4 +1,4 @@
-"""Do prompts in other languages give the same picture as English? (issue 6's multilingual check)
+"""Do prompts in other languages give the same picture as English?
 
     python benchmarks/multilingual_agreement.py --data EMOJI_DATA [--model DIR] [--num-concepts 60]
 

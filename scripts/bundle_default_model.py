@@ -1,4 +1,4 @@
-"""Put a `latentdiff train` run into the package as the bundled default model (issue 6).
+"""Put a `latentdiff train` run into the package as the bundled default model (at most 60 MB, so the package stays small).
 
     python scripts/bundle_default_model.py --run RUN [--pipeline DIR] [--vae DIR] [--out src/latentdiff/default_model]
 
@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "src" / "latentdiff" / "default_model"
-MAX_BUNDLE_BYTES = 60 * 1024 * 1024  # issue 6: at most 60 MB of weights and configs in the package
+MAX_BUNDLE_BYTES = 60 * 1024 * 1024  # at most 60 MB of weights and configs in the package
 STORED_DTYPE = torch.float16
 CLIP_SUBDIR = "clip"
 

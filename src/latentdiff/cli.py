@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-# stage name -> (module under latentdiff.stages, one-line summary). Only stages that work are listed.
+# command -> (module under latentdiff.stages, one-line summary): every command `latentdiff --help` lists.
 STAGES: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "turn a built-in source or your captioned images into a prepared dataset"),
     "train-clip": ("train_clip", "train a CLIP text+image encoder contrastively (from a preset or --init)"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from latentdiff.errors import UserError
 from latentdiff.models.weights import pickle_only_files
 
-# the package folder that issue 6 fills with a small trained pipeline (`latentdiff generate` with no --model)
+# the package folder that holds the bundled small trained pipeline (`latentdiff generate` with no --model)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 MODEL_INDEX = "model_index.json"
 # beside model_index.json: what latentdiff calls the model (diffusers ignores files it does not know)
@@ -44,7 +44,7 @@ def resolve_model(model: str | None) -> ModelSource:
     """A checked local pipeline folder for `--model` (folder, hub id, or None for the bundled default)."""
     if not model:
         if not (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file():
-            raise UserError("No default model is bundled yet; pass --model with a pipeline folder "
+            raise UserError(f"This install has no bundled default model ({DEFAULT_MODEL_DIR} is missing); pass --model with a pipeline folder "
                             "(written by `latentdiff train` or `train-unet`) or a Hugging Face Hub id.")
         return ModelSource(check_pipeline_folder(DEFAULT_MODEL_DIR), "latentdiff-default")
     path = Path(model).expanduser()

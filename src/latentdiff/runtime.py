@@ -1,4 +1,4 @@
-"""The only place that picks device, dtype and seeds.
+"""Device, dtype, seeding and process-group helpers that every stage uses.
 
 fp32 on CPU (bf16/fp16 matmuls are ~300x slower on the development CPUs); bf16 mixed precision is
 offered on CUDA through accelerate. Generators for sampling are always CPU generators, so a seed gives

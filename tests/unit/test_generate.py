@@ -178,7 +178,7 @@ def test_bad_models_fail_in_one_sentence(tiny_pipeline_dir, tmp_path, capsys, mo
 
     monkeypatch.setattr(model_source, "DEFAULT_MODEL_DIR", tmp_path / "no-default")
     assert main(["a"]) == 2
-    assert "No default model is bundled yet; pass --model" in capsys.readouterr().err
+    assert "has no bundled default model" in capsys.readouterr().err
 
 
 def test_bundled_default_is_used_without_model(tiny_pipeline_dir, monkeypatch):

@@ -214,7 +214,8 @@ class JobQueue:
                 raise failures[0]
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop taking batches, let the running one finish, fail what still waits."""
+        """Stop taking batches, cancel the running one (it stops at its next step), fail what still waits and
+        the pending worker tasks."""
         with self._cond:
             self._stopping = True
             for job in self._running:

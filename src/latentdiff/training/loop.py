@@ -3,7 +3,7 @@
     train(task, cfg, out_dir)
 
 accelerate provides the device, mixed precision, gradient accumulation and multi-process (DDP; gloo on
-CPU via `accelerate launch --cpu --num_processes 2`). Around it: AdamW (no weight decay on 1-D parameters,
+CPU via `accelerate launch --multi_gpu --num_processes 2`, which works without GPUs). Around it: AdamW (no weight decay on 1-D parameters,
 as open_clip), diffusers' LR schedules with linear warmup, gradient clipping, optional EMA, validation and
 checkpoints every N optimizer steps, a tqdm bar (loss, samples/s, ETA), TensorBoard under `out_dir/logs`,
 and a clean stop if the loss or the gradient norm stops being finite.

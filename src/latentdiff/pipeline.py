@@ -194,17 +194,19 @@ class TextToImage:
     def check_request(self, request: GenerationRequest) -> GenerationRequest:
         """A copy with seed and size filled in, or a UserError naming the first problem."""
         if not request.prompts:
-            raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
+            raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.",
+                            "prompt")
         if not all(isinstance(p, str) for p in request.prompts):
-            raise UserError("Prompts must be text.")
+            raise UserError("Prompts must be text.", "prompt")
         if not 1 <= request.num_images <= limits.MAX_NUM_IMAGES:
-            raise UserError(f"--num-images must be between 1 and {limits.MAX_NUM_IMAGES} (got {request.num_images}).")
+            raise UserError(f"--num-images must be between 1 and {limits.MAX_NUM_IMAGES} (got {request.num_images}).",
+                            "num_images")
         if not 1 <= request.steps <= self.max_steps:
             raise UserError(f"--steps must be between 1 and {self.max_steps}, the model's training timesteps "
-                            f"(got {request.steps}); 20-50 is typical.")
+                            f"(got {request.steps}); 20-50 is typical.", "steps")
         if not math.isfinite(request.guidance) or request.guidance < 0:
             raise UserError(f"--guidance must be a number >= 0 (got {request.guidance}); {DEFAULT_GUIDANCE} is "
-                            f"typical, <= 1 turns guidance off.")
+                            f"typical, <= 1 turns guidance off.", "guidance")
         check_scheduler_name(request.scheduler)
         width = self.default_size if request.width is None else request.width
         height = self.default_size if request.height is None else request.height
@@ -214,23 +216,25 @@ class TextToImage:
                 nearest = min(limits.MAX_IMAGE_SIDE, max(self.min_size, round(value / multiple) * multiple))
                 raise UserError(f"{flag} must be a positive multiple of {multiple} up to {limits.MAX_IMAGE_SIDE} pixels "
                                 f"(the VAE downsamples by {self.vae_scale_factor} and diffusers needs multiples of "
-                                f"{DIFFUSERS_SIZE_MULTIPLE}), got {value}; try {nearest}.")
+                                f"{DIFFUSERS_SIZE_MULTIPLE}), got {value}; try {nearest}.", flag[2:])
             if value < self.min_size:
                 raise UserError(f"{flag} must be at least {self.min_size} pixels for this model (got {value}): "
                                 f"smaller, its U-Net shrinks the latent to a single value per normalisation group; "
-                                f"try {flag} {self.min_size}.")
+                                f"try {flag} {self.min_size}.", flag[2:])
         if request.init_image is not None:
             if not (math.isfinite(request.strength) and 0 < request.strength <= 1):
                 raise UserError(f"--strength must be above 0 and at most 1 (got {request.strength}); "
-                                f"{DEFAULT_STRENGTH} is typical, 1 ignores the init image's content.")
+                                f"{DEFAULT_STRENGTH} is typical, 1 ignores the init image's content.", "strength")
             if int(request.steps * request.strength) < 1:  # diffusers' img2img runs int(steps * strength) steps
                 raise UserError(f"--strength {request.strength:g} of --steps {request.steps} leaves no denoising step; "
-                                f"use at least {math.ceil(1 / request.strength)} steps or a higher --strength.")
+                                f"use at least {math.ceil(1 / request.strength)} steps or a higher --strength.",
+                                "strength")
         seed = request.seed
         if seed is None or seed == -1:
             seed = secrets.randbelow(limits.MAX_SEED + 1)
         if not 0 <= seed <= limits.MAX_SEED:
-            raise UserError(f"--seed must be between 0 and {limits.MAX_SEED}, or -1 for a random one (got {seed}).")
+            raise UserError(f"--seed must be between 0 and {limits.MAX_SEED}, or -1 for a random one (got {seed}).",
+                            "seed")
         return dataclasses.replace(request, prompts=list(request.prompts), seed=seed, width=width, height=height)
 
     # ---------------------------------------------------------------- step 2: text

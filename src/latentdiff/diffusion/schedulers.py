@@ -72,13 +72,13 @@ _KARRAS_SUFFIX = " Karras"
 def check_scheduler_name(name: str) -> SchedulerSpec:
     """The spec for `name`, or a UserError listing the known names."""
     if name not in SCHEDULERS:
-        raise UserError(f"Unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}.")
+        raise UserError(f"Unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}.", "scheduler")
     spec = SCHEDULERS[name]
     missing = [module for module in spec.requires if importlib.util.find_spec(module) is None]
     if missing:
         raise UserError(
             f"The '{name}' scheduler needs the Python package {', '.join(missing)}; install it "
-            f"(pip install {' '.join(missing)}) or pick another scheduler."
+            f"(pip install {' '.join(missing)}) or pick another scheduler.", "scheduler"
         )
     return spec
 

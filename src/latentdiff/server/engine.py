@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 
 from PIL import Image
 
@@ -26,7 +25,6 @@ from latentdiff.server.jobs import JobImage, JobParams, StepCallback
 from latentdiff.server.preview import fit_latent_to_rgb, latents_to_png
 from latentdiff.server.schemas import ModelDefaults
 
-_FLAG = re.compile(r"--([a-z][a-z-]*)")
 
 
 class _Stop(Exception):
@@ -72,9 +70,7 @@ class PipelineEngine:
         try:
             self.text_to_image.check_request(self._request([params]))
         except UserError as err:
-            flag = _FLAG.search(str(err))
-            name = flag.group(1).replace("-", "_") if flag else ("scheduler" if "scheduler" in str(err) else None)
-            name = (field_names or {}).get(name, name)
+            name = (field_names or {}).get(err.field, err.field)
             raise ApiError(422, f"{name}: {err}" if name else str(err), name) from None
 
     def cost(self, params: JobParams) -> RequestCost:

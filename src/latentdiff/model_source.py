@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import UserError
+from latentdiff.folder_kinds import MODEL_INDEX
 from latentdiff.models.weights import pickle_only_files
 
 # the package folder that holds the bundled small trained pipeline (`latentdiff generate` with no --model)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
-MODEL_INDEX = "model_index.json"
 # beside model_index.json: what latentdiff calls the model (diffusers ignores files it does not know)
 MODEL_INFO = "latentdiff_model.json"
 # the folder `latentdiff train` exports into (runs/NAME/pipeline): its parent folder names the run

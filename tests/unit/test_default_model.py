@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentdiff.model_source import DEFAULT_MODEL_DIR, MODEL_INDEX, resolve_model
+from latentdiff.folder_kinds import MODEL_INDEX
+from latentdiff.model_source import DEFAULT_MODEL_DIR, resolve_model
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file(),

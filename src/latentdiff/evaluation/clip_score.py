@@ -10,7 +10,6 @@ Retrieval numbers come from `latentdiff.evaluation.retrieval` (the same code as 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -44,15 +43,3 @@ def text_tower_matches(model, text_encoder) -> bool:
     if clip_state.keys() != pipe_state.keys():
         return False
     return all(torch.equal(clip_state[k].float().cpu(), pipe_state[k].float().cpu()) for k in clip_state)
-
-
-def is_clip_folder(path: Path) -> bool:
-    import json
-
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text()).get("model_type") == "clip"
-    except (ValueError, UnicodeDecodeError):
-        return False

@@ -6,10 +6,10 @@ refused unless the user explicitly allows it (`--allow-pickle`); safetensors loa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from latentdiff.errors import UserError
+from latentdiff.folder_kinds import diffusers_class
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
@@ -36,16 +36,7 @@ def _first_line(err: BaseException) -> str:
 def find_component_folder(root: Path, subfolder: str, class_name: str) -> Path | None:
     """`root` itself when its config.json names `class_name`, `root/subfolder` when `root` is a pipeline
     folder holding the component there; None otherwise."""
-    for folder in (root, root / subfolder):
-        config_path = folder / "config.json"
-        if config_path.is_file():
-            try:
-                found = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
-            except json.JSONDecodeError:
-                found = None
-            if found == class_name:
-                return folder
-    return None
+    return next((folder for folder in (root, root / subfolder) if diffusers_class(folder) == class_name), None)
 
 
 def load_diffusers_component(model_cls, init: str, *, subfolder: str, allow_pickle: bool = False):

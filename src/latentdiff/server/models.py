@@ -14,7 +14,8 @@ from pathlib import Path
 
 from latentdiff.errors import UserError
 from latentdiff.hashing import SHORT_HASH_LENGTH, model_sha256
-from latentdiff.model_source import MODEL_INDEX, check_pipeline_folder, model_name_of
+from latentdiff.folder_kinds import MODEL_INDEX
+from latentdiff.model_source import check_pipeline_folder, model_name_of
 
 log = logging.getLogger("latentdiff.serve")
 

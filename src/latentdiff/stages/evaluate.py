@@ -8,7 +8,6 @@ their infotext) and the resolved config. Same inputs (model, data, options, devi
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ from typing import Any
 from latentdiff.config import EvaluateConfig
 from latentdiff.options import run_stage, save_config
 from latentdiff.errors import UserError
+from latentdiff.folder_kinds import RUN_PIPELINE_DIRNAME, folder_kind, is_clip_folder
 
 DESCRIPTION = ("Measure a pipeline, CLIP or VAE folder on a prepared dataset's test split: fd_lite0 with its noise "
                "floor, prompt fidelity, CLIP score, attributes, retrieval, reconstructions; writes metrics.json + report.md.")
 SAMPLES_DIRNAME = "samples"
 MIN_RETRIEVAL_IMAGES = 2
-RUN_PIPELINE_DIRNAME = "pipeline"  # where `latentdiff train` writes the pipeline inside its run folder
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -29,29 +28,17 @@ RUN_PIPELINE_DIRNAME = "pipeline"  # where `latentdiff train` writes the pipelin
 
 def detect_model_kind(model: str) -> tuple[str, str]:
     """("pipeline" | "clip" | "vae", the folder or hub id), or one sentence saying what the folder lacks."""
-    from latentdiff.evaluation.clip_score import is_clip_folder
-    from latentdiff.model_source import MODEL_INDEX
-
     if not model:
         raise UserError("No model given; pass --model with a pipeline, CLIP or VAE folder "
                         "(e.g. the `pipeline`, `clip` or `vae` folder written by `latentdiff train`).")
     path = Path(model).expanduser()
     if not path.exists():
         return "pipeline", model  # a hub id, or a typo: model_source says which in one sentence
-    if path.is_dir() and (path / MODEL_INDEX).is_file():
-        return "pipeline", str(path.resolve())
-    if path.is_dir() and (path / RUN_PIPELINE_DIRNAME / MODEL_INDEX).is_file():  # a `latentdiff train` run folder
+    kind = folder_kind(path)
+    if kind == "run":
         return "pipeline", str((path / RUN_PIPELINE_DIRNAME).resolve())
-    config = path / "config.json"
-    if path.is_dir() and config.is_file():
-        if is_clip_folder(path):
-            return "clip", str(path.resolve())
-        try:
-            class_name = json.loads(config.read_text()).get("_class_name")
-        except (ValueError, UnicodeDecodeError):
-            class_name = None
-        if class_name == "AutoencoderKL":
-            return "vae", str(path.resolve())
+    if kind in ("pipeline", "clip", "vae"):
+        return kind, str(path.resolve())
     raise UserError(f"--model {model} is not a pipeline folder (model_index.json), a CLIP folder (config.json of a "
                     f"CLIPModel) or a VAE folder (config.json of an AutoencoderKL); pass one written by `latentdiff train`.")
 
@@ -87,8 +74,6 @@ def check_config(cfg: EvaluateConfig) -> None:
 def find_clip(cfg: EvaluateConfig, pipeline_path: str | None) -> Path | None:
     """The CLIP folder to score with: --clip, else a `clip` folder beside the pipeline (`latentdiff train`'s
     layout) or inside it (the bundled default model's layout)."""
-    from latentdiff.evaluation.clip_score import is_clip_folder
-
     if cfg.clip:
         path = Path(cfg.clip).expanduser()
         if not is_clip_folder(path):

@@ -21,8 +21,8 @@ from latentdiff.presets import VAE_PRESETS, lookup_preset
 from latentdiff.options import run_stage, save_config
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
+from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, RUN_VAE_DIRNAME
 
-CLIP_DIRNAME, VAE_DIRNAME, PIPELINE_DIRNAME = "clip", "vae", "pipeline"
 # Options of `train` handed to every stage as they are, when set (None means: the stage's default).
 SHARED_OPTIONS = ("data", "preset", "seed", "epochs", "batch_size", "checkpoint_every", "validate_every",
                   "mixed_precision", "num_workers")
@@ -47,7 +47,7 @@ def plan(cfg: TrainAllConfig) -> list[StagePlan]:
     from latentdiff.stages import train_clip, train_unet, train_vae
 
     run_dir = Path(cfg.out)
-    clip_dir, vae_dir, pipeline_dir = run_dir / CLIP_DIRNAME, run_dir / VAE_DIRNAME, run_dir / PIPELINE_DIRNAME
+    clip_dir, vae_dir, pipeline_dir = run_dir / RUN_CLIP_DIRNAME, run_dir / RUN_VAE_DIRNAME, run_dir / RUN_PIPELINE_DIRNAME
     return [
         StagePlan("train-clip", clip_dir, stage_config(ClipTrainConfig, cfg, clip_dir, cfg.clip_max_steps), train_clip.run),
         StagePlan("train-vae", vae_dir, stage_config(VaeTrainConfig, cfg, vae_dir, cfg.vae_max_steps), train_vae.run),
@@ -71,7 +71,7 @@ def check_inputs(cfg: TrainAllConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be 0 (use the epochs) or positive.")
     from latentdiff.models.vae import check_image_size  # diffusers: once the cheap checks have passed
 
-    vae_dir = Path(cfg.out) / VAE_DIRNAME
+    vae_dir = Path(cfg.out) / RUN_VAE_DIRNAME
     if not is_stage_complete(vae_dir):  # a finished VAE was checked (and is checked again by train-unet)
         check_image_size(lookup_preset(VAE_PRESETS, cfg.preset, "VAE"), dataset.image_size, cfg.data)
 

@@ -27,6 +27,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# torch, numpy and safetensors are imported inside the functions that use them: every training command
+# imports this module (is_stage_complete) to answer --help and argument mistakes before torch loads (~9 s).
+
 if TYPE_CHECKING:  # torch and numpy load in the functions that use them: `latentdiff train-* --help`,
     import torch   # and a mistake in the options, are answered before torch's ~2 s import
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from latentdiff import __version__
+
 # command -> (module under latentdiff.stages, one-line summary): every command `latentdiff --help` lists.
 STAGES: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "turn a built-in source or your captioned images into a prepared dataset"),
@@ -42,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         print_help()
         return 0
     if argv[0] in ("-V", "--version"):
-        from latentdiff import __version__
-
         print(f"latentdiff {__version__}")
         return 0
     stage, rest = argv[0], argv[1:]

@@ -81,7 +81,7 @@ def model_name_of(folder: Path) -> str:
 
 def _download(hub_id: str) -> Path:
     """Fetch (or find in the local Hugging Face cache) only the files the pipeline needs."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # only for hub ids: a local --model needs no diffusers here
 
     try:
         return Path(StableDiffusionPipeline.download(hub_id, use_safetensors=True))

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from transformers.utils import logging as transformers_logging
 
 from latentdiff import limits
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
@@ -137,7 +139,8 @@ class TextToImage:
 
     @classmethod
     def load(cls, model: str | None = None, device: str | None = None) -> "TextToImage":
-        with _quiet_loading_bars():  # importing it makes transformers warn about torchvision
+        # imported here, quietly: importing the pipeline classes makes transformers warn about torchvision
+        with _quiet_loading_bars():
             from diffusers import StableDiffusionPipeline
 
         source = resolve_model(model)
@@ -285,7 +288,7 @@ class TextToImage:
     def img2img(self):
         """diffusers' own StableDiffusionImg2ImgPipeline on this pipeline's modules (no copy of the weights)."""
         if self._img2img is None:
-            from diffusers import StableDiffusionImg2ImgPipeline
+            from diffusers import StableDiffusionImg2ImgPipeline  # already imported quietly by load()
 
             components = {**self.pipe.components, "requires_safety_checker": False}
             self._img2img = StableDiffusionImg2ImgPipeline(**components)
@@ -377,9 +380,6 @@ class TextToImage:
 @contextlib.contextmanager
 def _quiet_loading_bars():
     """Loading a small pipeline takes a second; diffusers' and transformers' per-component bars are noise."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
     diffusers_on = diffusers_logging.is_progress_bar_enabled()
     transformers_on = transformers_logging.is_progress_bar_enabled()
     transformers_verbosity = transformers_logging.get_verbosity()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 
 import numpy as np
 import torch
+from accelerate import PartialState
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -56,8 +58,6 @@ def process_state():
     processes started by torchrun / `accelerate launch --multi_gpu` form one gloo group. Code that runs
     before the loop (cache building, writing a config once) must use this, not a bare `PartialState()`,
     or the first call fixes a one-process group."""
-    from accelerate import PartialState
-
     return PartialState(cpu=pick_device().type == "cpu")
 
 
@@ -66,8 +66,6 @@ def warn_if_cpu_launch_started_one_process(world_size: int) -> None:
     hostfile is given; it only sets MASTER_ADDR. Say so, instead of letting the user believe N trained."""
     if world_size == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") \
             and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
-        import warnings
-
         warnings.warn("`accelerate launch --cpu --num_processes N` started only one process (accelerate needs "
                       "--mpirun_hostfile for several CPU processes); for N processes over gloo use "
                       "`accelerate launch --multi_gpu --num_processes N ...` (works without GPUs) or torchrun.",

@@ -36,10 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from latentdiff.data.prepared import MANIFEST_FILENAME, METADATA_FILENAME, ImageCaptionDataset, PreparedDataset
 from latentdiff.errors import UserError
+from latentdiff.runtime import process_state
 
 CACHE_FORMAT_VERSION = 1
 EMPTY_PROMPT = ""
@@ -121,8 +123,6 @@ def encode_images(vae, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file under a temporary name, then rename it: a reader (or a resumed build)
     sees the whole file or none. A full or read-only disk ends in one sentence."""
-    from safetensors.torch import save_file
-
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,8 +145,6 @@ def _build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str, d
            parts_dir: Path) -> dict[str, torch.Tensor]:
     """Encode the split chunk by chunk into `parts_dir` (one file per chunk, written atomically), skipping
     the chunks an earlier, interrupted build already wrote; then return the whole split's tensors."""
-    from safetensors.torch import load_file
-
     images = ImageCaptionDataset(dataset, split)
     captions_per_image = [record.captions for record in images.records]
     distinct = [EMPTY_PROMPT] + sorted({c for caps in captions_per_image for c in caps} - {EMPTY_PROMPT})
@@ -201,10 +199,6 @@ def load_or_build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split:
     """The encoded split: read from `cache_dir` when an identical one was built before, else built (by the
     main process; others wait for it) and written atomically (temporary file, then rename). A build that
     was killed resumes from its last finished chunk (`.<name>.parts/` beside the file, removed once done)."""
-    from safetensors.torch import load_file
-
-    from latentdiff.runtime import process_state
-
     cache_dir = Path(cache_dir) if cache_dir else dataset.root / DEFAULT_CACHE_SUBDIR
     key = cache_key(vae, text_encoder, tokenizer, dataset, split)
     path = cache_path(cache_dir, split, key)

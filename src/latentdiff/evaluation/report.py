@@ -53,7 +53,7 @@ def samples_grid(generated: list[Image.Image], real: list[Image.Image], captions
 def plot_guidance_sweep(rows: list[dict[str, Any]], path: Path) -> Path:
     """The classic trade-off curve (fd_lite0 against CLIP score over guidance scales) and prompt fidelity
     against guidance, side by side."""
-    import matplotlib
+    import matplotlib  # imported here: the Agg backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from latentdiff.data.prepared import ImageRecord
+from latentdiff.pipeline import GenerationRequest
 
 
 @dataclass
@@ -58,10 +60,6 @@ def generate_for_captions(text_to_image, captions: list[str], *, seed: int, step
                           batch_size: int, desc: str = "generating"):
     """One image per caption (caption i with seed + i), with a progress bar over all denoising steps.
     Returns the `GeneratedImage`s (image, seed, prompt, infotext)."""
-    from tqdm.auto import tqdm
-
-    from latentdiff.pipeline import GenerationRequest
-
     request = GenerationRequest(prompts=list(captions), num_images=1, seed=seed, steps=steps, guidance=guidance,
                                 scheduler=scheduler)
     with tqdm(total=None, desc=desc, unit="step") as bar:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from skimage.color import deltaE_ciede2000, rgb2lab
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -74,8 +75,6 @@ def reconstruct(vae, images: torch.Tensor, batch_size: int = VAE_BATCH_SIZE) -> 
 def colour_error(reconstructed: torch.Tensor, original: torch.Tensor) -> dict[str, float]:
     """(B, 3, H, W) sRGB in [0, 1] -> {"delta_e2000": mean ΔE00 over all pixels, "delta_e2000_saturated":
     mean over the original's saturated pixels (NaN when there are none), "saturated_fraction"}."""
-    from skimage.color import deltaE_ciede2000, rgb2lab
-
     lab_rec = rgb2lab(reconstructed.double().permute(0, 2, 3, 1).cpu().numpy(), channel_axis=-1)  # (B, H, W, 3)
     lab_orig = rgb2lab(original.double().permute(0, 2, 3, 1).cpu().numpy(), channel_axis=-1)
     delta = torch.from_numpy(deltaE_ciede2000(lab_orig, lab_rec, channel_axis=-1))  # (B, H, W)

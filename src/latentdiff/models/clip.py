@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.presets import ClipPreset
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
 from latentdiff.errors import UserError
+from latentdiff.presets import ClipPreset
 from latentdiff.models.weights import refuse_pickle_only
 
 # OpenAI CLIP's pixel statistics: kept for models trained from scratch too, so every CLIP folder we
@@ -29,8 +31,6 @@ def make_image_processor(image_size: int):
 
 def build_clip(preset: ClipPreset, tokenizer):
     """A randomly initialised CLIPModel sized by `preset`, its text side matched to `tokenizer`."""
-    from transformers import CLIPConfig, CLIPModel
-
     text_config = {
         "vocab_size": len(tokenizer),
         "hidden_size": preset.text_width,
@@ -70,8 +70,6 @@ def has_tokenizer_files(folder: Path) -> bool:
 def load_clip(init: str, allow_pickle: bool = False):
     """(CLIPModel, tokenizer, image processor) from a local folder or a hub id. Safetensors only unless
     `allow_pickle`."""
-    from transformers import CLIPModel, CLIPTokenizer
-
     folder = Path(init).expanduser()
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--init {init} is a file; give the folder that holds config.json and the weights.")
@@ -95,8 +93,6 @@ def load_clip(init: str, allow_pickle: bool = False):
         raise UserError(f"Could not load a CLIP model with its tokenizer from '{init}' ({first_line}); give a local "
                         f"CLIP folder or a hub id you have access to.") from None
     try:
-        from transformers import CLIPImageProcessor
-
         processor = CLIPImageProcessor.from_pretrained(source)
     except OSError:  # some checkpoints ship without preprocessor_config.json: use CLIP's standard transform
         processor = make_image_processor(model.config.vision_config.image_size)

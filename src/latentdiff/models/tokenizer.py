@@ -23,6 +23,10 @@ import json
 import tempfile
 from pathlib import Path
 
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers.pre_tokenizers import ByteLevel
+from transformers import CLIPTokenizer
+
 from latentdiff.errors import UserError
 
 BOS_TOKEN = "<|startoftext|>"
@@ -39,8 +43,6 @@ MIN_VOCAB_SIZE = 2 * NUM_BYTE_SYMBOLS + NUM_SPECIAL_TOKENS + 64
 def _byte_alphabet() -> list[str]:
     """The 256 byte-level symbols in byte order: GPT-2/CLIP's `bytes_to_unicode` (printable bytes stand
     for themselves, the others for chr(256), chr(257), ... in byte order)."""
-    from tokenizers.pre_tokenizers import ByteLevel
-
     printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), ord("ÿ") + 1))
     ordered, extra = [], 0
     for byte in range(256):
@@ -56,9 +58,6 @@ def _byte_alphabet() -> list[str]:
 
 def _train_merges(captions: list[str], vocab_size: int) -> list[tuple[str, str]]:
     """BPE merges learned on `captions` with the same normalizer and pre-tokenizer as CLIPTokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
-
     # Borrow the normalizer (NFC, whitespace, lowercase) and pre-tokenizer (CLIP regex + byte-level)
     # from an empty transformers CLIPTokenizer so training sees exactly what inference will.
     reference = CLIPTokenizer().backend_tokenizer
@@ -116,8 +115,6 @@ def train_clip_tokenizer(captions: list[str], vocab_size: int, max_length: int, 
     tokenizer_config.json) so `CLIPTokenizer.from_pretrained(out_dir)` loads it. Deterministic: the same
     captions give byte-identical files.
     """
-    from transformers import CLIPTokenizer
-
     if vocab_size < MIN_VOCAB_SIZE:
         raise UserError(f"A CLIP tokenizer needs a vocabulary of at least {MIN_VOCAB_SIZE} tokens (got {vocab_size}); "
                         f"raise the preset's vocab_size.")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from PIL import Image, UnidentifiedImageError
 
 from latentdiff.diffusion.schedulers import SCHEDULERS, check_scheduler_name, scheduler_from_a1111
 from latentdiff.errors import UserError
@@ -146,8 +147,6 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,")
 def decode_picture(text: str, field: str) -> bytes:
     """The file bytes of a base64 picture (plain or a `data:image/png;base64,` URL, as webuiapi sends),
     checked to be an image Pillow reads and not past limits.MAX_INIT_IMAGE_PIXELS; else 422 naming `field`."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         data = base64.b64decode(_DATA_URL.sub("", text.strip(), count=1), validate=True)
     except (binascii.Error, ValueError):

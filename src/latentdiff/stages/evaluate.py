@@ -12,10 +12,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+from latentdiff import __version__
 from latentdiff.config import EvaluateConfig
-from latentdiff.options import run_stage, save_config
+from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import RUN_PIPELINE_DIRNAME, folder_kind, is_clip_folder
+from latentdiff.hashing import file_sha256, folder_hash
+from latentdiff.options import run_stage, save_config
+
+# torch, diffusers and the evaluation code are imported inside the functions that use them: a wrong option
+# is answered before their ~9 s of imports (the CLI imports this module only to run `evaluate`).
 
 DESCRIPTION = ("Measure a pipeline, CLIP or VAE folder on a prepared dataset's test split: fd_lite0 with its noise "
                "floor, prompt fidelity, CLIP score, attributes, retrieval, reconstructions; writes metrics.json + report.md.")
@@ -107,10 +113,7 @@ def _protocol(cfg: EvaluateConfig, dataset, records, kind: str, model: str, mode
     import torch
     import transformers
 
-    from latentdiff import __version__
     from latentdiff.evaluation.features import FEATURE_EXTRACTOR_NAME, INPUT_SIZE, lite0_weights_path
-    from latentdiff.hashing import file_sha256
-
     num_total = len(dataset.records(cfg.split))
     return {
         "model": model, "model_kind": kind, "model_hash": model_hash,
@@ -192,7 +195,6 @@ def _write_grid(out_dir: Path, left: list, real) -> None:
 
 def run(cfg: EvaluateConfig) -> dict[str, Any]:
     """Evaluate, write metrics.json, report.md, images and the resolved config; return the metrics."""
-    from latentdiff.data.prepared import open_prepared
     from latentdiff.evaluation.frechet import check_enough_images
 
     kind, model = detect_model_kind(cfg.model)
@@ -226,7 +228,6 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from latentdiff.evaluation.report import write_metrics, write_report
     from latentdiff.evaluation.samples import load_real
     from latentdiff.evaluation.suite import evaluate_clip, evaluate_vae, real_reference
-    from latentdiff.hashing import folder_hash
     from latentdiff.runtime import pick_device
 
     out_dir = Path(cfg.out)

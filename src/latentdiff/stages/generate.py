@@ -17,6 +17,7 @@ from pathlib import Path
 
 from latentdiff import keep_alive
 from latentdiff.config import GenerateConfig
+from latentdiff.errors import UserError
 from latentdiff.options import parse_config, run_reporting_errors, save_config
 
 DESCRIPTION = "Generate images from text with a trained pipeline (one PNG per image, parameters embedded)."
@@ -37,7 +38,6 @@ def read_init_image(path: str):
     """The --init-image picture, fully read, or one sentence saying why it cannot be used."""
     from PIL import Image, UnidentifiedImageError
 
-    from latentdiff.errors import UserError
 
     try:
         with Image.open(path) as image:
@@ -61,7 +61,6 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
                                 num_images=cfg.num_images, seed=cfg.seed, steps=cfg.steps, guidance=cfg.guidance,
                                 scheduler=cfg.scheduler, width=cfg.width, height=cfg.height)
     if not request.prompts:  # before loading anything
-        from latentdiff.errors import UserError
 
         raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
     if cfg.init_image is not None:  # before loading the model: a wrong path fails in a moment

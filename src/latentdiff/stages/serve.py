@@ -24,6 +24,9 @@ from latentdiff.options import run_stage
 from latentdiff.processes import registered
 from latentdiff.errors import UserError
 
+# The server, uvicorn and the pipeline: imported inside the functions that use them, so `--help` and a wrong option
+# are answered before their ~9 s of imports (the CLI imports this module only to run it).
+
 DESCRIPTION = ("Serve a pipeline over HTTP: a web page, an AUTOMATIC1111-compatible API (/sdapi/v1) and an "
                "OpenAI-compatible one (/v1/images/generations), on 127.0.0.1 by default.")
 API_KEY_ENV = "LATENTDIFF_API_KEY"

@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import ClipTrainConfig, TrainAllConfig, UnetTrainConfig, VaeTrainConfig
-from latentdiff.presets import VAE_PRESETS, lookup_preset
-from latentdiff.options import run_stage, save_config
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, RUN_VAE_DIRNAME
+from latentdiff.options import run_stage, save_config
+from latentdiff.presets import VAE_PRESETS, lookup_preset
+from latentdiff.stages import train_clip, train_unet, train_vae
 
 # Options of `train` handed to every stage as they are, when set (None means: the stage's default).
 SHARED_OPTIONS = ("data", "preset", "seed", "epochs", "batch_size", "checkpoint_every", "validate_every",
@@ -44,8 +45,6 @@ def stage_config(cls: type, cfg: TrainAllConfig, out: Path, max_steps: int, **ex
 
 
 def plan(cfg: TrainAllConfig) -> list[StagePlan]:
-    from latentdiff.stages import train_clip, train_unet, train_vae
-
     run_dir = Path(cfg.out)
     clip_dir, vae_dir, pipeline_dir = run_dir / RUN_CLIP_DIRNAME, run_dir / RUN_VAE_DIRNAME, run_dir / RUN_PIPELINE_DIRNAME
     return [

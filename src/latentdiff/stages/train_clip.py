@@ -15,6 +15,9 @@ from latentdiff.data.prepared import open_prepared
 from latentdiff.options import run_stage
 from latentdiff.training.runner import run_training_stage
 
+# transformers and the training code: imported inside the functions that use them, so `--help` and a wrong option
+# are answered before their ~9 s of imports (the CLI imports this module only to run it).
+
 def build_task(cfg: ClipTrainConfig):
     """Open the dataset, build or load the model with its tokenizer and image processor: all the checks
     a user can fail happen here, before any training."""

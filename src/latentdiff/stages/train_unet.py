@@ -18,6 +18,9 @@ from latentdiff.errors import UserError
 from latentdiff.presets import UNET_PRESETS, lookup_preset
 from latentdiff.training.runner import require_data_and_out, run_training_stage
 
+# transformers, diffusers and the training code: imported inside the functions that use them, so `--help` and a wrong option
+# are answered before their ~9 s of imports (the CLI imports this module only to run it).
+
 PIPELINE_TEXT_ENCODER_SUBFOLDER = "text_encoder"
 PIPELINE_TOKENIZER_SUBFOLDER = "tokenizer"
 

@@ -16,6 +16,9 @@ from latentdiff.errors import UserError
 from latentdiff.options import run_stage
 from latentdiff.training.runner import run_training_stage
 
+# diffusers and the training code: imported inside the functions that use them, so `--help` and a wrong option
+# are answered before their ~9 s of imports (the CLI imports this module only to run it).
+
 # batch_size / lr / epochs when the user gives none; in config.py, where --help reads them.
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageRecord, PreparedDataset
@@ -32,8 +33,6 @@ class ClipImageDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
-
         record = self.records[index]
         with Image.open(record.path) as img:
             image = img.convert("RGB")
@@ -81,8 +80,6 @@ class ClipTask:
 
     def embed_split(self, model, records: list[ImageRecord]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(image_embeds (N_img, D), text_embeds (N_txt, D), text_to_image (N_txt,)) over all captions."""
-        from PIL import Image
-
         images = []
         for record in records:
             with Image.open(record.path) as img:

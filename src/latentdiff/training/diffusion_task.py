@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.utils import make_image_grid
 
 from latentdiff.config import DEFAULT_GUIDANCE, UnetTrainConfig
 from latentdiff.data.cache import EMPTY_PROMPT, EMPTY_PROMPT_ROW, EncodedSplit, encode_images, encode_prompts, load_or_build
@@ -29,6 +30,7 @@ from latentdiff.losses.diffusion import (
     sample_noise,
     sample_timesteps,
 )
+from latentdiff.model_source import write_model_name
 from latentdiff.runtime import cpu_generator
 
 # Validation loss: every validation image is noised at each of these timesteps with noise from a fixed
@@ -194,8 +196,6 @@ class DiffusionTask:
     def sample_grid(self, model, step: int, out_dir: Path):
         """Generate one image per validation prompt through the pipeline that will be exported; the grid
         (a PIL image, or None without prompts) is saved as samples/step_*.png and returned."""
-        from diffusers.utils import make_image_grid
-
         prompts = self.validation_prompts()
         if not prompts:
             return None
@@ -227,7 +227,7 @@ class DiffusionTask:
 
     def pipeline(self, model):
         """A StableDiffusionPipeline assembled in memory around `model` (no copy of the weights)."""
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline  # here: importing it makes transformers warn about torchvision
 
         return StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
                                        unet=model, scheduler=pipeline_scheduler(self.noise_scheduler),
@@ -237,7 +237,5 @@ class DiffusionTask:
         """The pipeline folder: model_index.json, unet/ (EMA weights when EMA is on: the loop copies them
         in before calling this), vae/, text_encoder/, tokenizer/, scheduler/ (with the training's
         prediction_type), all weights in safetensors."""
-        from latentdiff.model_source import write_model_name
-
         self.pipeline(model).save_pretrained(out_dir, safe_serialization=True)
         write_model_name(out_dir)  # 'shapes' for runs/shapes/pipeline, not 'pipeline' for every run

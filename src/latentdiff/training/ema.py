@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from diffusers.training_utils import EMAModel
 
 from latentdiff import checkpoint
 
@@ -17,7 +18,6 @@ def make_ema(module: torch.nn.Module, decay: float):
         return None
     if decay >= 1:
         raise ValueError("ema_decay must be below 1")
-    from diffusers.training_utils import EMAModel
 
     return EMAModel(module.parameters(), decay=decay)
 

@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
 from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from latentdiff import checkpoint, disk_space
@@ -113,8 +116,6 @@ class _Run:
     """State of one call to `train`; split in methods so each piece reads in one screen."""
 
     def __init__(self, task: TrainingTask, cfg: TrainConfig, out_dir: Path):
-        from accelerate import Accelerator
-
         self.task, self.cfg, self.out_dir = task, cfg, out_dir
         device = pick_device()
         precision = cfg.mixed_precision
@@ -155,8 +156,6 @@ class _Run:
                                   num_workers=cfg.num_workers, position=self.position)
 
     def _lr_scheduler(self):
-        from diffusers.optimization import get_scheduler
-
         return get_scheduler(self.cfg.lr_scheduler, self.optimizer, num_warmup_steps=self.cfg.warmup_steps,
                              num_training_steps=self.num_steps)
 
@@ -410,8 +409,6 @@ class _Run:
                                   f"state is saved in {latest}: rerun the same command to resume from there.")
 
     def run(self) -> TrainResult:
-        from torch.utils.tensorboard import SummaryWriter
-
         acc, cfg = self.accelerator, self.cfg
         writer = SummaryWriter(str(self.out_dir / "logs"), purge_step=self.step) if acc.is_main_process else None
         samples_per_step = cfg.batch_size * cfg.grad_accum_steps * self.world_size

@@ -37,6 +37,7 @@ def already_finished(out: Path, command: str, artefact: str) -> bool:
 def train_and_record(task, cfg: TrainConfig, out: Path):
     """Run the loop, then write the resolved config from one process only. Written after training: a
     rerun refused for changed options must not overwrite the record of what trained the weights."""
+    # torch loads here, after the checks: a wrong option is answered before its ~9 s of imports
     from latentdiff.runtime import process_state
     from latentdiff.training.loop import train
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
@@ -32,8 +33,6 @@ SCALING_SEED = 0  # the latents whose std is measured are sampled with this seed
 
 def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor):
     """A PIL image: originals (B, 3, H, W) in [0, 1] in the top row, their reconstructions below."""
-    from PIL import Image
-
     rows = [torch.cat(list(images), dim=2) for images in (originals, reconstructions)]  # (3, H, B*W) each
     grid = torch.cat(rows, dim=1)  # (3, 2H, B*W)
     return Image.fromarray((grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())

@@ -152,7 +152,7 @@ def _on_alarm(signum, frame):
 def render_svg(path: Path, size: int) -> Image.Image:
     """The drawing on a transparent `size` x `size` canvas, its longer side `size` (no cropping).
     Any failure becomes a ValueError, which the writer records as a skipped item."""
-    import cairosvg
+    import cairosvg  # here: it loads the system's cairo library, which only this source needs
 
     data = path.read_bytes()
     use_alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")

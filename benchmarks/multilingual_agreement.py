@@ -26,18 +26,23 @@ RESULTS = Path(__file__).resolve().parent / "results" / "multilingual_agreement.
 LANGUAGES = ("en", "fr", "es", "de", "zh", "ja")
 
 
-def concepts(records, languages: tuple[str, ...], limit: int) -> list[tuple[object, dict[str, str]]]:
-    """(record, {language: caption}) of the first `limit` records that carry every language."""
-    chosen = []
+def concepts(records, languages: tuple[str, ...], limit: int, spread: bool = False) -> list[tuple[object, dict[str, str]]]:
+    """(record, {language: caption}) of `limit` records that carry every language: the first ones, or with
+    `spread` ones evenly spaced over the whole split (the emoji split is sorted by name, so its first 50 are
+    mostly flags; an even spread samples every kind of emoji, without randomness)."""
+    eligible = []
     for record in records:
         names = {}
         for language, caption in zip(record.languages, record.captions):
             names.setdefault(language, caption)  # the first caption of each language
         if all(language in names for language in languages):
-            chosen.append((record, names))
-        if len(chosen) == limit:
+            eligible.append((record, names))
+        if len(eligible) == limit and not spread:
             break
-    return chosen
+    if not spread or len(eligible) <= limit:
+        return eligible[:limit]
+    step = len(eligible) / limit
+    return [eligible[int(i * step)] for i in range(limit)]
 
 
 def score_languages(pipeline, features, chosen, languages: tuple[str, ...], real_features, records, image_size: int,

@@ -156,14 +156,17 @@ def measure_emoji(args, pipeline_dir: Path, dataset) -> dict:
     pipeline = TextToImage.load(str(pipeline_dir), "cpu")
     features = Lite0Features()
     result = {}
-    for split, languages in (("train", LANGUAGES), ("test", ("en",))):
+    # "train": the first training emoji (mostly flags: comparable with the earlier rows); "train_spread": as
+    # many spread evenly over the whole training split; "test": the held-out emoji
+    for key, split, languages, spread in (("train", "train", LANGUAGES, False), ("train_spread", "train", LANGUAGES, True),
+                                          ("test", "test", ("en",), False)):
         records = dataset.require_split(split)
-        chosen = concepts(records, languages, args.num_concepts)
+        chosen = concepts(records, languages, args.num_concepts, spread=spread)
         rows, chance = score_languages(pipeline, features, chosen, languages,
                                        real_features(features, dataset, split, records), records,
                                        dataset.image_size, seed=SEED, steps=args.steps, guidance=args.guidance,
                                        batch_size=args.eval_batch_size)
-        result[split] = {"languages": {k: {"top1": v["top1"], "top5": v["top5"]} for k, v in rows.items()},
+        result[key] = {"languages": {k: {"top1": v["top1"], "top5": v["top5"]} for k, v in rows.items()},
                          "num_concepts": len(chosen), "num_real_images": len(records), **chance,
                          "vae_ceiling": vae_ceiling(pipeline_dir, dataset, features, chosen, records, split)}
     return result

@@ -16,6 +16,7 @@ from latentdiff.config import TrainConfig
 from latentdiff.errors import UserError
 from latentdiff.options import run_reporting_errors
 from latentdiff.training.loop import TrainingDiverged, plan_steps, train
+from latentdiff.training.time_budget import RETIME_FRACTION, TIMING_SKIP_STEPS, TIMING_STEPS, TimeBudget
 
 
 def _cfg(out, **kw):
@@ -87,13 +88,11 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path):
 
 
 def test_max_minutes_fixes_the_step_count_from_the_measured_speed(tmp_path, capsys):
-    import latentdiff.training.loop as loop
-
     # 0.01 minutes = 0.6 s: far fewer steps than the 10,000 allowed fit, so the timed count must stop the run
     # early, with the LR schedule rebuilt for that count (the cosine ends at 0 on the last step).
     result = train(ToyTask(), _cfg(tmp_path, max_steps=10_000, checkpoint_every=0, validate_every=0,
                                    max_minutes=0.01, lr_scheduler="cosine"), tmp_path)
-    assert loop.TIMING_STEPS <= result.step < 10_000
+    assert TIMING_STEPS <= result.step < 10_000
     captured = capsys.readouterr()
     assert f"the run ends at step {result.step}" in captured.out + captured.err
     state = json.loads((checkpoint.list_checkpoints(tmp_path)[-1][1] / checkpoint.STATE_FILE).read_text())
@@ -165,3 +164,19 @@ def test_resuming_from_a_tampered_optimizer_file_is_one_sentence(tmp_path):
         optimizer_file.write_bytes(content)
         with pytest.raises(UserError, match=r"step-000008 is damaged .*; delete that folder to resume from step 4"):
             train(ToyTask(), _cfg(tmp_path), tmp_path)
+
+
+def test_time_budget_times_the_run_then_retimes_it_at_the_new_speed():
+    budget = TimeBudget(max_minutes=10)  # 600 s
+    agreed = lambda due: due  # noqa: E731 - one process: what it sees is agreed
+    assert not budget.timing_due(TIMING_SKIP_STEPS - 1, step=4, now=1.0, agreed=agreed)
+    assert not budget.timing_due(TIMING_SKIP_STEPS, step=5, now=2.0, agreed=agreed)  # the timing starts here
+    assert budget.timing_due(TIMING_STEPS, step=25, now=12.0, agreed=agreed)
+    # 20 steps in 10 s = 2 steps/s; 12 s of 600 used, so 588 s x 2 more steps fit
+    assert budget.steps_that_fit(step=25, seconds_so_far=12.0, now=12.0) == (25 + 1176, 2.0)
+    budget.steps_fixed = True
+    assert not budget.timing_due(100, step=100, now=12.0 + RETIME_FRACTION * 600 - 1, agreed=agreed)
+    assert budget.timing_due(101, step=145, now=12.0 + RETIME_FRACTION * 600, agreed=agreed)
+    # the machine got busier: 120 steps in 60 s = 2 steps/s still; then 72 s used of 600 -> 528 s x 2
+    assert budget.steps_that_fit(step=145, seconds_so_far=72.0, now=72.0) == (145 + 1056, 2.0)
+    assert not TimeBudget(max_minutes=0).timing_due(TIMING_STEPS, step=25, now=1.0, agreed=agreed)

@@ -40,19 +40,14 @@ from latentdiff.runtime import (mixed_precision_for, pick_device, seed_everythin
 from latentdiff.training import ema as ema_lib
 from latentdiff.training.data_order import BatchStream, StreamPosition, batches_per_epoch
 from latentdiff.training.interrupt import StopRequests, TrainingInterrupted
+from latentdiff.training.optim import check_optimizer_state, make_optimizer
 from latentdiff.training.task import TrainingTask
+from latentdiff.training.time_budget import TimeBudget
 
 # Options that may change between an interrupted run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle"})
 # Seeds of the per-process loop generators are spaced so processes never share a stream.
 GENERATOR_SEED_STRIDE = 1_000_003
-# --max-minutes: the step count is fixed from the speed of steps (TIMING_SKIP_STEPS, TIMING_STEPS] of the
-# run (the first steps are slower: allocator and kernel warm-up), then kept in the checkpoints.
-TIMING_SKIP_STEPS = 5
-TIMING_STEPS = 25
-# ...and timed again each time this fraction of the budget has passed, at the speed of that last stretch,
-# so a machine that gets busier (or quieter) mid-run still ends on time.
-RETIME_FRACTION = 0.1
 
 
 class TrainingDiverged(UserError):
@@ -88,26 +83,6 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--max-minutes must be 0 (no time budget) or positive (got {cfg.max_minutes}).")
 
 
-def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-
-
-def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """`load_state_dict` takes moment tensors of any shape; a foreign optimizer.pt would then fail only at
-    the first step, deep in AdamW. Each per-parameter state tensor must have its parameter's shape."""
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for name, value in optimizer.state.get(param, {}).items():
-                if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != param.shape:
-                    raise ValueError(f"optimizer state '{name}' has shape {tuple(value.shape)} for a parameter of "
-                                     f"shape {tuple(param.shape)}")
-
-
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
@@ -139,10 +114,8 @@ class _Run:
         self.dataset = task.train_dataset()
         self.num_steps = plan_steps(cfg, len(self.dataset), self.world_size)
         self.step_limit = self.num_steps  # --max-minutes never trains past what --max-steps/--epochs allow
-        self.optimizer = _make_optimizer(self.model, cfg)
-        self.steps_fixed = cfg.max_minutes <= 0  # with a time budget the count is fixed after TIMING_STEPS
-        self.retime = cfg.max_minutes > 0  # re-timed during one uninterrupted run; a resumed run keeps its count
-        self._timed_from: tuple[float, int] = (0.0, 0)  # (perf_counter, step) where the current timing began
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.budget = TimeBudget(cfg.max_minutes)
         self.scheduler = self._lr_scheduler()
         self.ema = ema_lib.make_ema(self.model, cfg.ema_decay)
         self.step = 0
@@ -163,41 +136,25 @@ class _Run:
         """Set the run's length (a --max-minutes run, once timed): the LR schedule is rebuilt for it at the
         current step, so the cosine still reaches its end on the last step."""
         state = self.scheduler.state_dict()
-        self.num_steps, self.steps_fixed = num_steps, True
+        self.num_steps, self.budget.steps_fixed = num_steps, True
         self.scheduler = self._lr_scheduler()
         self.scheduler.load_state_dict(state)
 
-    def _fix_steps_from_speed(self, seconds_so_far: float, seconds_timed: float, steps_timed: int) -> None:
-        """Steps that fit the rest of --max-minutes at the measured speed; the same number on every process."""
-        seconds_left = self.cfg.max_minutes * 60 - seconds_so_far
-        budget = torch.tensor(float(self.step + max(1, int(seconds_left * steps_timed / seconds_timed))),
-                              device=self.accelerator.device)
+    def _follow_time_budget(self, steps_this_run: int, started: float, now: float) -> bool:
+        """--max-minutes: set the step count when the budget says it is time (time_budget.py); the same
+        count on every process. True when the count was set again."""
+        if not self.budget.timing_due(steps_this_run, self.step, now,
+                                      agreed=lambda due: self._any_process(torch.tensor(float(due)))):
+            return False
+        wanted, steps_per_second = self.budget.steps_that_fit(self.step, now - started, now)
+        budget = torch.tensor(float(wanted), device=self.accelerator.device)
         if self.world_size > 1:
             budget = self.accelerator.reduce(budget, reduction="min")
         num_steps = max(self.step + 1, min(self.step_limit, int(budget.item())))
         self._fix_num_steps(num_steps)
         if self.accelerator.is_main_process:
             tqdm.write(f"[{self.task.name}] --max-minutes {self.cfg.max_minutes:g}: "
-                       f"{steps_timed / seconds_timed:.2f} steps/s, so the run ends at step {num_steps}")
-
-    def _follow_time_budget(self, steps_this_run: int, started: float, now: float) -> bool:
-        """--max-minutes: time steps (TIMING_SKIP_STEPS, TIMING_STEPS] of this run and fix the step count,
-        then re-time each RETIME_FRACTION of the budget. True when the count was set again. Every process
-        takes the same branch: the first timing is by step count, a re-timing is agreed on by all."""
-        if not self.retime:
-            return False
-        if not self.steps_fixed:
-            if steps_this_run == TIMING_SKIP_STEPS:
-                self._timed_from = (now, self.step)
-            if steps_this_run != TIMING_STEPS:
-                return False
-        else:
-            due = now - self._timed_from[0] >= RETIME_FRACTION * self.cfg.max_minutes * 60
-            if not self._any_process(torch.tensor(float(due))):
-                return False
-        since, step = self._timed_from
-        self._fix_steps_from_speed(now - started, now - since, self.step - step)
-        self._timed_from = (now, self.step)
+                       f"{steps_per_second:.2f} steps/s, so the run ends at step {num_steps}")
         return True
 
     # ---------------------------------------------------------------- checkpoints
@@ -223,10 +180,10 @@ class _Run:
         if state["world_size"] != self.world_size:
             raise UserError(f"{self.out_dir} was being trained with {state['world_size']} process(es), not "
                             f"{self.world_size}; resume with the same number of processes or use a new --out.")
-        if state.get("num_steps_fixed") and not self.steps_fixed:
+        if state.get("num_steps_fixed") and not self.budget.steps_fixed:
             # before the scheduler's state is loaded into it; a resumed run keeps the count it was given
             self._fix_num_steps(state["num_steps"])
-            self.retime = False
+            self.budget.retime = False
         try:
             self._load_state(latest, state)
         except Exception as err:  # corrupt or foreign files (weights_only=True already refuses code)
@@ -242,7 +199,7 @@ class _Run:
         opt_state = checkpoint.load_torch_state(latest / checkpoint.OPTIMIZER_FILE)
         self.optimizer.load_state_dict(opt_state["optimizer"])
         self.scheduler.load_state_dict(opt_state["scheduler"])
-        _check_optimizer_state(self.optimizer)
+        check_optimizer_state(self.optimizer)
         if self.ema is not None:
             ema_lib.load_ema(self.ema, self.model, latest / checkpoint.EMA_FILE, state["ema"])
         checkpoint.restore_rng_state(checkpoint.load_torch_state(latest / f"rng-rank{self.rank}.pt"), self.generator)
@@ -317,7 +274,7 @@ class _Run:
         checkpoint.save_module_weights(model, tmp / checkpoint.MODEL_FILE)
         checkpoint.save_torch_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                                     tmp / checkpoint.OPTIMIZER_FILE)
-        state = {"step": self.step, "num_steps": self.num_steps, "num_steps_fixed": self.steps_fixed,
+        state = {"step": self.step, "num_steps": self.num_steps, "num_steps_fixed": self.budget.steps_fixed,
                  "world_size": self.world_size,
                  "positions": [{"epoch": e, "batch_in_epoch": b} for e, b in positions],
                  "config": self._config_record(), "task": self.task.name, "ema": None}

@@ -31,7 +31,7 @@ SEED = 0
 @torch.no_grad()
 def conditioning_gain(pipe, dataset, num_images: int) -> list[dict]:
     """Loss per timestep with the true caption, a shuffled one and the empty prompt."""
-    from latentdiff.data.cache import encode_images, encode_prompts
+    from latentdiff.data.cache import encode_latents, encode_prompts
     from latentdiff.data.prepared import ImageCaptionDataset
     from latentdiff.losses.diffusion import diffusion_loss, diffusion_target
 
@@ -39,7 +39,7 @@ def conditioning_gain(pipe, dataset, num_images: int) -> list[dict]:
     records = dataset.records("train")
     count = min(num_images, len(images))
     pixels = torch.stack([images[i]["pixel_values"] for i in range(count)])  # (N, 3, H, W) in [-1, 1]
-    latents = encode_images(pipe.vae, pixels)[0] * pipe.vae.config.scaling_factor  # posterior means (N, C, h, w)
+    latents = encode_latents(pipe.vae, pixels)[0] * pipe.vae.config.scaling_factor  # posterior means (N, C, h, w)
     captions = [records[i].captions[0] for i in range(count)]
     shuffled = captions[1:] + captions[:1]  # another image's caption for each image
 

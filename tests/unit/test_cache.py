@@ -86,7 +86,7 @@ def test_a_killed_build_resumes_from_its_last_finished_chunk(inputs, tmp_path, m
     whole = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "whole")
 
     encoded: list[int] = []  # images per encode call of the build under test
-    real_encode = cache.encode_images
+    real_encode = cache.encode_latents
 
     def encode_then_die(vae, pixels):
         if len(encoded) == 3:  # the 2nd batch of the 2nd chunk: chunk 1 is on disk, chunk 2 is not
@@ -94,13 +94,13 @@ def test_a_killed_build_resumes_from_its_last_finished_chunk(inputs, tmp_path, m
         encoded.append(len(pixels))
         return real_encode(vae, pixels)
 
-    monkeypatch.setattr(cache, "encode_images", encode_then_die)
+    monkeypatch.setattr(cache, "encode_latents", encode_then_die)
     with pytest.raises(KeyboardInterrupt):
         load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "killed")
     assert not list((tmp_path / "killed").glob("*.safetensors"))  # no half-written cache file
 
     encoded.clear()
-    monkeypatch.setattr(cache, "encode_images", lambda vae, pixels: (encoded.append(len(pixels)), real_encode(vae, pixels))[1])
+    monkeypatch.setattr(cache, "encode_latents", lambda vae, pixels: (encoded.append(len(pixels)), real_encode(vae, pixels))[1])
     resumed = load_or_build(vae, text_encoder, tokenizer, dataset, "train", tmp_path / "killed")
     assert sum(encoded) == 12 - 4  # only the images after the finished chunk were encoded again
     assert "resuming an interrupted build, 4 of" in capsys.readouterr().out

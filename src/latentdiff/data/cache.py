@@ -113,8 +113,8 @@ def encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(vae, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, H, W) in [-1, 1] -> posterior (mean, std), each (B, C, H/f, W/f), unscaled."""
+def encode_latents(vae, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE latents: (B, 3, H, W) in [-1, 1] -> posterior (mean, std), each (B, C, H/f, W/f), unscaled."""
     device = next(vae.parameters()).device
     posterior = vae.encode(pixel_values.to(device)).latent_dist
     return posterior.mean, posterior.std
@@ -158,7 +158,7 @@ def _build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str, d
         means, stds = [], []
         for first in range(start, stop, ENCODE_BATCH_SIZE):
             batch = torch.stack([images[i]["pixel_values"] for i in range(first, min(first + ENCODE_BATCH_SIZE, stop))])
-            mean, std = encode_images(vae, batch)
+            mean, std = encode_latents(vae, batch)
             means.append(mean.float().cpu())
             stds.append(std.float().cpu())
             bar.update(len(batch))

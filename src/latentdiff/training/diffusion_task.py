@@ -20,7 +20,7 @@ import torch
 from diffusers.utils import make_image_grid
 
 from latentdiff.config import DEFAULT_GUIDANCE, UnetTrainConfig
-from latentdiff.data.cache import EMPTY_PROMPT, EMPTY_PROMPT_ROW, EncodedSplit, encode_images, encode_prompts, load_or_build
+from latentdiff.data.cache import EMPTY_PROMPT, EMPTY_PROMPT_ROW, EncodedSplit, encode_latents, encode_prompts, load_or_build
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
 from latentdiff.diffusion.training_schedule import pipeline_scheduler, training_scheduler
 from latentdiff.losses.diffusion import (
@@ -125,7 +125,7 @@ class DiffusionTask:
             choice, dropped = self._draw_captions(torch.tensor([len(c) for c in captions]), generator)
             prompts = [EMPTY_PROMPT if drop else caps[int(j)] for caps, j, drop in zip(captions, choice, dropped)]
             embeddings = encode_prompts(self.text_encoder, self.tokenizer, prompts).float()
-            mean, std = encode_images(self.vae, batch["pixel_values"])
+            mean, std = encode_latents(self.vae, batch["pixel_values"])
         eps = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
         latents = (mean + std * eps) * self.scaling_factor  # a posterior sample, as latent_dist.sample()
         return latents, embeddings
@@ -157,7 +157,7 @@ class DiffusionTask:
             images = ImageCaptionDataset(self.dataset, split)
             count = min(limit, len(images))
             pixels = torch.stack([images[i]["pixel_values"] for i in range(count)])
-            latents = torch.cat([encode_images(self.vae, pixels[s:s + 32])[0] for s in range(0, count, 32)])
+            latents = torch.cat([encode_latents(self.vae, pixels[s:s + 32])[0] for s in range(0, count, 32)])
             prompts = [records[i].captions[0] for i in range(count)]
             embeddings = torch.cat([encode_prompts(self.text_encoder, self.tokenizer, prompts[s:s + 32])
                                     for s in range(0, count, 32)])

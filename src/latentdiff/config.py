@@ -93,7 +93,7 @@ def recipe_option(table, name: str):
 
 @dataclass
 class ClipTrainConfig(TrainConfig):
-    """`latentdiff train-clip`: contrastive CLIP training (defaults in CLIP_*_DEFAULTS above)."""
+    """`latentdiff train-clip`: contrastive CLIP training (recipe defaults: the --preset row of presets.CLIP_PRESETS)."""
 
     epochs: int | None = recipe_option(CLIP_PRESETS, "epochs")
     batch_size: int | None = recipe_option(CLIP_PRESETS, "batch_size")
@@ -107,7 +107,7 @@ class ClipTrainConfig(TrainConfig):
 @dataclass
 class UnetTrainConfig(TrainConfig):
     """`latentdiff train-unet`: the latent denoiser, conditioned on a frozen CLIP text encoder, in the latent
-    space of a frozen VAE (defaults in UNET_*_DEFAULTS above)."""
+    space of a frozen VAE (recipe defaults: presets.UNET_PRESETS)."""
 
     epochs: int | None = recipe_option(UNET_PRESETS, "epochs")
     batch_size: int | None = recipe_option(UNET_PRESETS, "batch_size")
@@ -137,7 +137,7 @@ class UnetTrainConfig(TrainConfig):
 
 @dataclass
 class VaeTrainConfig(TrainConfig):
-    """`latentdiff train-vae`: an AutoencoderKL trained with reconstruction + KL (defaults in VAE_*_DEFAULTS above)."""
+    """`latentdiff train-vae`: an AutoencoderKL trained with reconstruction + KL (recipe defaults: presets.VAE_PRESETS)."""
 
     epochs: int | None = recipe_option(VAE_PRESETS, "epochs")
     batch_size: int | None = recipe_option(VAE_PRESETS, "batch_size")

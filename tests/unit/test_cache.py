@@ -107,3 +107,17 @@ def test_a_killed_build_resumes_from_its_last_finished_chunk(inputs, tmp_path, m
     for name in ("latent_mean", "latent_std", "caption_index", "text_embeddings"):
         assert torch.equal(getattr(resumed, name), getattr(whole, name)), name  # as if never interrupted
     assert [p.name for p in (tmp_path / "killed").iterdir()] == [resumed.path.name]  # the chunks are cleaned up
+
+
+def test_training_encodes_prompts_exactly_as_the_diffusers_pipeline_does(tiny_pipeline_dir):
+    """The U-Net is trained on `encode_prompts`' embeddings and generates from `pipe.encode_prompt`'s: any
+    difference (padding, truncation, an attention mask, which hidden state) is a train/test mismatch."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    prompts = ["a red circle", "", "a blue square on a white background " * 12]  # short, empty, past the limit
+    with torch.no_grad():
+        ours = encode_prompts(pipe.text_encoder, pipe.tokenizer, prompts)
+        theirs, _ = pipe.encode_prompt(prompts, torch.device("cpu"), 1, False)
+    assert ours.shape == theirs.shape == (3, pipe.tokenizer.model_max_length, pipe.text_encoder.config.hidden_size)
+    assert torch.equal(ours, theirs)

@@ -50,6 +50,7 @@ def test_clip_folder_gets_retrieval_both_ways_and_the_same_numbers_twice(clip_di
     assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
 
 
+@pytest.mark.slow  # 20 s: EfficientNet features of real and reconstructed images
 def test_vae_folder_gets_reconstruction_metrics(tiny_pipeline_dir, shapes_dir, tmp_path):
     payload = evaluate.run(_config(tiny_pipeline_dir / "vae", shapes_dir, tmp_path))
     vae = payload["vae"]

@@ -250,6 +250,7 @@ def test_every_accepted_small_size_generates_at_any_guidance(tiny_pipeline_dir, 
         plain("red", num_inference_steps=1, guidance_scale=1.0, width=8, height=8)
 
 
+@pytest.mark.slow  # 6 s: loads the bundled model
 def test_cli_refuses_a_too_small_size_in_one_sentence_and_makes_the_smallest(tmp_path, capsys):
     """The command from the issue, on the bundled default model."""
     argv = ["red", "--guidance", "1", "--steps", "1", "--seed", "1"]

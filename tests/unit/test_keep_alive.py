@@ -54,6 +54,7 @@ def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.slow  # 44 s: starts a keep-alive worker process
 def test_second_generate_is_answered_by_the_warm_worker_with_identical_images(
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -75,6 +76,7 @@ def test_second_generate_is_answered_by_the_warm_worker_with_identical_images(
         Image.open(tmp_path / "cold" / "00000-3.png").text["parameters"]
 
 
+@pytest.mark.slow  # 54 s: starts a keep-alive worker process
 def test_a_warm_worker_uses_the_new_weights_after_the_model_is_exported_again(
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     """Retraining into the same --out while a worker holds that model: the next generate shows the new model,
@@ -90,9 +92,12 @@ def test_a_warm_worker_uses_the_new_weights_after_the_model_is_exported_again(
     capsys.readouterr()
     assert main([*flags, "--out", "warm", "--keep-alive", "60"]) == 0
     assert "keeping the model loaded" not in capsys.readouterr().err  # the worker answered: it holds the model now
-    # a re-export: new U-Net weights written over the old files (new bytes, new modification times)
+    # a re-export: the U-Net folder replaced by a newly trained one (new files). Not written over in place:
+    # diffusers memory-maps safetensors weights, so a loaded model would see bytes rewritten in place even
+    # without a reload, and this test would not tell.
     retrained = build_random_pipeline(tmp_path / "retrained", "tiny", seed=1)
-    shutil.copytree(retrained / "unet", model / "unet", dirs_exist_ok=True, copy_function=shutil.copyfile)
+    shutil.rmtree(model / "unet")
+    shutil.copytree(retrained / "unet", model / "unet")
     assert main([*flags, "--out", "after", "--keep-alive", "0"]) == 0
     assert _wait_for(lambda: not sock.exists(), 5), "the warm worker did not answer"
     assert "keeping the model loaded" not in capsys.readouterr().err  # the worker answered, nothing in process
@@ -104,6 +109,7 @@ def test_a_warm_worker_uses_the_new_weights_after_the_model_is_exported_again(
     assert not np.array_equal(_pixels(tmp_path / "after" / image), _pixels(tmp_path / "warm" / image))
 
 
+@pytest.mark.slow  # 61 s: starts two keep-alive worker processes
 def test_worker_reports_mistakes_like_the_cli_and_a_new_worker_stops_the_old_one(
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -164,6 +170,7 @@ def test_a_folder_others_can_open_is_never_used(tmp_path, monkeypatch):
     assert keep_alive.socket_path("abc") is None
 
 
+@pytest.mark.slow  # 73 s: starts worker and server processes
 def test_ps_lists_workers_and_servers_with_model_and_memory_and_stop_ends_them(
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     from helpers.live_server import live_server

@@ -128,6 +128,7 @@ def test_a_negative_time_budget_is_one_sentence(tmp_path):
         train(ToyTask(), _cfg(tmp_path, max_minutes=-1), tmp_path)
 
 
+@pytest.mark.slow  # 6 s: runs against a wall-clock budget
 def test_a_resumed_time_budget_run_keeps_its_step_count(tmp_path):
     cfg = _cfg(tmp_path, max_steps=10_000, checkpoint_every=5, validate_every=0, max_minutes=0.05)
     with pytest.raises(RuntimeError, match="simulated crash"):

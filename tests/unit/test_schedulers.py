@@ -54,8 +54,8 @@ def test_a1111_names_round_trip(name):
     assert scheduler_from_a1111(a1111_sampler_name(name)) == name
 
 
-# `Sampler:` values as AUTOMATIC1111 writes them in its infotext (modules/sd_samplers_kdiffusion.py and
-# sd_samplers_compvis.py), with >= 1.9's separate `Schedule type:`: what a pasted A1111 image carries
+# `Sampler:` values as AUTOMATIC1111 writes them in its infotext (the names of its sampler list), also with
+# >= 1.9's separate `Schedule type:`: what an image made there carries. A sampler we lack maps to None.
 A1111_SAMPLERS = [("Euler a", None, "euler-a"), ("Euler", None, "euler"), ("LMS", None, "lms"), ("Heun", None, "heun"),
                   ("DPM++ 2M", None, "dpmpp-2m"), ("DPM++ 2M Karras", None, "dpmpp-2m-karras"),
                   ("DPM++ 2M", "Karras", "dpmpp-2m-karras"), ("DDIM", None, "ddim"), ("UniPC", None, "unipc"),
@@ -67,8 +67,9 @@ def test_a1111_infotext_samplers_map_to_ours(sampler, schedule_type, name):
     assert scheduler_from_a1111(sampler, schedule_type) == name
 
 
-# latents[0, :, -1, -1] after the last step of `test_every_scheduler_...` below: produced once with the code of
-# this commit (torch 2.13 CPU, diffusers 0.42) by printing them; the tiny pipeline is random but seeded (seed 0).
+# latents[0, :, -1, -1] after the last step of `test_every_scheduler_...` below, produced once by printing
+# them with latentdiff's src at commit b8fa141 (torch 2.13 CPU, diffusers 0.42); the tiny pipeline is random
+# but seeded (seed 0).
 # ddim = euler: DDIM is Euler's method on the probability-flow ODE (Karras et al. 2022, sec. 3); ddpm and
 # euler-a, the ancestral pair, agree the same way here.
 FINAL_LATENTS = {

@@ -51,7 +51,10 @@ def engine(tiny_pipeline_dir):
 def pipe_calls(engine, monkeypatch):
     """Installs an OutOfMemoryAbove(max_images) over the engine's pipeline; returns it."""
     def install(max_images: int = 10**6) -> OutOfMemoryAbove:
-        fake = OutOfMemoryAbove(engine.tti.pipe, max_images)
+        real = engine.tti.pipe
+        while isinstance(real, OutOfMemoryAbove):  # installed again in the same test: replace, do not nest
+            real = real._pipe
+        fake = OutOfMemoryAbove(real, max_images)
         monkeypatch.setattr(engine.tti, "pipe", fake)
         return fake
     return install

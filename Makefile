@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-train test test-unit
+.PHONY: setup demo demo-train test test-unit test-quick
 
 setup:
 	bash scripts/setup.sh
@@ -18,3 +18,7 @@ test: setup
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
+
+# the quick tier for every edit: leaves out the tests marked slow (tests/e2e and unit tests over ~5 s)
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests

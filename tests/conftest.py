@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +25,15 @@ def tiny_pipeline_dir(tmp_path_factory):
     from helpers.random_pipeline import build_random_pipeline
 
     return build_random_pipeline(tmp_path_factory.mktemp("tiny_pipeline") / "tiny", "tiny", seed=0)
+
+
+# Two tiers. `pytest -m "not slow"` (make test-quick) is the quick tier for every edit; `make test` runs
+# everything. `slow`: all of tests/e2e (marked here, by folder) and the unit tests that took over ~5 s under
+# `pytest --durations` on the 2-core development CPU (marked where they are defined, with their time).
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E_DIR in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.slow)

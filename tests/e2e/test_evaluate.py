@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pytest
-from helpers.eval_data import prepare_shapes
+from helpers.eval_data import as_tensor, lite0, vae_scores_by_hand
 
-from latentdiff.config import EvaluateConfig, TrainAllConfig
-from latentdiff.stages import evaluate, train
+from latentdiff.config import EvaluateConfig
+from latentdiff.stages import evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +19,24 @@ NUM_SAMPLES = 20
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate_e2e")
-    data = prepare_shapes(root / "shapes", num_images=500)
-    run_dir = root / "run"
-    train.run(TrainAllConfig(data=str(data), out=str(run_dir), preset="tiny", clip_max_steps=10, vae_max_steps=4,
-                             unet_max_steps=10, batch_size=8))
-    return data, run_dir
+def trained_run(trained_chain):
+    """The session's tiny chain (tests/e2e/conftest.py): a `shapes` dataset of 500 images and a `train` run."""
+    return trained_chain.data, trained_chain.run
+
+
+def top1_by_hand(samples, data, count: int) -> float:
+    """Share of the saved samples (one per test caption, in order) whose nearest real test image in
+    EfficientNet-Lite0 features (Euclidean; ties to the first) carries the caption the sample was made from."""
+    from PIL import Image
+
+    records = [json.loads(line) for line in (data / "test" / "metadata.jsonl").read_text().splitlines()[:count]]
+    real = [np.asarray(Image.open(data / "test" / r["file_name"]).convert("RGB")) for r in records]
+    made = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(samples.glob("*.png"))]
+    assert len(made) == count
+    real_features, made_features = (lite0()(as_tensor(images)).double().numpy() for images in (real, made))
+    distances = ((made_features[:, None, :] - real_features[None, :, :]) ** 2).sum(axis=-1)  # (made, real)
+    nearest = distances.argmin(axis=1)
+    return float(np.mean([records[i]["text"][0] in records[j]["text"] for i, j in enumerate(nearest)]))
 
 
 def _evaluate(data, model, out, **kwargs):
@@ -43,7 +54,8 @@ def test_evaluate_trained_tiny_pipeline(trained_run, tmp_path):
     generation = metrics["generation"]
     fidelity = generation["fidelity"]
     assert fidelity["num_images"] == NUM_SAMPLES and fidelity["noise_floor"] < fidelity["fd_lite0_half"]
-    assert 0 <= generation["prompt_fidelity"]["top1"] <= 1
+    # prompt fidelity of the saved samples, by hand: is the real image nearest to sample i one of caption i's?
+    assert generation["prompt_fidelity"]["top1"] == pytest.approx(top1_by_hand(out / "samples", data, NUM_SAMPLES))
     assert set(generation["attributes"]["accuracy"]) >= {"colors", "shapes", "counting", "overall"}
     assert metrics["real_reference"]["attributes"]["accuracy"]["overall"] == 1.0
     assert metrics["real_reference"]["prompt_fidelity"]["top1"] == 1.0
@@ -51,7 +63,9 @@ def test_evaluate_trained_tiny_pipeline(trained_run, tmp_path):
     assert metrics["protocol"]["clip"] == str((run_dir / "clip").resolve())
     assert "clip_score" in generation and "retrieval" in metrics["clip"]
     assert not any("text tower" in note for note in metrics["notes"])
-    assert metrics["vae"]["psnr_db"] > 0
+    psnr_db, ssim = vae_scores_by_hand(run_dir / "pipeline" / "vae", data, "test", NUM_SAMPLES)
+    assert metrics["vae"]["psnr_db"] == pytest.approx(psnr_db, abs=1e-3)
+    assert metrics["vae"]["ssim"] == pytest.approx(ssim, abs=1e-4)
     assert [row["guidance"] for row in metrics["guidance_sweep"]] == [1.0, 3.0]
     for key in ("seeds", "steps", "scheduler", "guidance", "generated_size", "feature_extractor", "model_hash", "split"):
         assert key in metrics["protocol"]

@@ -18,14 +18,9 @@ IMAGE_SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chain")
-    data, run = root / "shapes", root / "run"
-    assert cli.main(["prepare-data", "shapes", "--out", str(data), "--num-images", "96", "--image-size",
-                     str(IMAGE_SIZE)]) == 0
-    assert cli.main(["train", "--data", str(data), "--out", str(run), "--preset", "tiny", "--batch-size", "8",
-                     "--clip-max-steps", "6", "--vae-max-steps", "10", "--unet-max-steps", "6"]) == 0
-    return data, run
+def run_dir(trained_chain):
+    """The session's chain (tests/e2e/conftest.py), made by `latentdiff prepare-data shapes` and `latentdiff train`."""
+    return trained_chain.data, trained_chain.run
 
 
 def test_train_writes_three_loadable_stages_and_a_pipeline_that_generates(run_dir):
@@ -48,12 +43,11 @@ def test_train_writes_three_loadable_stages_and_a_pipeline_that_generates(run_di
     assert image.size == (IMAGE_SIZE, IMAGE_SIZE)
 
 
-def test_rerunning_train_on_a_finished_run_skips_every_stage(run_dir, capsys):
-    data, run = run_dir
+def test_rerunning_train_on_a_finished_run_skips_every_stage(trained_chain, capsys):
+    run = trained_chain.run
     stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*.safetensors")}
     capsys.readouterr()
-    assert cli.main(["train", "--data", str(data), "--out", str(run), "--preset", "tiny", "--batch-size", "8",
-                     "--clip-max-steps", "6", "--vae-max-steps", "10", "--unet-max-steps", "6"]) == 0
+    assert cli.main(list(trained_chain.train_argv)) == 0  # the very command that trained it
     out = capsys.readouterr().out
     assert out.count("is complete, skipping") == 3, out
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*.safetensors")} == stamps  # nothing rewritten

@@ -49,3 +49,29 @@ def prepare_shapes(out: Path, num_images: int, image_size: int = 64) -> Path:
 
     prepare_data.run(PrepareDataConfig(source="shapes", out=str(out), num_images=num_images, image_size=image_size))
     return out
+
+
+def vae_scores_by_hand(vae_dir: Path, data_dir: Path, split: str, count: int) -> tuple[float, float]:
+    """(mean PSNR in dB, mean SSIM) of the first `count` images of `split` (metadata.jsonl order) against
+    their reconstructions through the diffusers AutoencoderKL in `vae_dir` (posterior mode), computed without
+    latentdiff's metric code: numpy for PSNR, scikit-image's SSIM with Wang et al. 2004's settings (Gaussian
+    window of sigma 1.5, 11x11, population covariance), the reference `latentdiff evaluate` must agree with."""
+    import json
+
+    from diffusers import AutoencoderKL
+    from PIL import Image
+    from skimage.metrics import structural_similarity
+
+    folder = Path(data_dir) / split
+    names = [json.loads(line)["file_name"] for line in (folder / "metadata.jsonl").read_text().splitlines()[:count]]
+    originals = np.stack([np.asarray(Image.open(folder / name).convert("RGB"), dtype=np.float64) / 255 for name in names])
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    with torch.no_grad():
+        pixels = torch.from_numpy(originals).permute(0, 3, 1, 2).float() * 2 - 1  # (N, 3, H, W) in [-1, 1]
+        decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
+    reconstructed = ((decoded.permute(0, 2, 3, 1).double().numpy() + 1) / 2).clip(0, 1)  # (N, H, W, 3)
+    mse = ((reconstructed - originals) ** 2).mean(axis=(1, 2, 3))
+    psnr_db = float(np.mean(10 * np.log10(1 / mse)))
+    ssim = float(np.mean([structural_similarity(r, o, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5,
+                                                use_sample_covariance=False) for r, o in zip(reconstructed, originals)]))
+    return psnr_db, ssim

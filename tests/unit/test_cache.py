@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from helpers.unet_components import write_unet_inputs
 from latentdiff.data.cache import EMPTY_PROMPT_ROW, cache_key, encode_prompts, load_or_build
@@ -42,7 +44,11 @@ def test_second_run_reuses_the_cache(inputs, tmp_path):
     # contents: one posterior per image, every caption of every image, the empty prompt in row 0
     n = len(dataset.records("train"))
     assert first.latent_mean.shape == (n, 4, 16, 16) and first.latent_std.shape == (n, 4, 16, 16)
-    assert torch.all(first.latent_std > 0)
+    # image 3's posterior, by hand from its file: pixels in [-1, 1] through the VAE's encoder
+    pixels = np.asarray(Image.open(dataset.records("train")[3].path).convert("RGB"), dtype=np.float32) / 127.5 - 1
+    posterior = vae.encode(torch.from_numpy(pixels).permute(2, 0, 1)[None]).latent_dist  # (1, 4, 16, 16)
+    torch.testing.assert_close(first.latent_mean[3], posterior.mean[0].detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first.latent_std[3], posterior.std[0].detach(), atol=1e-5, rtol=1e-5)
     assert first.caption_index.shape == (n, 2) and torch.all(first.caption_index > EMPTY_PROMPT_ROW)
     captions = {c for r in dataset.records("train") for c in r.captions}
     assert first.text_embeddings.shape[0] == len(captions) + 1
@@ -107,3 +113,20 @@ def test_a_killed_build_resumes_from_its_last_finished_chunk(inputs, tmp_path, m
     for name in ("latent_mean", "latent_std", "caption_index", "text_embeddings"):
         assert torch.equal(getattr(resumed, name), getattr(whole, name)), name  # as if never interrupted
     assert [p.name for p in (tmp_path / "killed").iterdir()] == [resumed.path.name]  # the chunks are cleaned up
+
+
+def test_training_encodes_prompts_exactly_as_the_diffusers_pipeline_does(tiny_pipeline_dir):
+    """The U-Net is trained on `encode_prompts`' embeddings and generates from `pipe.encode_prompt`'s: any
+    difference (padding, truncation, an attention mask, which hidden state) is a train/test mismatch."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    prompts = ["a red circle", "", "a blue square on a white background " * 12]  # short, empty, past the limit
+    # together (as the cache encodes captions) and one by one (a batch of short captions only, as well)
+    for batch in (prompts, *([prompt] for prompt in prompts)):
+        with torch.no_grad():
+            ours = encode_prompts(pipe.text_encoder, pipe.tokenizer, batch)
+            theirs, _ = pipe.encode_prompt(batch, torch.device("cpu"), 1, False)
+        assert ours.shape == theirs.shape == (len(batch), pipe.tokenizer.model_max_length,
+                                              pipe.text_encoder.config.hidden_size)
+        assert torch.equal(ours, theirs), batch

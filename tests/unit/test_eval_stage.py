@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from helpers.eval_data import prepare_shapes
+from helpers.eval_data import prepare_shapes, vae_scores_by_hand
 from helpers.unet_components import write_tiny_clip
 
 from latentdiff.config import EvaluateConfig
@@ -50,10 +50,12 @@ def test_clip_folder_gets_retrieval_both_ways_and_the_same_numbers_twice(clip_di
     assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
 
 
+@pytest.mark.slow  # 20 s: EfficientNet features of real and reconstructed images
 def test_vae_folder_gets_reconstruction_metrics(tiny_pipeline_dir, shapes_dir, tmp_path):
     payload = evaluate.run(_config(tiny_pipeline_dir / "vae", shapes_dir, tmp_path))
     vae = payload["vae"]
-    assert vae["psnr_db"] > 0 and -1 <= vae["ssim"] <= 1
+    psnr_db, ssim = vae_scores_by_hand(tiny_pipeline_dir / "vae", shapes_dir, "test", NUM_SAMPLES)
+    assert vae["psnr_db"] == pytest.approx(psnr_db, abs=1e-3) and vae["ssim"] == pytest.approx(ssim, abs=1e-4)
     assert vae["fidelity"]["fd_lite0_half"] > vae["fidelity"]["noise_floor"]  # a random VAE is worse than real images
     assert payload["protocol"]["model_kind"] == "vae" and payload["protocol"]["num_samples"] == NUM_SAMPLES
     saved = json.loads((tmp_path / "metrics.json").read_text())

@@ -74,9 +74,13 @@ def test_different_prompts_give_different_images(pipeline):
     assert np.abs(_pixels(a)[0] - _pixels(b)[0]).mean() > 1
 
 
-def test_random_seed_when_omitted_is_reported(pipeline):
-    (result,) = pipeline.generate(_request(["a red circle"], seed=None))
-    assert isinstance(result.seed, int) and result.info.seed == result.seed
+def test_random_seed_when_omitted_is_reported_and_gives_the_image_again(pipeline):
+    (first,) = pipeline.generate(_request(["a red circle"], seed=None))
+    (second,) = pipeline.generate(_request(["a red circle"], seed=None))
+    assert first.seed != second.seed  # drawn afresh for each call (equal with odds of about 2**-32)
+    assert first.info.seed == first.seed
+    (again,) = pipeline.generate(_request(["a red circle"], seed=first.seed))
+    assert np.array_equal(_pixels([again])[0], _pixels([first])[0])  # the seed reported is the seed used
 
 
 def test_long_prompt_is_truncated_with_a_warning(pipeline, caplog):
@@ -127,9 +131,14 @@ def test_cli_random_seed_is_printed_and_saved(tiny_pipeline_dir, tmp_path, capsy
     assert main(["a", "--model", str(tiny_pipeline_dir), "--steps", "1", "--width", "32", "--height", "32",
                  "--out", str(out)]) == 0
     saved = json.loads((out / "latentdiff_config.json").read_text())["config"]["seed"]
-    assert isinstance(saved, int) and f"seed {saved}" in capsys.readouterr().out
+    assert f"seed {saved}" in capsys.readouterr().out
     (png,) = out.glob("0*.png")
     assert parse_infotext(Image.open(png).text["parameters"]).seed == saved
+    # the printed seed, passed back with --seed, gives the same picture
+    assert main(["a", "--model", str(tiny_pipeline_dir), "--steps", "1", "--width", "32", "--height", "32",
+                 "--seed", str(saved), "--out", str(tmp_path / "again")]) == 0
+    (again,) = (tmp_path / "again").glob("0*.png")
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(png)))
 
 
 def _broken_copy(src, tmp_path, remove):
@@ -241,6 +250,7 @@ def test_every_accepted_small_size_generates_at_any_guidance(tiny_pipeline_dir, 
         plain("red", num_inference_steps=1, guidance_scale=1.0, width=8, height=8)
 
 
+@pytest.mark.slow  # 6 s: loads the bundled model
 def test_cli_refuses_a_too_small_size_in_one_sentence_and_makes_the_smallest(tmp_path, capsys):
     """The command from the issue, on the bundled default model."""
     argv = ["red", "--guidance", "1", "--steps", "1", "--seed", "1"]

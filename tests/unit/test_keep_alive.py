@@ -55,6 +55,7 @@ def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.slow  # 44 s: starts a keep-alive worker process
 def test_second_generate_is_answered_by_the_warm_worker_with_identical_images(
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -76,6 +77,40 @@ def test_second_generate_is_answered_by_the_warm_worker_with_identical_images(
         Image.open(tmp_path / "cold" / "00000-3.png").text["parameters"]
 
 
+@pytest.mark.slow  # 54 s: starts a keep-alive worker process
+def test_a_warm_worker_uses_the_new_weights_after_the_model_is_exported_again(
+        tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
+    """Retraining into the same --out while a worker holds that model: the next generate shows the new model,
+    as it would in process, not the weights the worker loaded before."""
+    from helpers.random_pipeline import build_random_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    model = shutil.copytree(tiny_pipeline_dir, tmp_path / "model")
+    flags = ["a red circle", "--model", str(model), "--seed", "3", "--steps", "2", "--width", "32", "--height", "32"]
+    assert main([*flags, "--out", "cold", "--keep-alive", "60"]) == 0
+    sock = _socket_of(GenerateConfig(model=str(model)))
+    assert _wait_for(sock.exists, WORKER_START_TIMEOUT_S), "the worker never opened its socket"
+    capsys.readouterr()
+    assert main([*flags, "--out", "warm", "--keep-alive", "60"]) == 0
+    assert "keeping the model loaded" not in capsys.readouterr().err  # the worker answered: it holds the model now
+    # a re-export: the U-Net folder replaced by a newly trained one (new files). Not written over in place:
+    # diffusers memory-maps safetensors weights, so a loaded model would see bytes rewritten in place even
+    # without a reload, and this test would not tell.
+    retrained = build_random_pipeline(tmp_path / "retrained", "tiny", seed=1)
+    shutil.rmtree(model / "unet")
+    shutil.copytree(retrained / "unet", model / "unet")
+    assert main([*flags, "--out", "after", "--keep-alive", "0"]) == 0
+    assert _wait_for(lambda: not sock.exists(), 5), "the warm worker did not answer"
+    assert "keeping the model loaded" not in capsys.readouterr().err  # the worker answered, nothing in process
+    assert main([*flags, "--out", "in_process", "--keep-alive", "0"]) == 0  # no worker left: runs in process
+
+    image = "00000-3.png"
+    assert np.array_equal(_pixels(tmp_path / "warm" / image), _pixels(tmp_path / "cold" / image))
+    assert np.array_equal(_pixels(tmp_path / "after" / image), _pixels(tmp_path / "in_process" / image))
+    assert not np.array_equal(_pixels(tmp_path / "after" / image), _pixels(tmp_path / "warm" / image))
+
+
+@pytest.mark.slow  # 61 s: starts two keep-alive worker processes
 def test_worker_reports_mistakes_like_the_cli_and_a_new_worker_stops_the_old_one(
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -136,6 +171,7 @@ def test_a_folder_others_can_open_is_never_used(tmp_path, monkeypatch):
     assert keep_alive.socket_path("abc") is None
 
 
+@pytest.mark.slow  # 73 s: starts worker and server processes
 def test_ps_lists_workers_and_servers_with_model_and_memory_and_stop_ends_them(
         tiny_pipeline_dir, runtime_dir, tmp_path, monkeypatch, capsys):
     from helpers.live_server import live_server

@@ -82,6 +82,7 @@ def test_a_job_past_the_time_limit_is_stopped_with_a_clear_error(tiny_pipeline_d
         assert queue.snapshot()["running"] == []
 
 
+@pytest.mark.slow  # 6 s: generates at the model's native size
 def test_sizes_left_out_are_the_models_native_size(server, tiny_pipeline_dir):
     client, _ = server
     side = native_size(tiny_pipeline_dir)

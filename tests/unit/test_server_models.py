@@ -70,8 +70,10 @@ def test_sd_models_lists_every_pipeline_with_a1111_fields(server, tiny_pipeline_
     assert models[0]["hash"] == models[2]["hash"] != models[1]["hash"]  # shapes is a copy of the tiny model
 
 
-def test_webuiapi_switches_models_and_generates_with_the_new_one(server, url):
+def test_webuiapi_switches_models_and_generates_with_the_new_one(server, url, models_dir):
     import webuiapi
+
+    from latentdiff.pipeline import GenerationRequest, TextToImage
 
     api = webuiapi.WebUIApi(host="127.0.0.1", port=int(url.rsplit(":", 1)[1]))
     first = api.txt2img(prompt="a red circle", **FAST)
@@ -79,6 +81,10 @@ def test_webuiapi_switches_models_and_generates_with_the_new_one(server, url):
     assert api.util_get_current_model().startswith("emoji [")
     switched = api.txt2img(prompt="a red circle", **FAST)
     assert "Model: emoji" in switched.info["infotexts"][0] and switched.info["sd_model_name"] == "emoji"
+    # the emoji model's own picture for these settings, made in process: the switch loaded its weights
+    request = GenerationRequest(["a red circle"], seed=5, steps=4, width=32, height=32, guidance=5, scheduler="euler-a")
+    (emoji,) = TextToImage.load(str(models_dir / "emoji" / "pipeline"), "cpu").generate(request)
+    assert np.abs(np.asarray(emoji.image, dtype=int) - np.asarray(switched.image, dtype=int)).max() <= 1
     assert np.abs(np.asarray(first.image, dtype=int) - np.asarray(switched.image, dtype=int)).max() > 0
     api.util_set_model("shapes")
     assert api.get_options()["sd_model_checkpoint"].startswith("shapes [")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 import schemathesis  # in the dev extra
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
@@ -101,6 +102,7 @@ def test_schema_declares_the_error_statuses_and_bodies_the_server_sends(tiny_pip
     assert openai["400"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/OpenAIErrorBody"
 
 
+@pytest.mark.slow  # 65 s: a few hundred generated requests
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(tiny_pipeline_dir, monkeypatch):
     monkeypatch.setattr(PipelineEngine, "defaults", property(lambda engine: CHEAP_DEFAULTS))
     with server_client(tiny_pipeline_dir) as (client, _):

@@ -108,12 +108,20 @@ def test_serve_refuses_bad_settings_before_loading_anything(tiny_pipeline_dir, c
         assert "another --port" in capsys.readouterr().err
 
 
-def test_serve_is_a_registered_stage_bound_to_loopback_by_default():
-    from latentdiff.cli import STAGES
-    from latentdiff.config import ServeConfig
+def test_latentdiff_serve_listens_on_loopback_only_by_default(tiny_pipeline_dir, monkeypatch, capsys):
+    """`latentdiff serve` with no --host: the socket uvicorn is handed is bound to 127.0.0.1 (another machine
+    cannot connect), and the printed address says so."""
+    import uvicorn
 
-    assert STAGES["serve"][0] == "serve"
-    assert ServeConfig().host == "127.0.0.1" and ServeConfig().port == 7860
+    from latentdiff import cli
+
+    bound = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: bound.extend(s.getsockname() for s in sockets))
+    monkeypatch.delenv("LATENTDIFF_API_KEY", raising=False)
+    assert cli.main(["serve", "--model", str(tiny_pipeline_dir), "--port", "0"]) == 0
+    (address,) = bound
+    assert address[0] == "127.0.0.1" and address[1] > 0
+    assert f"on http://127.0.0.1:{address[1]}/" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------- issue 13, item 1

@@ -98,6 +98,7 @@ def test_missing_package_says_what_to_run(tmp_path, monkeypatch):
         clipart.read(PrepareDataConfig(source="clipart", out="unused"))
 
 
+@pytest.mark.slow  # 23 s: renders the installed openclipart package
 @pytest.mark.skipif(not Path(clipart.SVG_DIR).exists(), reason="openclipart-svg is not installed (run `make setup`)")
 def test_real_package_drops_stars_and_icon_themes(tmp_path):
     result = clipart.read(PrepareDataConfig(source="clipart", out="unused"))

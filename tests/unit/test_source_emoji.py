@@ -27,6 +27,7 @@ def test_language_option():
     assert emoji_source.name_to_caption(":pomme_rouge:") == "pomme rouge"
 
 
+@pytest.mark.slow  # 7 s: renders emoji with the installed font
 @needs_font
 def test_three_languages_in_the_prepared_dataset(tmp_path):
     out = tmp_path / "emoji"
@@ -45,6 +46,7 @@ def test_three_languages_in_the_prepared_dataset(tmp_path):
         assert pixels.std() > 10  # a drawn glyph, not a blank square
 
 
+@pytest.mark.slow  # 6 s: renders emoji with the installed font
 @needs_font
 def test_red_apple_and_what_is_skipped():
     result = emoji_source.read(PrepareDataConfig(source="emoji", out="unused", languages=["en", "fr", "zh"]))

@@ -76,6 +76,7 @@ def test_rerun_reuses_the_cache_and_the_finished_run(trained):
     assert caches[0].stat().st_mtime_ns == before
 
 
+@pytest.mark.slow  # 24 s: trains until the loss drops
 def test_the_loss_goes_down_on_a_tiny_set(inputs, tmp_path):
     """A user notices training works when the loss falls: 30 steps on 24 images, fixed-seed validation loss."""
     out = tmp_path / "p"
@@ -121,6 +122,7 @@ def test_missing_folders(inputs, tmp_path, capsys):
     assert "prepare-data" in err
 
 
+@pytest.mark.slow  # 6 s: trains, then resumes
 def test_resume_after_losing_the_last_checkpoint_is_bit_identical(inputs, tmp_path):
     """The U-Net task draws everything from the loop's generator: a run resumed from step 2 exports the same
     weights (EMA included) as the uninterrupted run."""
@@ -163,6 +165,7 @@ def test_cached_and_uncached_steps_compute_the_same_loss(inputs, tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
 
 
+@pytest.mark.slow  # 5-8 s: trains a U-Net, then samples from it
 def test_zero_terminal_snr_and_text_time_embedding_export_a_plain_pipeline(inputs, tmp_path):
     """Both recipe levers of issue 12 keep `StableDiffusionPipeline.from_pretrained(dir)` working unchanged:
     the schedule's last step is pure noise and sampling starts there; the U-Net pools the prompt itself."""

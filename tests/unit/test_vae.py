@@ -84,6 +84,7 @@ def test_scaling_factor_is_one_over_the_latents_std(data_dir):
     assert measure_scaling_factor(vae, dataset, max_images=0) == pytest.approx(factor / 2, rel=1e-4)
 
 
+@pytest.mark.slow  # 10 s: trains a VAE
 def test_train_vae_improves_psnr_and_saves_a_loadable_vae_with_its_scaling_factor(data_dir, tmp_path, capsys):
     out = tmp_path / "vae"
     cfg = VaeTrainConfig(data=str(data_dir), out=str(out), preset="tiny", max_steps=20, batch_size=8, lr=2e-3,

@@ -25,12 +25,13 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
 from latentdiff import limits
@@ -53,9 +54,21 @@ MAX_AUTO_BATCH = 16  # more images per U-Net call than this no longer speeds any
 MEMORY_BUDGET_FRACTION = 0.5  # share of the free memory one batch may take
 DEFAULT_STRENGTH = 0.75  # img2img: AUTOMATIC1111's default denoising strength
 
-# progress_callback(step, total_steps, latents): step counts 1..total over all batches; latents is the
-# current batch's (B, C, H/f, W/f) tensor, for a cheap latent -> RGB preview.
-ProgressCallback = Callable[[int, int, torch.Tensor], None]
+# progress_callback(step, total_steps, latents, first_image): step counts 1..total over all batches; latents
+# is the current batch's (B, C, H/f, W/f) tensor, for a cheap latent -> RGB preview; its row 0 is image
+# `first_image` of the request (prompt-major order), whatever batch size an out-of-memory retry fell back to.
+ProgressCallback = Callable[[int, int, torch.Tensor, int], None]
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str) -> Iterator[ProgressCallback]:
+    """A tqdm bar over every denoising step of one `generate` call, as its progress_callback."""
+    with tqdm(total=None, desc=desc, unit="step") as bar:
+        def on_step(step: int, total: int, latents: torch.Tensor, first_image: int) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+
+        yield on_step
 
 
 @dataclass
@@ -322,7 +335,7 @@ class TextToImage:
             total = steps_per_batch * (start // batch_size + math.ceil((len(jobs) - start) / batch_size))
             try:
                 images = self._denoise(request, chunk, by_prompt, negative, progress_callback,
-                                       done=steps_per_batch * (start // batch_size), total=total)
+                                       done=steps_per_batch * (start // batch_size), total=total, first_image=start)
             except torch.OutOfMemoryError:
                 if batch_size == 1:
                     raise UserError(f"Out of memory even for one {request.width}x{request.height} image on "
@@ -342,7 +355,7 @@ class TextToImage:
 
     def _denoise(self, request: GenerationRequest, chunk: list[tuple[str, int]], by_prompt: dict[str, torch.Tensor],
                  negative: torch.Tensor | None, progress_callback: ProgressCallback | None, *, done: int,
-                 total: int) -> list[Image.Image]:
+                 total: int, first_image: int) -> list[Image.Image]:
         prompt_embeds = torch.cat([by_prompt[prompt] for prompt, _ in chunk])  # (B, T, D)
         negative_embeds = negative.expand(len(chunk), -1, -1) if negative is not None else None  # (B, T, D)
         # one CPU generator per image: its initial noise (and an ancestral sampler's noise) depends only on
@@ -360,7 +373,7 @@ class TextToImage:
             image_args = {"image": [init] * len(chunk), "strength": request.strength}
 
         def on_step_end(pipe, step_index: int, timestep, tensors: dict) -> dict:
-            progress_callback(done + step_index + 1, total, tensors["latents"])
+            progress_callback(done + step_index + 1, total, tensors["latents"], first_image)
             return {}
 
         with torch.inference_mode():

@@ -94,7 +94,7 @@ def test_long_prompt_is_truncated_with_a_warning(pipeline, caplog):
 def test_progress_callback_sees_every_step_and_the_latents(pipeline):
     seen = []
     pipeline.generate(_request(["a"], num_images=3), batch_size=2,
-                      progress_callback=lambda step, total, latents: seen.append((step, total, tuple(latents.shape))))
+                      progress_callback=lambda step, total, latents, first: seen.append((step, total, tuple(latents.shape))))
     assert [s for s, _, _ in seen] == list(range(1, 2 * STEPS + 1))  # two batches
     assert {t for _, t, _ in seen} == {2 * STEPS}
     latent = SIZE // pipeline.vae_scale_factor
@@ -302,7 +302,7 @@ def test_img2img_strength_sets_the_steps_run(pipeline):
     assert np.abs(_pixels([low])[0] - _pixels([high])[0]).max() > 0
     steps_seen = []
     pipeline.generate(_request(["a red circle"], steps=10, init_image=picture, strength=0.3),
-                      progress_callback=lambda step, total, latents: steps_seen.append((step, total)))
+                      progress_callback=lambda step, total, latents, first: steps_seen.append((step, total)))
     assert steps_seen[-1] == (3, 3)  # diffusers' img2img runs int(10 * 0.3) steps, and the bar says so
 
 

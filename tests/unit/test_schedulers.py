@@ -98,7 +98,7 @@ def test_every_scheduler_makes_an_image_of_the_requested_size(tiny_pipeline, nam
 
     request = GenerationRequest(["a red circle"], seed=0, steps=3, scheduler=name, width=48, height=32)
     latents = []
-    (result,) = tiny_pipeline.generate(request, progress_callback=lambda step, total, x: latents.append(x.clone()))
+    (result,) = tiny_pipeline.generate(request, progress_callback=lambda step, total, x, first: latents.append(x.clone()))
     assert result.image.size == (48, 32) and result.image.mode == "RGB"
     assert result.info.scheduler == name
     # the final latents (1, 4, 8, 12), as diffusers' tests pin a slice: a sampler built with other settings

@@ -127,9 +127,6 @@ def test_out_of_memory_halves_the_batch_and_every_job_gets_its_images(engine, pi
     assert [s for s, _, _ in seen] == list(range(1, 2 * STEPS + 1)) and {t for _, t, _ in seen} == {2 * STEPS}
 
 
-@pytest.mark.xfail(strict=True, reason="engine.run maps previews to jobs with the batch size it asked for; after the "
-                                       "pipeline halves it on out-of-memory, the second half's latents are shown "
-                                       "as the first job's images and the second job gets no preview")
 def test_after_out_of_memory_each_job_still_sees_previews_of_its_own_images(engine, pipe_calls, monkeypatch):
     batch = [_params("a red circle", 10, 2), _params("a blue square", 20, 2)]
     _free_memory(monkeypatch, 2**40)

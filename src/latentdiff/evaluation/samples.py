@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from latentdiff.data.prepared import ImageRecord
-from latentdiff.pipeline import GenerationRequest
+from latentdiff.pipeline import GenerationRequest, progress_bar
 
 
 @dataclass
@@ -62,9 +61,5 @@ def generate_for_captions(text_to_image, captions: list[str], *, seed: int, step
     Returns the `GeneratedImage`s (image, seed, prompt, infotext)."""
     request = GenerationRequest(prompts=list(captions), num_images=1, seed=seed, steps=steps, guidance=guidance,
                                 scheduler=scheduler)
-    with tqdm(total=None, desc=desc, unit="step") as bar:
-        def on_step(step: int, total: int, latents) -> None:
-            bar.total = total
-            bar.update(step - bar.n)
-
+    with progress_bar(desc) as on_step:
         return text_to_image.generate(request, progress_callback=on_step, batch_size=batch_size)

@@ -12,7 +12,6 @@ Only the queue's worker thread calls `run`.
 from __future__ import annotations
 
 import io
-import math
 
 from PIL import Image
 
@@ -96,17 +95,15 @@ class PipelineEngine:
         request = self._request(batch)
         num_images = len(request.image_seeds)
         batch_size = min(num_images, self.text_to_image.auto_batch_size(request.width, request.height, request.guidance))
-        num_chunks = math.ceil(num_images / batch_size)
         first_image = [sum(p.num_images for p in batch[:j]) for j in range(len(batch))]
 
-        def progress(step: int, total: int, latents) -> None:
-            # `step` counts 1..total over all chunks of `batch_size` images; latents (b, C, h, w) are
-            # the current chunk's. Preview every image of every job that is in this chunk.
-            chunk = min((step - 1) * num_chunks // max(total, 1), num_chunks - 1)
+        def progress(step: int, total: int, latents, chunk_start: int) -> None:
+            # latents (b, C, h, w) are images chunk_start .. chunk_start + b - 1 of the request: preview
+            # every image of every job that is among them.
             previews: dict[int, dict[int, bytes]] = {}
             for j, params in enumerate(batch):
                 for k in range(params.num_images):
-                    row = first_image[j] + k - chunk * batch_size
+                    row = first_image[j] + k - chunk_start
                     if 0 <= row < latents.shape[0]:
                         previews.setdefault(j, {})[k] = latents_to_png(latents, row, self._preview_matrix)
             if on_step(step, total, previews):

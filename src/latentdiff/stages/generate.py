@@ -53,9 +53,7 @@ def read_init_image(path: str):
 def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
     """Generate, write the PNGs (+ grid) and the resolved config; return the image paths written.
     `text_to_image`: an already loaded `TextToImage` for `cfg.model` (the keep-alive worker's), else loaded here."""
-    from tqdm.auto import tqdm
-
-    from latentdiff.pipeline import GenerationRequest, TextToImage, image_grid, save_png
+    from latentdiff.pipeline import GenerationRequest, TextToImage, image_grid, progress_bar, save_png
 
     request = GenerationRequest(prompts=list(cfg.prompts), negative_prompt=cfg.negative_prompt,
                                 num_images=cfg.num_images, seed=cfg.seed, steps=cfg.steps, guidance=cfg.guidance,
@@ -76,11 +74,7 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
           f"{request.scheduler}, {request.steps} steps, {seeds}"
           + (f", from {cfg.init_image} at strength {cfg.strength:g}." if request.init_image is not None else "."))
 
-    with tqdm(total=None, desc="denoising", unit="step") as bar:
-        def on_step(step: int, total: int, latents) -> None:
-            bar.total = total
-            bar.update(step - bar.n)
-
+    with progress_bar("denoising") as on_step:
         results = text_to_image.generate(request, progress_callback=on_step, batch_size=cfg.batch_size)
 
     first = _next_index(out_dir)

@@ -100,7 +100,7 @@ def test_samples_are_what_generate_writes(trained_run, tmp_path):
     evaluated = sorted((out / "samples").glob("00000-*.png"))[0]
     # evaluate denoises a batch of 8, generate this one image alone: the same noise and the same model,
     # but batched and single matrix products may round differently in the last bit, so pixels may move
-    # by 1/255 (the tolerance issue 4 sets for any change of batching or speed-up), never more.
+    # by 1/255 (the tolerance for any change of batching or speed-up), never more.
     generated = np.asarray(Image.open(paths[0]), dtype=np.int16)
     in_evaluation = np.asarray(Image.open(evaluated), dtype=np.int16)
     assert generated.shape == in_evaluation.shape

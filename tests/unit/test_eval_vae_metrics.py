@@ -36,7 +36,7 @@ def test_more_noise_scores_lower():
 
 
 def test_colour_error_measures_a_hue_shift_on_the_saturated_pixels():
-    """A red area turned orange (the failure PSNR hid, issue 12) is a large CIEDE2000 error on saturated
+    """A red area turned orange (the failure PSNR hid) is a large CIEDE2000 error on saturated
     pixels, while the same images score identical colours as 0."""
     from latentdiff.evaluation.vae_metrics import JUST_NOTICEABLE_DELTA_E, colour_error
 

@@ -217,7 +217,7 @@ def test_hub_id_loads_through_the_local_hub_cache(tiny_pipeline_dir, tmp_path, m
         TextToImage.load("local/missing", "cpu")
 
 
-# ---------------------------------------------------------------- issue 13 item 2: tiny sizes
+# ---------------------------------------------------------------- tiny sizes
 
 SMALL_SIDES = (8, 16, 24, 32)  # 8 px is a 2x2 latent, which the U-Net halves to 1x1
 

@@ -194,7 +194,7 @@ def test_unknown_fields_from_real_clients_are_ignored(server):
 
 
 def test_txt2img_refuses_a_size_the_model_cannot_make_with_422_and_makes_the_smallest(server):
-    """Issue 13 item 2: 8x8 at cfg_scale 1 was a 500; the tiny model's smallest image side is 16."""
+    """8x8 at cfg_scale 1 was a 500; the tiny model's smallest image side is 16."""
     client, _ = server
     body = {"prompt": "red", "steps": 1, "cfg_scale": 1, "seed": 1}
     response = client.post("/sdapi/v1/txt2img", json={**body, "width": 8, "height": 8})

@@ -1,4 +1,4 @@
-"""Issue 13, item 4: one request cannot hold the server for hours. A per-request compute budget
+"""One request cannot hold the server for hours. A per-request compute budget
 (pixels x U-Net evaluations x images, 413 past it), a time limit per running job (504 after it), and
 sizes a request leaves out taken from the model (its native size), not a fixed 512."""
 

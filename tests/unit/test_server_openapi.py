@@ -1,4 +1,4 @@
-"""The OpenAPI schema at /openapi.json tells the truth (issue 13 item 9): generated clients read every
+"""The OpenAPI schema at /openapi.json tells the truth: generated clients read every
 answer through it, so each status a route can send is declared with the body it really has.
 
 A bounded schemathesis run against the in-process server (tiny random pipeline) sends a few hundred

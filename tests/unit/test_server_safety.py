@@ -124,7 +124,7 @@ def test_latentdiff_serve_listens_on_loopback_only_by_default(tiny_pipeline_dir,
     assert f"on http://127.0.0.1:{address[1]}/" in capsys.readouterr().out
 
 
-# ---------------------------------------------------------------------------------------- issue 13, item 1
+# ---------------------------------------------------------------------------------------- Host names that only look like loopback
 @pytest.mark.parametrize("host", ["127.0.0.1.evil.example", "127.0.0.1.evil.example:7860", "localhost.evil.example",
                                   "evil.example@127.0.0.1", "127.0.0.1:7860@evil.example", "[::1].evil.example"])
 def test_names_that_only_start_like_loopback_are_refused(open_server, host):
@@ -158,7 +158,7 @@ def test_serve_refuses_a_network_host_without_a_key(tiny_pipeline_dir, capsys, m
     assert "missing" in capsys.readouterr().err  # with it, serve goes on (and stops at the missing model)
 
 
-# ---------------------------------------------------------------------------------------- issue 13, item 11
+# ---------------------------------------------------------------------------------------- nosniff on every response
 def test_every_response_says_nosniff(open_server):
     for response in (open_server.get("/"), open_server.get("/static/app.js"), open_server.get("/sdapi/v1/samplers"),
                      open_server.get("/nope"), open_server.post("/sdapi/v1/txt2img", json={"steps": 0}),

@@ -167,7 +167,7 @@ def test_cached_and_uncached_steps_compute_the_same_loss(inputs, tmp_path):
 
 @pytest.mark.slow  # 5-8 s: trains a U-Net, then samples from it
 def test_zero_terminal_snr_and_text_time_embedding_export_a_plain_pipeline(inputs, tmp_path):
-    """Both recipe levers of issue 12 keep `StableDiffusionPipeline.from_pretrained(dir)` working unchanged:
+    """Both recipe levers (v-prediction with zero terminal SNR, the pooled text embedding) keep `StableDiffusionPipeline.from_pretrained(dir)` working unchanged:
     the schedule's last step is pure noise and sampling starts there; the U-Net pools the prompt itself."""
     from diffusers import StableDiffusionPipeline
 

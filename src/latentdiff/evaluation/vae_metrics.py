@@ -3,8 +3,9 @@
 SSIM follows Wang, Bovik, Sheikh & Simoncelli 2004 ("Image quality assessment: from error visibility to
 structural similarity", eq. 13) with their constants: an 11x11 Gaussian window of sigma 1.5,
 K1 = 0.01, K2 = 0.03, dynamic range L = 1 for images in [0, 1]; computed per channel over the valid
-window positions and averaged, as skimage and pytorch-msssim do. No maintained SSIM package works here
-without torchvision or scipy, so it is this small convolution.
+window positions and averaged, as skimage and pytorch-msssim do. It is this small torch convolution so
+validation computes it batched on the model's device; tests check it against scikit-image's
+`structural_similarity`.
 
 Colour error: PSNR averages over pixels and hides a hue shift over a flat area (a 22 dB VAE turned red
 apples orange). So reconstructions are also compared in CIELAB with CIEDE2000 (Sharma, Wu & Dalal 2005;

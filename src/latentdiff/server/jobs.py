@@ -433,10 +433,10 @@ class JobQueue:
                     job.error_status = 504 if self._batch_timed_out else error_status
                     self._finish(job, FAILED, error=error)
                     continue
-                job.images = results[i]
-                if job.cancel_requested:
+                if job.cancel_requested:  # a job cancelled while it shared the batch: its images are dropped
                     self._finish(job, CANCELLED)
                 else:
+                    job.images = results[i]
                     job.step = job.total_steps
                     self._finish(job, DONE)
             self.batches_run += 1

@@ -142,6 +142,10 @@ class PrepareDataConfig:
     max_images: int = option(0, "keep at most this many images (0: all); handy for quick trials")
     seed: int = option(0, "seed for generated sources (shapes) and the deterministic split")
     num_images: int = option(2000, "how many scenes the shapes source generates")
+    format: str = option("imagefolder", "how images are stored: one PNG per image (imagefolder) or tar shards "
+                                        "(webdataset: few large files, for COCO-sized and larger datasets)",
+                         choices=("imagefolder", "webdataset"))
+    samples_per_shard: int = option(1000, "images per tar shard with --format webdataset")
     follow_symlinks: bool = option(False, "read images and caption files through symlinks that point outside "
                                           "the dataset folder (names with '..' or absolute paths in caption "
                                           "files are refused either way)")

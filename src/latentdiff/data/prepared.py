@@ -10,7 +10,10 @@ Each `metadata.jsonl` line is one image:
      "language": ["en", ...],        # parallel to `text`, one language code per caption
      "attributes": {...}}            # optional: ground truth of generated sources (shapes)
 
-This is a Hugging Face `imagefolder` tree: `datasets.load_dataset("imagefolder", data_dir=DIR)` loads it.
+The same dataset may instead be stored as tar shards (`--format webdataset`, see `latentdiff.data.shards`);
+the rows then also say where each PNG lies in its shard, and `ImageRecord.open_image` reads it from there.
+
+The imagefolder layout is a Hugging Face `imagefolder` tree: `datasets.load_dataset("imagefolder", data_dir=DIR)` loads it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,21 @@ class ImageRecord:
     languages: list[str]
     id: str = ""
     attributes: dict[str, Any] | None = None
+    # The webdataset layout (`latentdiff.data.shards`): the PNG is `size` bytes at `offset` in this tar, and
+    # `path` only names it (SHARD.tar/KEY.png) in messages.
+    shard: Path | None = None
+    offset: int = 0
+    size: int = 0
+
+    def open_image(self):
+        """The image as a PIL image (lazily loaded), from its file or from its shard; use it in a `with`."""
+        from PIL import Image
+
+        if self.shard is None:
+            return Image.open(self.path)
+        from latentdiff.data.shards import open_member_image
+
+        return open_member_image(self.shard, self.offset, self.size)
 
 
 @dataclass
@@ -76,9 +94,12 @@ def read_split(root: Path, split: str) -> list[ImageRecord]:
         languages = row.get("language") or ["en"] * len(captions)
         if isinstance(languages, str):
             languages = [languages] * len(captions)
-        records.append(ImageRecord(path=(root / split / row["file_name"]).resolve(), captions=list(captions),
+        shard = (root / split / row["shard"]).resolve() if "shard" in row else None
+        path = shard / row["file_name"] if shard is not None else (root / split / row["file_name"]).resolve()
+        records.append(ImageRecord(path=path, captions=list(captions),
                                    languages=list(languages), id=str(row.get("id", row["file_name"])),
-                                   attributes=row.get("attributes")))
+                                   attributes=row.get("attributes"), shard=shard, offset=int(row.get("offset", 0)),
+                                   size=int(row.get("size", 0))))
     return records
 
 
@@ -98,11 +119,11 @@ def open_prepared(path: str | Path) -> PreparedDataset:
     return PreparedDataset(root=root.resolve(), manifest=manifest)
 
 
-def load_image_array(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8."""
+def load_image_array(image: ImageRecord | Path) -> np.ndarray:
+    """(H, W, 3) uint8 of a record (either layout) or of an image file."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    with (image.open_image() if isinstance(image, ImageRecord) else Image.open(image)) as img:
         return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
 
 
@@ -124,7 +145,7 @@ class ImageCaptionDataset:
         import torch
 
         record = self.records[index]
-        array = load_image_array(record.path)
+        array = load_image_array(record)
         pixels = torch.from_numpy(array).permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W)
         return {"pixel_values": pixels, "captions": record.captions, "index": index}
 

@@ -81,9 +81,11 @@ def clean_caption(text: str) -> str:
 
 
 def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: int, *, seed: int = 0,
-                           max_images: int = 0) -> dict[str, Any]:
+                           max_images: int = 0, format: str = "imagefolder",
+                           samples_per_shard: int = 1000) -> dict[str, Any]:
     """Write `result` as a prepared dataset at `out` (replacing what is there, atomically) and return
-    the manifest. Bad items are skipped with their reason; this never stops on one bad item."""
+    the manifest. Bad items are skipped with their reason; this never stops on one bad item.
+    `format="webdataset"` packs each split into tar shards of `samples_per_shard` (`latentdiff.data.shards`)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILENAME).exists():
         raise UserError(f"{out} exists and is not a prepared dataset; choose an empty or new --out folder.")
@@ -94,6 +96,11 @@ def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: in
     tmp = make_temp_dir(out)
     try:
         manifest = _write(result, tmp, image_size, seed, max_images)
+        if format == "webdataset":
+            from latentdiff.data.shards import pack_webdataset
+
+            pack_webdataset(tmp, samples_per_shard)
+            manifest.update(format=format, samples_per_shard=samples_per_shard)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

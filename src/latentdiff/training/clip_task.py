@@ -33,10 +33,8 @@ class ClipImageDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
-
         record = self.records[index]
-        with Image.open(record.path) as img:
+        with record.open_image() as img:
             image = img.convert("RGB")
         return {"image": image, "captions": record.captions, "index": index}
 
@@ -85,14 +83,12 @@ class ClipTask:
     @torch.no_grad()
     def embed_split(self, model, records: list[ImageRecord]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(image_embeds (N_img, D), text_embeds (N_txt, D), text_to_image (N_txt,)) over all captions."""
-        from PIL import Image
-
         device = next(model.parameters()).device
         image_chunks, text_chunks = [], []
         for start in range(0, len(records), VALIDATION_BATCH_SIZE):
             images = []
             for record in records[start:start + VALIDATION_BATCH_SIZE]:
-                with Image.open(record.path) as img:
+                with record.open_image() as img:
                     images.append(img.convert("RGB"))
             image_chunks.append(F.normalize(_features(model.get_image_features(pixel_values=self.pixels(images).to(device))), dim=-1))
         captions = [c for record in records for c in record.captions]

@@ -35,12 +35,15 @@ from latentdiff.errors import UserError
 from latentdiff.runtime import (mixed_precision_for, pick_device, seed_everything,
                                warn_if_cpu_launch_started_one_process)
 from latentdiff.training import ema as ema_lib
+from latentdiff.training.gpu_options import apply_training_options
 from latentdiff.training.sampler import BatchStream, StreamPosition, batches_per_epoch
 from latentdiff.training.interrupt import StopRequests, TrainingInterrupted
 from latentdiff.training.task import TrainingTask
 
 # Options that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle"})
+# (--gradient-checkpointing recomputes the same numbers; --compile may round differently: keep it for bit-identity.)
+RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle",
+                               "gradient_checkpointing", "compile"})
 # Seeds of the per-process loop generators are spaced so processes never share a stream.
 GENERATOR_SEED_STRIDE = 1_000_003
 # --max-minutes: the step count is fixed from the speed of steps (TIMING_SKIP_STEPS, TIMING_STEPS] of the
@@ -135,6 +138,7 @@ class _Run:
         self.generator = torch.Generator("cpu").manual_seed(cfg.seed + GENERATOR_SEED_STRIDE * (self.rank + 1))
         # On the device before the optimizer exists, so its state (and a resumed one) lives there too.
         self.model = task.trainable_module().to(self.accelerator.device)
+        apply_training_options(self.model, cfg.gradient_checkpointing, cfg.compile)
         self.dataset = task.train_dataset()
         self.num_steps = plan_steps(cfg, len(self.dataset), self.world_size)
         self.step_limit = self.num_steps  # --max-minutes never trains past what --max-steps/--epochs allow

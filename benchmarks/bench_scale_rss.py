@@ -115,9 +115,17 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     load = os.getloadavg()
-    results = {"benchmark": "scale_rss", "rows": rows, "load_average_1m": round(load[0], 2),
+    for row in rows:
+        row["load_average_1m"] = round(load[0], 2)
+    out = HERE / "results" / "scale_rss.json"
+    # Sizes measured by separate runs are kept side by side (a run replaces only the sizes it measured).
+    earlier = json.loads(out.read_text())["rows"] if out.exists() else []
+    measured = {(r["images"], r["image_size"]) for r in rows}
+    rows = sorted([r for r in earlier if (r["images"], r["image_size"]) not in measured] + rows,
+                  key=lambda r: (r["image_size"], r["images"]))
+    results = {"benchmark": "scale_rss", "rows": rows,
                "note": "peak RSS of a fresh child process per measurement (ru_maxrss); tiny random VAE + CLIP"}
-    write_results(results, HERE / "results" / "scale_rss.json")
+    write_results(results, out)
     print(f"load average {load[0]:.2f}")
 
 

@@ -24,7 +24,7 @@ def _clip():
     from latentdiff.models.tokenizer import train_clip_tokenizer
 
     preset = CLIP_PRESETS["tiny"]
-    tokenizer = train_clip_tokenizer(["a red square", "a blue circle"] * 20, 300, preset.max_text_tokens)
+    tokenizer = train_clip_tokenizer(["a red square", "a blue circle"] * 20, 600, preset.max_text_tokens)
     return build_clip(preset, tokenizer)
 
 

@@ -10,7 +10,8 @@
 #   LAUNCH="accelerate launch --config_file configs/accelerate/1node-Ngpu.yaml -m" bash runs/coco.sh /data/coco
 #
 # (several nodes: configs/accelerate/Mnode-Ngpu.yaml or configs/slurm/train_multinode.sbatch; docs/scaling.md).
-# Cost: see "COCO cost" in the README (about 100 H100-hours at 40% MFU for this recipe, derived, not measured).
+# Cost: "COCO cost" in the README: about 6.5 H100-hours at 40% MFU for these epochs (derived from counted
+# FLOPs by benchmarks/bench_coco_cost.py, not measured on a GPU).
 # Every step resumes: prepare-data is skipped once WORK_DIR/data exists, `latentdiff train` continues the
 # interrupted stage from its last checkpoint (with the same number of processes).
 set -euo pipefail
@@ -27,10 +28,12 @@ if [ ! -f "$WORK/data/manifest.json" ]; then
     --samples-per-shard 1000
 fi
 
-# Steps per stage at the stages' default batch sizes per process; with P processes each step sees P x that.
-# bf16 where the GPU has it; gradient checkpointing lets the 860M-parameter U-Net take batch 32 on 80 GB.
+# Steps per stage at the stages' default batch sizes per process (CLIP 32, VAE 16, U-Net 32), chosen for 8
+# processes: 30 CLIP epochs, 10 VAE epochs, 100 U-Net epochs of the 118,287 training images (with P
+# processes each step sees P x the batch: scale the steps by 8/P to keep the epochs).
+# bf16 where the GPU has it; gradient checkpointing keeps the 853M-parameter U-Net's activations small.
 $LAUNCH latentdiff train --data "$WORK/data" --out "$WORK/run" --preset base \
   --mixed-precision "${MIXED_PRECISION:-bf16}" --gradient-checkpointing --num-workers "${NUM_WORKERS:-8}" \
-  --clip-max-steps "${CLIP_STEPS:-20000}" --vae-max-steps "${VAE_STEPS:-20000}" --unet-max-steps "${UNET_STEPS:-100000}"
+  --clip-max-steps "${CLIP_STEPS:-13900}" --vae-max-steps "${VAE_STEPS:-9250}" --unet-max-steps "${UNET_STEPS:-46200}"
 
 "$PYTHON" -m latentdiff evaluate --model "$WORK/run/pipeline" --data "$WORK/data"

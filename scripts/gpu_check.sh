@@ -47,6 +47,7 @@ images = steps * batch if name != "generate" else 8
 print("RESULT", json.dumps({"stage": name, "exit": code, "seconds": round(seconds, 1),
                             "items_per_s_incl_startup": round(images / seconds, 1),
                             "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}))
+sys.exit(code)
 PY
 }
 

@@ -53,10 +53,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_gradient_checkpointing_reaches_clip_and_refuses_a_plain_module():
+def test_gradient_checkpointing_reaches_clip_and_the_wrapped_vae_and_refuses_a_plain_module():
+    from latentdiff.models.vae import VaeForTraining, vae_from_preset
+
     clip = _clip()
     apply_training_options(clip, gradient_checkpointing=True, compile=False)
     assert clip.is_gradient_checkpointing
+    wrapped = VaeForTraining(vae_from_preset(VAE_PRESETS["tiny"]))  # the module train-vae's loop trains
+    apply_training_options(wrapped, gradient_checkpointing=True, compile=False)
+    assert wrapped.vae.is_gradient_checkpointing
     with pytest.raises(UserError, match="not supported by Linear"):
         apply_training_options(torch.nn.Linear(2, 2), gradient_checkpointing=True, compile=False)
 

@@ -20,14 +20,31 @@ import torch
 from latentdiff.errors import UserError
 
 
+def _switch(module: torch.nn.Module):
+    """The library's gradient-checkpointing switch of `module`, or None."""
+    if hasattr(module, "enable_gradient_checkpointing"):  # diffusers ModelMixin
+        return module.enable_gradient_checkpointing
+    kwargs = {"use_reentrant": False}  # the non-reentrant form works with DDP and frozen inputs
+    if hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5.x (the old name is deprecated)
+        return lambda: module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    if hasattr(module, "gradient_checkpointing_enable"):  # transformers 4
+        return lambda: module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return None
+
+
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    inner = getattr(model, "module", model)  # a DDP wrapper holds the model in .module
-    if hasattr(inner, "enable_gradient_checkpointing"):  # diffusers ModelMixin
-        inner.enable_gradient_checkpointing()
-    elif hasattr(inner, "gradient_checkpointing_enable"):  # transformers PreTrainedModel
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        raise UserError(f"--gradient-checkpointing is not supported by {type(inner).__name__}; drop the option.")
+    """On `model`, or else on the outermost library models inside it (e.g. the AutoencoderKL that
+    `VaeForTraining` wraps)."""
+    switch = _switch(model)
+    if switch is not None:
+        switch()
+        return
+    found = [m for name, m in model.named_modules() if name and _switch(m) is not None]
+    outermost = [m for m in found if not any(m is not o and any(m is c for c in o.modules()) for o in found)]
+    if not outermost:
+        raise UserError(f"--gradient-checkpointing is not supported by {type(model).__name__}; drop the option.")
+    for module in outermost:
+        _switch(module)()
 
 
 def apply_training_options(model: torch.nn.Module, gradient_checkpointing: bool, compile: bool) -> None:

@@ -82,25 +82,30 @@ class PreparedDataset:
 
 
 def read_split(root: Path, split: str) -> list[ImageRecord]:
+    return list(iter_split(root, split))
+
+
+def iter_split(root: Path, split: str):
+    """The split's records one by one, read from metadata.jsonl as they are needed (flat memory)."""
     meta_path = root / split / METADATA_FILENAME
     if not meta_path.exists():
-        return []
-    records = []
-    for line in meta_path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        captions = row["text"] if isinstance(row["text"], list) else [row["text"]]
-        languages = row.get("language") or ["en"] * len(captions)
-        if isinstance(languages, str):
-            languages = [languages] * len(captions)
-        shard = (root / split / row["shard"]).resolve() if "shard" in row else None
-        path = shard / row["file_name"] if shard is not None else (root / split / row["file_name"]).resolve()
-        records.append(ImageRecord(path=path, captions=list(captions),
-                                   languages=list(languages), id=str(row.get("id", row["file_name"])),
-                                   attributes=row.get("attributes"), shard=shard, offset=int(row.get("offset", 0)),
-                                   size=int(row.get("size", 0))))
-    return records
+        return
+    with open(meta_path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield record_from_row(root, split, json.loads(line))
+
+
+def record_from_row(root: Path, split: str, row: dict[str, Any]) -> ImageRecord:
+    captions = row["text"] if isinstance(row["text"], list) else [row["text"]]
+    languages = row.get("language") or ["en"] * len(captions)
+    if isinstance(languages, str):
+        languages = [languages] * len(captions)
+    shard = (root / split / row["shard"]).resolve() if "shard" in row else None
+    path = shard / row["file_name"] if shard is not None else (root / split / row["file_name"]).resolve()
+    return ImageRecord(path=path, captions=list(captions), languages=list(languages),
+                       id=str(row.get("id", row["file_name"])), attributes=row.get("attributes"), shard=shard,
+                       offset=int(row.get("offset", 0)), size=int(row.get("size", 0)))
 
 
 def open_prepared(path: str | Path) -> PreparedDataset:
@@ -142,12 +147,15 @@ class ImageCaptionDataset:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        import torch
-
         record = self.records[index]
-        array = load_image_array(record)
-        pixels = torch.from_numpy(array).permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W)
-        return {"pixel_values": pixels, "captions": record.captions, "index": index}
+        return {"pixel_values": pixel_values(record), "captions": record.captions, "index": index}
+
+
+def pixel_values(record: ImageRecord):
+    """(3, H, W) float tensor in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(load_image_array(record)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def draw_caption(captions: list[str], rng: random.Random) -> str:

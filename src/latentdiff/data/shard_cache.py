@@ -26,37 +26,43 @@ from tqdm.auto import tqdm
 
 from latentdiff.data.cache import (DEFAULT_CACHE_SUBDIR, EMBEDDING_DTYPE, EMPTY_PROMPT, EMPTY_PROMPT_ROW,
                                    ENCODE_BATCH_SIZE, _save_atomic, cache_key, encode_images, encode_prompts)
-from latentdiff.data.prepared import ImageCaptionDataset, ImageRecord, PreparedDataset
+from latentdiff.data.prepared import ImageRecord, PreparedDataset, iter_split, pixel_values
 
 SHARD_FILE = "shard-{:06d}.safetensors"
+# Shard files a reader keeps open (memory-mapped) at once: pages it touched count in its RSS while the
+# file stays mapped, so an epoch over every shard would otherwise map the whole cache.
+MAX_OPEN_SHARDS = 4
 
 
 def is_sharded(dataset: PreparedDataset) -> bool:
     return dataset.manifest.get("format") == "webdataset"
 
 
-def shard_ranges(records: list[ImageRecord]) -> list[tuple[int, int]]:
-    """[start, stop) of each dataset shard's records (consecutive in the split's order)."""
-    ranges, start = [], 0
-    for i in range(1, len(records) + 1):
-        if i == len(records) or records[i].shard != records[start].shard:
-            ranges.append((start, i))
-            start = i
-    return ranges
+def split_shards(dataset: PreparedDataset, split: str):
+    """(start index, the shard's records) per dataset shard, streamed from metadata.jsonl: one shard's
+    records in memory at a time."""
+    start, records = 0, []
+    for record in iter_split(dataset.root, split):
+        if records and record.shard != records[0].shard:
+            yield start, records
+            start, records = start + len(records), []
+        records.append(record)
+    if records:
+        yield start, records
 
 
 @torch.no_grad()
-def encode_shard(vae, text_encoder, tokenizer, images: ImageCaptionDataset, start: int, stop: int) -> dict[str, torch.Tensor]:
-    """The cache file's tensors for images[start:stop] (see the module docstring)."""
-    captions = [images.records[i].captions for i in range(start, stop)]
+def encode_shard(vae, text_encoder, tokenizer, records: list[ImageRecord]) -> dict[str, torch.Tensor]:
+    """The cache file's tensors for one shard's records (see the module docstring)."""
+    captions = [record.captions for record in records]
     distinct = [EMPTY_PROMPT] + sorted({c for caps in captions for c in caps} - {EMPTY_PROMPT})
     row_of = {caption: row for row, caption in enumerate(distinct)}
-    caption_index = torch.full((stop - start, max(len(c) for c in captions)), -1, dtype=torch.int64)
+    caption_index = torch.full((len(records), max(len(c) for c in captions)), -1, dtype=torch.int64)
     for i, caps in enumerate(captions):
         caption_index[i, :len(caps)] = torch.tensor([row_of[c] for c in caps], dtype=torch.int64)
     means, stds, embeddings = [], [], []
-    for first in range(start, stop, ENCODE_BATCH_SIZE):
-        batch = torch.stack([images[i]["pixel_values"] for i in range(first, min(first + ENCODE_BATCH_SIZE, stop))])
+    for first in range(0, len(records), ENCODE_BATCH_SIZE):
+        batch = torch.stack([pixel_values(record) for record in records[first:first + ENCODE_BATCH_SIZE]])
         mean, std = encode_images(vae, batch)  # (B, C, h, w) each
         means.append(mean.float().cpu())
         stds.append(std.float().cpu())
@@ -88,6 +94,8 @@ class ShardedCache(torch.utils.data.Dataset):
         from safetensors import safe_open
 
         if shard not in self._open:
+            if len(self._open) >= MAX_OPEN_SHARDS:
+                del self._open[next(iter(self._open))]  # the least recently opened: unmapped
             self._open[shard] = safe_open(str(self.folder / SHARD_FILE.format(shard)), framework="pt")
         return self._open[shard]
 
@@ -126,17 +134,18 @@ def load_or_build_sharded(vae, text_encoder, tokenizer, dataset: PreparedDataset
     cache_dir = Path(cache_dir) if cache_dir else dataset.root / DEFAULT_CACHE_SUBDIR
     key = cache_key(vae, text_encoder, tokenizer, dataset, split)
     folder = cache_dir / f"{split}-{key[:24]}.shards"
-    images = ImageCaptionDataset(dataset, split)
-    ranges = shard_ranges(images.records)
-    mine = [n for n in range(len(ranges)) if n % state.num_processes == state.process_index
-            and not (folder / SHARD_FILE.format(n)).exists()]
-    items = sum(ranges[n][1] - ranges[n][0] for n in mine)
-    with tqdm(total=items, desc=f"caching {split} latents + text (process {state.process_index}, {len(mine)} shards)",
-              unit="img", dynamic_ncols=True, disable=not mine) as bar:
-        for n in mine:
-            start, stop = ranges[n]
-            _save_atomic(encode_shard(vae, text_encoder, tokenizer, images, start, stop), folder / SHARD_FILE.format(n),
-                         metadata={"key": key, "split": split, "start": str(start), "stop": str(stop)})
-            bar.update(stop - start)
+    ranges, max_captions, built = [], 0, 0
+    with tqdm(desc=f"caching {split} latents + text (process {state.process_index} of {state.num_processes})",
+              unit="img", dynamic_ncols=True) as bar:
+        for number, (start, records) in enumerate(split_shards(dataset, split)):
+            ranges.append((start, start + len(records)))
+            max_captions = max(max_captions, *(len(r.captions) for r in records))
+            file = folder / SHARD_FILE.format(number)
+            if number % state.num_processes != state.process_index or file.exists():
+                continue  # another process's shard, or built before
+            _save_atomic(encode_shard(vae, text_encoder, tokenizer, records), file,
+                         metadata={"key": key, "split": split, "start": str(start), "stop": str(start + len(records))})
+            built += 1
+            bar.update(len(records))
     state.wait_for_everyone()
-    return ShardedCache(folder, ranges, max(len(r.captions) for r in images.records), built=bool(mine))
+    return ShardedCache(folder, ranges, max_captions, built=built > 0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,18 @@ DEFAULT_SAMPLES_PER_SHARD = 1000
 FIXED_MTIME = 0.0
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _rows_in_chunks(path: Path, size: int):
+    """The rows of a metadata.jsonl, `size` at a time (only one chunk in memory)."""
+    chunk = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                chunk.append(json.loads(line))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+    if chunk:
+        yield chunk
 
 
 def _member_locations(shard: Path) -> dict[str, tuple[int, int]]:
@@ -64,30 +75,29 @@ def pack_split(root: Path, split: str, samples_per_shard: int) -> list[dict[str,
                         "`pip install 'latentdiff[shards]'` (or `pip install webdataset`).") from None
 
     folder = root / split
-    rows = _read_rows(folder / METADATA_FILENAME)
+    with open(folder / METADATA_FILENAME, encoding="utf-8") as fh:
+        num_shards = -(-sum(1 for line in fh if line.strip()) // samples_per_shard)
     shards = []
-    for number, first in enumerate(tqdm(range(0, len(rows), samples_per_shard), desc=f"packing {split} shards",
-                                        unit="shard")):
-        name = SHARD_PATTERN.format(number)
-        chunk = rows[first:first + samples_per_shard]
-        with open(folder / name, "wb") as stream:
-            writer = webdataset.TarWriter(stream, mtime=FIXED_MTIME)
+    located = folder / f".{METADATA_FILENAME}.tmp"
+    with open(located, "w", encoding="utf-8") as out:
+        chunks = _rows_in_chunks(folder / METADATA_FILENAME, samples_per_shard)
+        for number, chunk in enumerate(tqdm(chunks, total=num_shards, desc=f"packing {split} shards", unit="shard")):
+            name = SHARD_PATTERN.format(number)
+            with open(folder / name, "wb") as stream:
+                writer = webdataset.TarWriter(stream, mtime=FIXED_MTIME)
+                for row in chunk:
+                    meta = {k: v for k, v in row.items() if k != "file_name"}
+                    writer.write({"__key__": Path(row["file_name"]).stem, "png": (folder / row["file_name"]).read_bytes(),
+                                  "json": meta})
+                writer.close()
+            locations = _member_locations(folder / name)
             for row in chunk:
-                png = folder / row["file_name"]
-                key = Path(row["file_name"]).stem
-                meta = {k: v for k, v in row.items() if k != "file_name"}
-                writer.write({"__key__": key, "png": png.read_bytes(), "json": meta})
-            writer.close()
-        for row in chunk:
-            (folder / row["file_name"]).unlink()
-        locations = _member_locations(folder / name)
-        for row in chunk:
-            offset, size = locations[row["file_name"]]
-            row.update(shard=name, offset=offset, size=size)
-        shards.append({"url": f"{split}/{name}", "num_samples": len(chunk)})
-    with open(folder / METADATA_FILENAME, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                (folder / row["file_name"]).unlink()
+                offset, size = locations[row["file_name"]]
+                row.update(shard=name, offset=offset, size=size)
+                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            shards.append({"url": f"{split}/{name}", "num_samples": len(chunk)})
+    os.replace(located, folder / METADATA_FILENAME)
     return shards
 
 

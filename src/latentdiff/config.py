@@ -185,7 +185,7 @@ class TrainConfig:
                                   choices=("auto", "no", "fp16", "bf16"))
     num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass instead of keeping them: "
-                                                 "much less GPU memory for ~30% more compute, same numbers")
+                                                 "much less GPU memory for about a third more compute, same numbers")
     compile: bool = option(False, "torch.compile the trained model (slow first steps, faster long GPU runs)")
     allow_pickle: bool = option(False, "allow loading --init weights from pickled .bin/.pt files (they can run code; prefer safetensors)")
 
@@ -322,7 +322,7 @@ class TrainAllConfig:
                                   choices=("auto", "no", "fp16", "bf16"))
     num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
     grad_accum_steps: int = option(1, "micro-batches accumulated per optimizer step in every stage")
-    gradient_checkpointing: bool = option(False, "gradient checkpointing in every stage (less GPU memory, ~30% more compute)")
+    gradient_checkpointing: bool = option(False, "gradient checkpointing in every stage (less GPU memory, about a third more compute)")
     compile: bool = option(False, "torch.compile the trained model of every stage")
 
 

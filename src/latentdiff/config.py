@@ -30,6 +30,10 @@ class PrepareDataConfig:
     max_images: int = option(0, "keep at most this many images (0: all); handy for quick trials")
     seed: int = option(0, "seed for generated sources (shapes) and the deterministic split")
     num_images: int = option(2000, "how many scenes the shapes source generates")
+    format: str = option("imagefolder", "how images are stored: one PNG per image (imagefolder) or tar shards "
+                                        "(webdataset: few large files, for COCO-sized and larger datasets)",
+                         choices=("imagefolder", "webdataset"))
+    samples_per_shard: int = option(1000, "images per tar shard with --format webdataset")
     follow_symlinks: bool = option(False, "read images and caption files through symlinks that point outside "
                                           "the dataset folder (names with '..' or absolute paths in caption "
                                           "files are refused either way)")
@@ -68,6 +72,9 @@ class TrainConfig:
     mixed_precision: str = option("auto", "accelerate mixed precision (auto: bf16 on CUDA cards that support it, else fp32)",
                                   choices=("auto", "no", "fp16", "bf16"))
     num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass instead of keeping them: "
+                                                 "much less GPU memory for about a third more compute, same numbers")
+    compile: bool = option(False, "torch.compile the trained model (slow first steps, faster long GPU runs)")
     allow_pickle: bool = option(False, "allow loading --init weights from pickled .bin/.pt files (they can run code; prefer safetensors)")
 
     def with_defaults(self, **defaults: Any):
@@ -195,6 +202,9 @@ class TrainAllConfig:
     mixed_precision: str = option("auto", "accelerate mixed precision (auto: bf16 on CUDA cards that support it, else fp32)",
                                   choices=("auto", "no", "fp16", "bf16"))
     num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
+    grad_accum_steps: int = option(1, "micro-batches accumulated per optimizer step in every stage")
+    gradient_checkpointing: bool = option(False, "gradient checkpointing in every stage (less GPU memory, about a third more compute)")
+    compile: bool = option(False, "torch.compile the trained model of every stage")
 
 
 # Generation defaults: one place for the numbers that `generate`, `evaluate` and `serve` share.

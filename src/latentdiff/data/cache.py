@@ -95,7 +95,10 @@ def cache_key(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str
     digest.update(f"max_length={tokenizer.model_max_length}".encode())
     digest.update((dataset.root / MANIFEST_FILENAME).read_bytes())
     metadata = dataset.root / split / METADATA_FILENAME
-    digest.update(metadata.read_bytes() if metadata.exists() else b"")
+    if metadata.exists():
+        with open(metadata, "rb") as fh:  # in blocks: a COCO-sized metadata file need not be in memory at once
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

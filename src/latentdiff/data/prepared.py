@@ -10,7 +10,10 @@ Each `metadata.jsonl` line is one image:
      "language": ["en", ...],        # parallel to `text`, one language code per caption
      "attributes": {...}}            # optional: ground truth of generated sources (shapes)
 
-This is a Hugging Face `imagefolder` tree: `datasets.load_dataset("imagefolder", data_dir=DIR)` loads it.
+The same dataset may instead be stored as tar shards (`--format webdataset`, see `latentdiff.data.shards`);
+the rows then also say where each PNG lies in its shard, and `ImageRecord.open_image` reads it from there.
+
+The imagefolder layout is a Hugging Face `imagefolder` tree: `datasets.load_dataset("imagefolder", data_dir=DIR)` loads it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from latentdiff.data.tar_member import open_member_image
 from latentdiff.errors import UserError
 
 SPLITS = ("train", "validation", "test")
@@ -37,6 +41,19 @@ class ImageRecord:
     languages: list[str]
     id: str = ""
     attributes: dict[str, Any] | None = None
+    # The webdataset layout (`latentdiff.data.shards`): the PNG is `size` bytes at `offset` in this tar, and
+    # `path` only names it (SHARD.tar/KEY.png) in messages.
+    shard: Path | None = None
+    offset: int = 0
+    size: int = 0
+
+    def open_image(self):
+        """The image as a PIL image (lazily loaded), from its file or from its shard; use it in a `with`."""
+        from PIL import Image
+
+        if self.shard is None:
+            return Image.open(self.path)
+        return open_member_image(self.shard, self.offset, self.size)
 
 
 @dataclass
@@ -64,22 +81,30 @@ class PreparedDataset:
 
 
 def read_split(root: Path, split: str) -> list[ImageRecord]:
+    return list(iter_split(root, split))
+
+
+def iter_split(root: Path, split: str):
+    """The split's records one by one, read from metadata.jsonl as they are needed (flat memory)."""
     meta_path = root / split / METADATA_FILENAME
     if not meta_path.exists():
-        return []
-    records = []
-    for line in meta_path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        captions = row["text"] if isinstance(row["text"], list) else [row["text"]]
-        languages = row.get("language") or ["en"] * len(captions)
-        if isinstance(languages, str):
-            languages = [languages] * len(captions)
-        records.append(ImageRecord(path=(root / split / row["file_name"]).resolve(), captions=list(captions),
-                                   languages=list(languages), id=str(row.get("id", row["file_name"])),
-                                   attributes=row.get("attributes")))
-    return records
+        return
+    with open(meta_path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield record_from_row(root, split, json.loads(line))
+
+
+def record_from_row(root: Path, split: str, row: dict[str, Any]) -> ImageRecord:
+    captions = row["text"] if isinstance(row["text"], list) else [row["text"]]
+    languages = row.get("language") or ["en"] * len(captions)
+    if isinstance(languages, str):
+        languages = [languages] * len(captions)
+    shard = (root / split / row["shard"]).resolve() if "shard" in row else None
+    path = shard / row["file_name"] if shard is not None else (root / split / row["file_name"]).resolve()
+    return ImageRecord(path=path, captions=list(captions), languages=list(languages),
+                       id=str(row.get("id", row["file_name"])), attributes=row.get("attributes"), shard=shard,
+                       offset=int(row.get("offset", 0)), size=int(row.get("size", 0)))
 
 
 def open_prepared(path: str | Path) -> PreparedDataset:
@@ -98,11 +123,11 @@ def open_prepared(path: str | Path) -> PreparedDataset:
     return PreparedDataset(root=root.resolve(), manifest=manifest)
 
 
-def load_image_array(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8."""
+def load_image_array(image: ImageRecord | Path) -> np.ndarray:
+    """(H, W, 3) uint8 of a record (either layout) or of an image file."""
     from PIL import Image  # PIL and torch load only when images do: the commands open datasets to check them first
 
-    with Image.open(path) as img:
+    with (image.open_image() if isinstance(image, ImageRecord) else Image.open(image)) as img:
         return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
 
 
@@ -121,12 +146,15 @@ class ImageCaptionDataset:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        import torch
-
         record = self.records[index]
-        array = load_image_array(record.path)
-        pixels = torch.from_numpy(array).permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W)
-        return {"pixel_values": pixels, "captions": record.captions, "index": index}
+        return {"pixel_values": pixel_values(record), "captions": record.captions, "index": index}
+
+
+def pixel_values(record: ImageRecord):
+    """(3, H, W) float tensor in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(load_image_array(record)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def draw_caption(captions: list[str], rng: random.Random) -> str:

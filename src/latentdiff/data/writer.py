@@ -10,6 +10,7 @@ timestamps, JSON keys are sorted).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -81,9 +82,11 @@ def clean_caption(text: str) -> str:
 
 
 def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: int, *, seed: int = 0,
-                           max_images: int = 0) -> dict[str, Any]:
+                           max_images: int = 0, format: str = "imagefolder",
+                           samples_per_shard: int = 1000) -> dict[str, Any]:
     """Write `result` as a prepared dataset at `out` (replacing what is there, atomically) and return
-    the manifest. Bad items are skipped with their reason; this never stops on one bad item."""
+    the manifest. Bad items are skipped with their reason; this never stops on one bad item.
+    `format="webdataset"` packs each split into tar shards of `samples_per_shard` (`latentdiff.data.shards`)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILENAME).exists():
         raise UserError(f"{out} exists and is not a prepared dataset; choose an empty or new --out folder.")
@@ -94,6 +97,11 @@ def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: in
     tmp = make_temp_dir(out)
     try:
         manifest = _write(result, tmp, image_size, seed, max_images)
+        if format == "webdataset":
+            from latentdiff.data.shards import pack_webdataset
+
+            pack_webdataset(tmp, samples_per_shard)
+            manifest.update(format=format, samples_per_shard=samples_per_shard)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -103,15 +111,60 @@ def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: in
     return manifest
 
 
+def _row_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+
+
 def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_images: int) -> dict[str, Any]:
+    """Rows go to each split's metadata.jsonl as they are made (nothing per image is kept in memory but
+    its key, for de-duplication), so memory stays flat from 5k to 50k images (benchmarks/bench_scale_rss.py)."""
     skipped = list(result.skipped)
-    rows: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    counts = {split: 0 for split in SPLITS}
+    num_captions = {split: 0 for split in SPLITS}
     seen: set[str] = set()
     for split in SPLITS:
         (root / split).mkdir(parents=True)
     kept = 0
-    hashed: set[str] = set()  # keys split by the hash (not by the source), which fill_empty_splits may move
+    # Per split, the hash-split rows (not split by the source) nearest the start of [0, 1): the ones
+    # fill_empty_splits may move, as a max-heap of (-position, index, key) holding the len(SPLITS) lowest.
+    movable: dict[str, list[tuple[float, int, str]]] = {split: [] for split in SPLITS}
     heartbeat = Heartbeat(root)  # tells a concurrent run that this temp folder is in use
+    spools = {split: open(root / split / METADATA_FILENAME, "w", encoding="utf-8") for split in SPLITS}
+    try:
+        kept = _write_items(result, root, image_size, seed, max_images, skipped, counts, num_captions, seen, movable,
+                            heartbeat, spools)
+    finally:
+        for spool in spools.values():
+            spool.close()
+    if kept == 0:
+        raise UserError(f"No usable images were found for source '{result.source}' "
+                        f"({len(skipped)} skipped; first reason: {skipped[0].reason if skipped else 'none'}); "
+                        "check the path and layout.")
+    fill_empty_splits(root, counts, num_captions, movable, seed)
+    for split in SPLITS:
+        if not counts[split]:
+            (root / split / METADATA_FILENAME).unlink()
+            (root / split).rmdir()  # imagefolder rejects an empty split folder
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "source": result.source,
+        "image_size": image_size,
+        "languages": result.languages,
+        "counts": counts,
+        "num_captions": num_captions,
+        "seed": seed,
+        "skipped": [{"item": s.item, "reason": s.reason} for s in skipped],
+        **result.info,
+    }
+    (root / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+    return manifest
+
+
+def _write_items(result, root, image_size, seed, max_images, skipped, counts, num_captions, seen, movable, heartbeat,
+                 spools) -> int:
+    """Write every usable item's PNG and metadata row; returns how many were kept."""
+    kept = 0
     for item in tqdm(result.items, total=result.num_items, desc=f"prepare {result.source}", unit="img"):
         if max_images and kept >= max_images:
             break
@@ -141,66 +194,57 @@ def _write(result: SourceResult, root: Path, image_size: int, seed: int, max_ima
             skipped.append(Skipped(item.key, f"unreadable image ({type(err).__name__}: {err})"))
             continue
         split = item.split or split_for_key(item.key, seed)
-        if not item.split:
-            hashed.add(item.key)
-        if split not in rows:
+        if split not in counts:
             raise ValueError(f"source gave unknown split {split!r}")
-        file_name = f"{len(rows[split]):06d}.png"
+        if not item.split:
+            heapq.heappush(movable[split], (-_key_position(item.key, seed), counts[split], item.key))
+            if len(movable[split]) > len(SPLITS):
+                heapq.heappop(movable[split])  # drops the highest position
+        file_name = f"{counts[split]:06d}.png"
         image.save(root / split / file_name, format="PNG", optimize=False)
         row = {"file_name": file_name, "id": item.key, "text": captions, "language": languages}
         if item.attributes is not None:
             row["attributes"] = item.attributes
-        rows[split].append(row)
+        spools[split].write(_row_line(row))
+        counts[split] += 1
+        num_captions[split] += len(captions)
         seen.add(item.key)
         kept += 1
-    if kept == 0:
-        raise UserError(f"No usable images were found for source '{result.source}' "
-                        f"({len(skipped)} skipped; first reason: {skipped[0].reason if skipped else 'none'}); "
-                        "check the path and layout.")
-    fill_empty_splits(root, rows, hashed, seed)
-    for split, split_rows in rows.items():
-        if not split_rows:
-            (root / split).rmdir()  # imagefolder rejects an empty split folder
-            continue
-        with open(root / split / METADATA_FILENAME, "w", encoding="utf-8") as fh:
-            for row in split_rows:
-                fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    manifest = {
-        "version": MANIFEST_VERSION,
-        "source": result.source,
-        "image_size": image_size,
-        "languages": result.languages,
-        "counts": {split: len(r) for split, r in rows.items()},
-        "num_captions": {split: sum(len(row["text"]) for row in r) for split, r in rows.items()},
-        "seed": seed,
-        "skipped": [{"item": s.item, "reason": s.reason} for s in skipped],
-        **result.info,
-    }
-    (root / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
-                                          encoding="utf-8")
-    return manifest
+    return kept
 
 
-def fill_empty_splits(root: Path, rows: dict[str, list[dict[str, Any]]], hashed: set[str], seed: int) -> None:
+def fill_empty_splits(root: Path, counts: dict[str, int], num_captions: dict[str, int],
+                      movable: dict[str, list[tuple[float, int, str]]], seed: int) -> None:
     """Give each empty split one hash-split image when there are >= len(SPLITS) of them in all.
 
     5% buckets leave a small dataset's test split empty (a 12-image folder gave 11/1/0) and `evaluate`
     then refuses it. The donor is the largest split; the image moved is the one whose hash lies nearest
     to the empty bucket (lowest position), so the choice is deterministic. Files stay numbered
-    0..n-1 in source order in every split, so the donor's later files move down one number."""
-    if sum(len(r) for r in rows.values()) < len(SPLITS):
+    0..n-1 in source order in every split, so the donor's later files move down one number.
+    `counts`, `num_captions` and `movable` (see `_write`) are updated; the metadata files are rewritten."""
+    if sum(counts.values()) < len(SPLITS):
         return
-    for empty in [s for s in SPLITS if not rows[s]]:
-        donor = max(SPLITS, key=lambda s: len(rows[s]))
-        movable = [i for i, row in enumerate(rows[donor]) if row["id"] in hashed]
-        if len(rows[donor]) < 2 or not movable:
+    for empty in [s for s in SPLITS if not counts[s]]:
+        donor = max(SPLITS, key=lambda s: counts[s])
+        if counts[donor] < 2 or not movable[donor]:
             continue
-        index = min(movable, key=lambda i: _key_position(rows[donor][i]["id"], seed))
-        row = rows[donor].pop(index)
-        (root / donor / row["file_name"]).rename(root / empty / f"{len(rows[empty]):06d}.png")
-        row["file_name"] = f"{len(rows[empty]):06d}.png"
-        rows[empty].append(row)
-        for later in rows[donor][index:]:
+        _, index, _ = max(movable[donor])  # the lowest position
+        movable[donor] = [(p, i - (i > index), k) for p, i, k in movable[donor] if i != index]
+        heapq.heapify(movable[donor])
+        lines = (root / donor / METADATA_FILENAME).read_text(encoding="utf-8").splitlines(keepends=True)
+        row = json.loads(lines.pop(index))
+        (root / donor / row["file_name"]).rename(root / empty / f"{counts[empty]:06d}.png")
+        row["file_name"] = f"{counts[empty]:06d}.png"
+        with open(root / empty / METADATA_FILENAME, "a", encoding="utf-8") as fh:
+            fh.write(_row_line(row))
+        for position in range(index, len(lines)):
+            later = json.loads(lines[position])
             renumbered = f"{int(later['file_name'][:6]) - 1:06d}.png"
             (root / donor / later["file_name"]).rename(root / donor / renumbered)
             later["file_name"] = renumbered
+            lines[position] = _row_line(later)
+        (root / donor / METADATA_FILENAME).write_text("".join(lines), encoding="utf-8")
+        counts[empty] += 1
+        counts[donor] -= 1
+        num_captions[empty] += len(row["text"])
+        num_captions[donor] -= len(row["text"])

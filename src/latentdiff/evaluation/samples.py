@@ -40,7 +40,7 @@ class RealSet:
 def load_real(records: list[ImageRecord]) -> RealSet:
     images = []
     for record in records:
-        with Image.open(record.path) as image:
+        with record.open_image() as image:
             images.append(image.convert("RGB"))
     return RealSet(records=records, images=images)
 

@@ -46,12 +46,15 @@ def run(cfg: PrepareDataConfig) -> dict:
             raise UserError(f"{cfg.path} does not exist; give the folder that holds your {cfg.source} dataset.")
     elif cfg.path:
         raise UserError(f"The built-in source '{cfg.source}' takes no PATH; drop '{cfg.path}'.")
+    if cfg.samples_per_shard < 1:
+        raise UserError(f"--samples-per-shard must be at least 1 (got {cfg.samples_per_shard}); 1000 is a good size.")
     if not 8 <= cfg.image_size <= 4096:
         raise UserError(f"--image-size {cfg.image_size} is out of range; use a size between 8 and 4096 pixels (e.g. 64).")
 
     try:
         result = sources[cfg.source](cfg)
-        manifest = write_prepared_dataset(result, cfg.out, cfg.image_size, seed=cfg.seed, max_images=cfg.max_images)
+        manifest = write_prepared_dataset(result, cfg.out, cfg.image_size, seed=cfg.seed, max_images=cfg.max_images,
+                                          format=cfg.format, samples_per_shard=cfg.samples_per_shard)
     except OSError as err:  # a caption file or the output folder we cannot read or write (bad images are skipped)
         where = f" {err.filename}" if err.filename else ""
         raise UserError(f"Could not read or write{where} ({err.strerror or err}); check that the path exists and that "
@@ -76,4 +79,4 @@ def summary_line(manifest: dict, out: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     return run_stage(run, PrepareDataConfig, argv, "latentdiff prepare-data",
                      "Turn a built-in source or your captioned images into a prepared dataset "
-                     "(an imagefolder tree with metadata.jsonl + manifest.json).")
+                     "(an imagefolder tree with metadata.jsonl + manifest.json, or tar shards with --format webdataset).")

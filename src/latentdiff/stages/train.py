@@ -26,7 +26,7 @@ from latentdiff.stages import train_clip, train_unet, train_vae
 
 # Options of `train` handed to every stage as they are, when set (None means: the stage's default).
 SHARED_OPTIONS = ("data", "preset", "seed", "epochs", "batch_size", "checkpoint_every", "validate_every",
-                  "mixed_precision", "num_workers")
+                  "mixed_precision", "num_workers", "grad_accum_steps", "gradient_checkpointing", "compile")
 
 
 @dataclasses.dataclass

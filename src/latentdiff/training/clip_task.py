@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageRecord, PreparedDataset
@@ -34,7 +33,7 @@ class ClipImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        with Image.open(record.path) as img:
+        with record.open_image() as img:
             image = img.convert("RGB")
         return {"image": image, "captions": record.captions, "index": index}
 
@@ -82,7 +81,7 @@ class ClipTask:
         """(image_embeds (N_img, D), text_embeds (N_txt, D), text_to_image (N_txt,)) over all captions."""
         images = []
         for record in records:
-            with Image.open(record.path) as img:
+            with record.open_image() as img:
                 images.append(img.convert("RGB"))
         captions = [c for record in records for c in record.captions]
         owners = [i for i, record in enumerate(records) for _ in record.captions]

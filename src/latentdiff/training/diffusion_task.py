@@ -8,6 +8,7 @@ Per step (cached path): for each image draw one of its captions, replace it by t
 probability `caption_dropout` (classifier-free guidance, Ho & Salimans 2022), draw z ~ N(mean, std^2) from
 the cached VAE posterior and scale it by the VAE's `scaling_factor`, then noise it at a uniform timestep.
 The no-cache path (`--no-cache`) does the same from pixels and caption strings, encoding every step.
+A dataset in the webdataset layout gets the per-shard cache (`latentdiff.data.shard_cache`), read lazily.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from diffusers.utils import make_image_grid
 from latentdiff.config import DEFAULT_GUIDANCE, UnetTrainConfig
 from latentdiff.data.cache import EMPTY_PROMPT, EMPTY_PROMPT_ROW, EncodedSplit, encode_latents, encode_prompts, load_or_build
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
+from latentdiff.data.shard_cache import ShardedCache, is_sharded, load_or_build_sharded
 from latentdiff.diffusion.training_schedule import pipeline_scheduler, training_scheduler
 from latentdiff.losses.diffusion import (
     diffusion_loss,
@@ -70,7 +72,11 @@ class DiffusionTask:
         self.noise_scheduler = training_scheduler(cfg.prediction_type, cfg.zero_terminal_snr)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.cache: EncodedSplit | None = None
-        if cfg.cache:
+        self.shard_cache: ShardedCache | None = None
+        self._empty_embedding: torch.Tensor | None = None  # (L, D) of the sharded cache, on the training device
+        if cfg.cache and is_sharded(dataset):
+            self.shard_cache = load_or_build_sharded(vae, text_encoder, tokenizer, dataset, "train", cfg.cache_dir or None)
+        elif cfg.cache:
             self.cache = load_or_build(vae, text_encoder, tokenizer, dataset, "train", cfg.cache_dir or None)
         self._embedding_table: torch.Tensor | None = None  # cache.text_embeddings on the training device
         self._validation: dict[str, Any] | None = None
@@ -81,11 +87,15 @@ class DiffusionTask:
         return self.unet
 
     def train_dataset(self) -> torch.utils.data.Dataset:
+        if self.shard_cache is not None:
+            return self.shard_cache
         if self.cache is not None:
             return _Indices(len(self.cache))
         return ImageCaptionDataset(self.dataset, "train")
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.shard_cache is not None:
+            return self.shard_cache.collate(items)
         index = torch.tensor([item["index"] for item in items], dtype=torch.int64)
         if self.cache is not None:
             return {"latent_mean": self.cache.latent_mean[index],  # (B, C, h, w)
@@ -103,6 +113,8 @@ class DiffusionTask:
             self.text_encoder.to(device)
         if self.cache is not None and (self._embedding_table is None or self._embedding_table.device != device):
             self._embedding_table = self.cache.text_embeddings.to(device)
+        if self.shard_cache is not None and (self._empty_embedding is None or self._empty_embedding.device != device):
+            self._empty_embedding = self.shard_cache.empty_prompt_embedding().to(device)
 
     def _draw_captions(self, num_captions: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One caption per image, uniformly among its own (B,) counts, and the dropout mask (B,) bool."""
@@ -119,6 +131,13 @@ class DiffusionTask:
             rows = caption_index.gather(1, choice[:, None]).squeeze(1)
             rows[dropped] = EMPTY_PROMPT_ROW
             embeddings = self._embedding_table[rows.to(self._embedding_table.device)].float()  # (B, L, D)
+            mean, std = batch["latent_mean"], batch["latent_std"]
+        elif self.shard_cache is not None:
+            choice, dropped = self._draw_captions(batch["num_captions"].cpu(), generator)
+            per_image = batch["caption_embeddings"]  # (B, K, L, D)
+            embeddings = per_image[torch.arange(per_image.shape[0], device=per_image.device), choice.to(per_image.device)]
+            embeddings[dropped.to(per_image.device)] = self._empty_embedding  # (B, L, D)
+            embeddings = embeddings.float()
             mean, std = batch["latent_mean"], batch["latent_std"]
         else:
             captions = batch["captions"]

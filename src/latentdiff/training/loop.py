@@ -39,13 +39,16 @@ from latentdiff.runtime import (mixed_precision_for, pick_device, seed_everythin
                                warn_if_cpu_launch_started_one_process)
 from latentdiff.training import ema as ema_lib
 from latentdiff.training.data_order import BatchStream, StreamPosition, batches_per_epoch
+from latentdiff.training.gpu_options import apply_training_options
 from latentdiff.training.interrupt import StopRequests, TrainingInterrupted
 from latentdiff.training.optim import check_optimizer_state, make_optimizer
 from latentdiff.training.task import TrainingTask
 from latentdiff.training.time_budget import TimeBudget
 
 # Options that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle"})
+# (--gradient-checkpointing recomputes the same numbers; --compile may round differently: keep it for bit-identity.)
+RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle",
+                               "gradient_checkpointing", "compile"})
 # Seeds of the per-process loop generators are spaced so processes never share a stream.
 GENERATOR_SEED_STRIDE = 1_000_003
 
@@ -111,6 +114,7 @@ class _Run:
         self.generator = torch.Generator("cpu").manual_seed(cfg.seed + GENERATOR_SEED_STRIDE * (self.rank + 1))
         # On the device before the optimizer exists, so its state (and a resumed one) lives there too.
         self.model = task.trainable_module().to(self.accelerator.device)
+        apply_training_options(self.model, cfg.gradient_checkpointing, cfg.compile)
         self.dataset = task.train_dataset()
         self.num_steps = plan_steps(cfg, len(self.dataset), self.world_size)
         self.step_limit = self.num_steps  # --max-minutes never trains past what --max-steps/--epochs allow

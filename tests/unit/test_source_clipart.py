@@ -95,13 +95,13 @@ def test_caption_rules():
 def test_missing_package_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(clipart, "SVG_DIR", str(tmp_path / "absent"))
     with pytest.raises(UserError, match="apt-get install -y openclipart-svg"):
-        clipart.read(PrepareDataConfig(source="clipart", out="unused"))
+        clipart.read(image_size=64)
 
 
 @pytest.mark.slow  # 23 s: renders the installed openclipart package
 @pytest.mark.skipif(not Path(clipart.SVG_DIR).exists(), reason="openclipart-svg is not installed (run `make setup`)")
 def test_real_package_drops_stars_and_icon_themes(tmp_path):
-    result = clipart.read(PrepareDataConfig(source="clipart", out="unused"))
+    result = clipart.read(image_size=64)
     kept = [item.key for item in result.items]
     assert 4000 <= len(kept) <= 4800
     assert not [k for k in kept if "-theme/" in k]

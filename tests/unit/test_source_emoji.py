@@ -49,7 +49,7 @@ def test_three_languages_in_the_prepared_dataset(tmp_path):
 @pytest.mark.slow  # 6 s: renders emoji with the installed font
 @needs_font
 def test_red_apple_and_what_is_skipped():
-    result = emoji_source.read(PrepareDataConfig(source="emoji", out="unused", languages=["en", "fr", "zh"]))
+    result = emoji_source.read(languages=["en", "fr", "zh"])
     items = {item.key: item for item in result.items}
     apple = items["u1f34e"]
     assert apple.captions == ["red apple", "pomme rouge", "红苹果"]
@@ -80,7 +80,7 @@ def test_missing_name_in_a_language_is_recorded_and_the_image_kept(monkeypatch):
             "🍌": {"en": ":banana:", "fr": ":banane:", "zh": ":香蕉:", "status": fully}}
     monkeypatch.setattr(emoji, "EMOJI_DATA", fake)
     monkeypatch.setattr(emoji.config, "load_language", lambda language=None: None)
-    result = emoji_source.read(PrepareDataConfig(source="emoji", out="unused", languages=["en", "fr", "zh"]))
+    result = emoji_source.read(languages=["en", "fr", "zh"])
     items = {item.key: item for item in result.items}
     assert items["u1f34e"].captions == ["red apple", "红苹果"] and items["u1f34e"].languages == ["en", "zh"]
     assert items["u1f34c"].languages == ["en", "fr", "zh"]

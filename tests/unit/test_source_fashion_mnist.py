@@ -66,7 +66,7 @@ def test_validation_and_captions_are_deterministic():
 def test_missing_or_broken_package_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "DATA_DIR", str(tmp_path / "absent"))
     with pytest.raises(UserError, match="apt-get install -y dataset-fashion-mnist"):
-        fashion_mnist.read(PrepareDataConfig(source="fashion-mnist", out="unused"))
+        fashion_mnist.read()
     root = tmp_path / "broken"
     root.mkdir()
     for name in (*fashion_mnist.FILES["train"], *fashion_mnist.FILES["test"]):
@@ -74,14 +74,14 @@ def test_missing_or_broken_package_says_what_to_run(tmp_path, monkeypatch):
             fh.write(b"not an idx file")
     monkeypatch.setattr(fashion_mnist, "DATA_DIR", str(root))
     with pytest.raises(UserError, match="reinstall"):
-        fashion_mnist.read(PrepareDataConfig(source="fashion-mnist", out="unused"))
+        fashion_mnist.read()
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
                     reason="dataset-fashion-mnist is not installed (run `make setup`)")
 def test_real_package(tmp_path):
     out = tmp_path / "fm"
-    result = fashion_mnist.read(PrepareDataConfig(source="fashion-mnist", out=str(out)))
+    result = fashion_mnist.read()
     assert result.num_items == 70_000
     run(PrepareDataConfig(source="fashion-mnist", out=str(out), max_images=20))
     records = open_prepared(out).records("train")

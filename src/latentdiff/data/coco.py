@@ -26,7 +26,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from latentdiff.config import PrepareDataConfig
 from latentdiff.data.confine import require_inside
 from latentdiff.data.karpathy import load_json, parse_karpathy
 from latentdiff.data.reader_common import Entry, display, find_file, find_image_dir, search_dirs, to_items
@@ -40,8 +39,8 @@ CAPTIONS_FILE = re.compile(r"^captions_(?P<part>train|val)(?P<year>\d{4})\.json$
 VAL_TEST_FRACTION = 0.5
 
 
-def read(cfg: PrepareDataConfig) -> SourceResult:
-    root = Path(cfg.path).expanduser()
+def read(path: str, *, seed: int = 0, follow_symlinks: bool = False) -> SourceResult:
+    root = Path(path).expanduser()
     if root.is_file():
         root = root.parent
     skipped: list[Skipped] = []
@@ -54,12 +53,12 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
                 folders[filepath] = _image_dir(root, filepath) if filepath else root
             return folders[filepath]
 
-        require_inside([karpathy], root, cfg.follow_symlinks)
+        require_inside([karpathy], root, follow_symlinks)
         entries = parse_karpathy(karpathy, root, image_dir_for, skipped)
         info = {"layout": "karpathy", "layout_files": [display(karpathy, root)], "split_origin": "official"}
     else:
-        entries, info = _read_official(root, cfg.seed, skipped, cfg.follow_symlinks)
-    items, dropped = to_items(entries, root, skipped, cfg.follow_symlinks)
+        entries, info = _read_official(root, seed, skipped, follow_symlinks)
+    items, dropped = to_items(entries, root, skipped, follow_symlinks)
     info["captions_over_limit_dropped"] = dropped
     return SourceResult(source="coco", items=items, skipped=skipped, num_items=len(items), info=info)
 

@@ -21,7 +21,6 @@ import csv
 import re
 from pathlib import Path
 
-from latentdiff.config import PrepareDataConfig
 from latentdiff.data.confine import require_inside
 from latentdiff.data.karpathy import parse_karpathy
 from latentdiff.data.reader_common import (IMAGE_EXTENSIONS, Entry, display, find_file, find_image_dir, has_images,
@@ -39,25 +38,25 @@ IMAGE_DIR_NAMES = ("Flicker8k_Dataset", "Flickr8k_Dataset", "Images", "images", 
 TOKEN_LINE = re.compile(r"^(?P<name>[^\t#]+)#(?P<index>\d+)(?:[\t ]+(?P<caption>.*))?$")
 
 
-def read(cfg: PrepareDataConfig) -> SourceResult:
-    root = Path(cfg.path).expanduser()
+def read(path: str, *, follow_symlinks: bool = False) -> SourceResult:
+    root = Path(path).expanduser()
     layout, caption_file = detect_layout(root)
     if root.is_file():
         root = root.parent
     image_dir = _image_dir(root, caption_file)
     skipped: list[Skipped] = []
     split_files: dict[str, Path] = {}
-    require_inside([caption_file], root, cfg.follow_symlinks)
+    require_inside([caption_file], root, follow_symlinks)
     if layout == "karpathy":
         entries = parse_karpathy(caption_file, root, lambda _filepath: image_dir, skipped)
     else:
         parse = parse_token_file if layout == "official" else parse_kaggle_file
         entries = parse(caption_file, image_dir, skipped)
         split_files = find_split_files(root, caption_file.parent)
-        require_inside(split_files.values(), root, cfg.follow_symlinks)
+        require_inside(split_files.values(), root, follow_symlinks)
         if split_files:
             entries = apply_split_files(entries, split_files, root, skipped)
-    items, dropped = to_items(entries, root, skipped, cfg.follow_symlinks)
+    items, dropped = to_items(entries, root, skipped, follow_symlinks)
     info = {
         "layout": layout,
         "layout_files": sorted(display(p, root) for p in [caption_file, *split_files.values()]),

@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from latentdiff.config import PrepareDataConfig
 from latentdiff.data.confine import escape_reason, require_inside
 from latentdiff.data.reader_common import (IGNORED_DIRS, IMAGE_EXTENSIONS, SPLIT_ALIASES, Entry, display,
                                            normalise_split, read_text, shorten, to_items)
@@ -38,8 +37,8 @@ SIDECAR_EXTENSIONS = (".txt", ".caption")
 CSV_DELIMITERS = ",\t;|"
 
 
-def read(cfg: PrepareDataConfig) -> SourceResult:
-    root = Path(cfg.path).expanduser()
+def read(path: str, *, follow_symlinks: bool = False) -> SourceResult:
+    root = Path(path).expanduser()
     if root.is_file():
         root = root.parent
     skipped: list[Skipped] = []
@@ -47,23 +46,23 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
     csv_error = None
     if jsonl_files:
         layout, files = "metadata.jsonl", jsonl_files
-        require_inside(files, root, cfg.follow_symlinks)
+        require_inside(files, root, follow_symlinks)
         entries = _merge([parse_jsonl(path, root, skipped) for path in jsonl_files], skipped)
     else:
         csv_files, csv_error = find_csv_files(root)
         if csv_files:
             layout, files = "csv", csv_files
-            require_inside(files, root, cfg.follow_symlinks)
+            require_inside(files, root, follow_symlinks)
             entries = _merge([parse_csv(path, root, skipped) for path in csv_files], skipped)
         else:
             layout, files = "sidecars", []
-            entries = parse_sidecars(root, skipped, cfg.follow_symlinks)
+            entries = parse_sidecars(root, skipped, follow_symlinks)
             if not entries:
                 raise UserError(csv_error or (
                     f"{root} holds no captioned images: looked for {METADATA_JSONL} (in it or its train/, "
                     f"validation/, test/ folders), a CSV with image and caption columns, and images with "
                     f".txt sidecar captions; add captions in one of these forms."))
-    items, dropped = to_items(entries, root, skipped, cfg.follow_symlinks)
+    items, dropped = to_items(entries, root, skipped, follow_symlinks)
     info = {"layout": layout, "layout_files": [display(p, root) for p in files],
             "split_origin": _split_origin(entries),
             "captions_over_limit_dropped": dropped}

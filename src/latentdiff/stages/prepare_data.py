@@ -18,17 +18,19 @@ from latentdiff.data.sources import shapes as shapes_source
 from latentdiff.data.writer import SourceResult, write_prepared_dataset
 from latentdiff.errors import UserError
 
-# Each source: a function PrepareDataConfig -> SourceResult. Readers of user datasets need PATH.
+# Each source: the options it uses, taken from the command's config and handed on as plain arguments (the
+# readers know nothing of the CLI). Readers of user datasets need PATH.
 USER_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {
-    "flickr8k": flickr8k_reader.read,
-    "coco": coco_reader.read,
-    "folder": folder_reader.read,
+    "flickr8k": lambda cfg: flickr8k_reader.read(cfg.path, follow_symlinks=cfg.follow_symlinks),
+    "coco": lambda cfg: coco_reader.read(cfg.path, seed=cfg.seed, follow_symlinks=cfg.follow_symlinks),
+    "folder": lambda cfg: folder_reader.read(cfg.path, follow_symlinks=cfg.follow_symlinks),
 }
 BUILTIN_SOURCES: dict[str, Callable[[PrepareDataConfig], SourceResult]] = {
-    "shapes": shapes_source.read,
-    "emoji": emoji_source.read,
-    "clipart": clipart_source.read,
-    "fashion-mnist": fashion_mnist_source.read,
+    "shapes": lambda cfg: shapes_source.read(num_images=cfg.num_images, image_size=cfg.image_size, seed=cfg.seed,
+                                             max_images=cfg.max_images, languages=cfg.languages),
+    "emoji": lambda cfg: emoji_source.read(languages=cfg.languages),
+    "clipart": lambda cfg: clipart_source.read(image_size=cfg.image_size, languages=cfg.languages),
+    "fashion-mnist": lambda cfg: fashion_mnist_source.read(languages=cfg.languages),
 }
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from latentdiff.config import PrepareDataConfig
 from latentdiff.data.sources import require_english_only, require_system_path
 from latentdiff.data.writer import SkipItem, Skipped, SourceItem, SourceResult
 
@@ -191,8 +190,8 @@ def list_files(root: Path) -> list[Path]:
     return files
 
 
-def read(cfg: PrepareDataConfig) -> SourceResult:
-    require_english_only(cfg.languages, "clipart")
+def read(*, image_size: int, languages: list[str] = ("en",)) -> SourceResult:
+    require_english_only(languages, "clipart")
     root = require_system_path(SVG_DIR, PACKAGE, "clipart")
     files = list_files(root)
     if not files:
@@ -224,7 +223,7 @@ def read(cfg: PrepareDataConfig) -> SourceResult:
     title_counts = Counter(drawing.title for drawing in drawings)
     collection_titles = {title for title, n in title_counts.items()
                          if n >= COLLECTION_MIN_FILES and len(names_by_title[title]) >= COLLECTION_MIN_FILES}
-    items = [SourceItem(key=drawing.relpath, load_image=partial(render_svg, drawing.path, cfg.image_size),
+    items = [SourceItem(key=drawing.relpath, load_image=partial(render_svg, drawing.path, image_size),
                         captions=captions_for(drawing, collection_titles)) for drawing in drawings]
     return SourceResult(source="clipart", items=items, skipped=skipped, num_items=len(items),
                         info={"svg_dir": SVG_DIR, "num_svg_files": len(files)})

@@ -11,7 +11,6 @@ from functools import partial
 
 from PIL import Image, ImageDraw, ImageFont
 
-from latentdiff.config import PrepareDataConfig
 from latentdiff.data.sources import require_system_path
 from latentdiff.data.writer import SkipItem, Skipped, SourceItem, SourceResult
 from latentdiff.errors import UserError
@@ -64,11 +63,11 @@ def render_glyph(font: ImageFont.FreeTypeFont, char: str) -> Image.Image:
     return canvas
 
 
-def read(cfg: PrepareDataConfig) -> SourceResult:
+def read(*, languages: list[str]) -> SourceResult:
     import emoji as emoji_names  # the PyPI package (this module only shares its name)
 
     require_system_path(FONT_PATH, FONT_PACKAGE, "emoji")
-    languages = resolve_languages(cfg.languages)
+    languages = resolve_languages(languages)
     emoji_names.config.load_language(languages)  # names other than English are loaded on demand
     font = ImageFont.truetype(FONT_PATH, FONT_SIZE)
     fully_qualified = emoji_names.STATUS["fully_qualified"]

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from latentdiff.config import PrepareDataConfig
 from latentdiff.data.sources import require_english_only, require_system_path
 from latentdiff.data.writer import SourceItem, SourceResult
 from latentdiff.errors import UserError
@@ -78,8 +77,8 @@ def _image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels)  # (28, 28) uint8 -> mode "L"
 
 
-def read(cfg: PrepareDataConfig) -> SourceResult:
-    require_english_only(cfg.languages, "fashion-mnist")
+def read(*, languages: list[str] = ("en",)) -> SourceResult:
+    require_english_only(languages, "fashion-mnist")
     root = require_system_path(DATA_DIR, PACKAGE, "fashion-mnist")
     arrays = {}
     for split, (images_name, labels_name) in FILES.items():

@@ -31,7 +31,6 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from latentdiff.config import PrepareDataConfig
 from latentdiff.data.sources import require_english_only
 from latentdiff.data.writer import SourceItem, SourceResult
 from latentdiff.errors import UserError
@@ -179,20 +178,21 @@ def render_scene(attributes: dict[str, Any]) -> Image.Image:
     return image
 
 
-def read(cfg: PrepareDataConfig) -> SourceResult:
-    require_english_only(cfg.languages, "shapes")
-    if cfg.num_images < 1:
-        raise UserError(f"--num-images {cfg.num_images} is too small; ask for at least 1 scene (e.g. 2000).")
-    if cfg.image_size < 32:
-        raise UserError(f"--image-size {cfg.image_size} is too small for shapes scenes; use 32 pixels or more.")
-    count = min(cfg.num_images, cfg.max_images) if cfg.max_images else cfg.num_images
+def read(*, num_images: int, image_size: int, seed: int = 0, max_images: int = 0,
+         languages: list[str] = ("en",)) -> SourceResult:
+    require_english_only(languages, "shapes")
+    if num_images < 1:
+        raise UserError(f"--num-images {num_images} is too small; ask for at least 1 scene (e.g. 2000).")
+    if image_size < 32:
+        raise UserError(f"--image-size {image_size} is too small for shapes scenes; use 32 pixels or more.")
+    count = min(num_images, max_images) if max_images else num_images
 
     def items():
         for index in range(count):
-            attributes, captions = make_scene(cfg.seed, index, cfg.image_size)
-            yield SourceItem(key=f"shapes-{cfg.seed}-{index:06d}", load_image=partial(render_scene, attributes),
+            attributes, captions = make_scene(seed, index, image_size)
+            yield SourceItem(key=f"shapes-{seed}-{index:06d}", load_image=partial(render_scene, attributes),
                              captions=captions, attributes=attributes)
 
     return SourceResult(source="shapes", items=items(), num_items=count,
-                        info={"num_images": cfg.num_images, "palette": {k: list(v) for k, v in PALETTE.items()},
+                        info={"num_images": num_images, "palette": {k: list(v) for k, v in PALETTE.items()},
                               "shapes": list(SHAPES), "sizes": SIZE_FRACTIONS})

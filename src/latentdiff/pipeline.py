@@ -125,11 +125,12 @@ def image_grid(images: list[Image.Image]) -> Image.Image:
 class TextToImage:
     """A loaded pipeline. Not re-entrant: one `generate` runs at a time (a lock serialises callers)."""
 
-    def __init__(self, pipe, source: ModelSource, device: torch.device):
-        self.pipe = pipe  # diffusers StableDiffusionPipeline
+    def __init__(self, pipe, source: ModelSource, device: torch.device, backend: str = "torch"):
+        self.pipe = pipe  # diffusers StableDiffusionPipeline (on runtime sessions for onnx / openvino)
         self.source = source
         self.device = device
-        self.model_hash = model_hash(source.path)
+        self.backend = backend
+        self.model_hash = source.hash or model_hash(source.path)
         self.base_scheduler_config = dict(pipe.scheduler.config)  # the training schedule + prediction_type
         self._img2img = None  # diffusers' StableDiffusionImg2ImgPipeline over the same modules, made when first used
         self._negative_cache: dict[str, torch.Tensor] = {}  # negative prompt -> (1, T, D)
@@ -138,10 +139,20 @@ class TextToImage:
     # ---------------------------------------------------------------- loading
 
     @classmethod
-    def load(cls, model: str | None = None, device: str | None = None) -> "TextToImage":
+    def load(cls, model: str | None = None, device: str | None = None, backend: str | None = None) -> "TextToImage":
+        """`backend`: torch, onnx or openvino (latentdiff.backends; None: torch, or an export's own format)."""
         with _quiet_loading_bars():  # importing it makes transformers warn about torchvision
             from diffusers import StableDiffusionPipeline
 
+        from latentdiff.backends import load_runtime_pipeline, pick_backend
+
+        backend = pick_backend(model, backend)
+        if backend != "torch":
+            if device and torch.device(device).type != "cpu":
+                raise UserError(f"--backend {backend} runs on the CPU; drop --device {device} or use --backend torch.")
+            with _quiet_loading_bars():
+                pipe, source = load_runtime_pipeline(model, backend)
+            return cls(pipe, source, torch.device("cpu"), backend)
         source = resolve_model(model)
         torch_device = pick_device(device)
         try:
@@ -331,7 +342,7 @@ class TextToImage:
                 info = Infotext(prompt=prompt, negative_prompt=request.negative_prompt, steps=request.steps,
                                 scheduler=request.scheduler, guidance=request.guidance, seed=seed,
                                 width=request.width, height=request.height, model_hash=self.model_hash,
-                                model_name=self.model_name, denoising_strength=strength)
+                                model_name=self.model_name, denoising_strength=strength, backend=self.backend)
                 results.append(GeneratedImage(image=image, seed=seed, prompt=prompt, info=info))
             start += len(chunk)
         return results

@@ -106,6 +106,7 @@ def _absolute_model(model: str | None) -> str | None:
 def worker_key(cfg: GenerateConfig) -> str:
     """Which worker may answer `cfg`: same model, device, Python, latentdiff code and thread settings."""
     parts = {"model": _absolute_model(cfg.model) or "bundled", "device": cfg.device or "auto",
+             "backend": cfg.backend or "default",
              "python": sys.executable, "code": _code_fingerprint(),
              "env": {name: os.environ.get(name, "") for name in _KEY_ENV}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -210,7 +211,7 @@ def start_worker(cfg: GenerateConfig) -> None:
     if path is None:
         return
     command = [sys.executable, "-m", "latentdiff.keep_alive", key, json.dumps(_absolute_model(cfg.model)),
-               json.dumps(cfg.device), str(keep_alive_s)]
+               json.dumps(cfg.device), str(keep_alive_s), json.dumps(cfg.backend)]
     # the worker runs in the runtime folder: it must import this very latentdiff whatever PYTHONPATH says
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_DIR.parent),
                                                                        os.environ.get("PYTHONPATH")]))}
@@ -254,21 +255,27 @@ def _model_fingerprint(folder: Path) -> list[tuple[str, int, int]] | None:
 
 
 class _Worker:
-    def __init__(self, model: str | None, device: str | None):
-        self.model, self.device = model, device
+    def __init__(self, model: str | None, device: str | None, backend: str | None = None):
+        self.model, self.device, self.backend = model, device, backend
         self.pipeline = None
         self.fingerprint: list[tuple[str, int, int]] | None = None
 
     def loaded_pipeline(self):
         """The pipeline, reloaded when its files changed on disk since it was loaded (a retrained model)."""
+        from latentdiff.export.layout import exported_format
         from latentdiff.model_source import resolve_model
         from latentdiff.pipeline import TextToImage
 
-        folder = self.pipeline.source.path if self.pipeline is not None else resolve_model(self.model).path
+        if self.pipeline is not None:
+            folder = self.pipeline.source.path
+        elif self.model and exported_format(Path(self.model)):  # `latentdiff export`'s folder
+            folder = Path(self.model)
+        else:
+            folder = resolve_model(self.model).path
         fingerprint = _model_fingerprint(folder)  # before loading: a re-export meanwhile shows next time
         if self.pipeline is None or fingerprint is None or fingerprint != self.fingerprint:
             self.pipeline = None  # free the old weights before loading the new ones
-            self.pipeline = TextToImage.load(self.model, self.device)
+            self.pipeline = TextToImage.load(self.model, self.device, self.backend)
             self.fingerprint = fingerprint
         return self.pipeline
 
@@ -307,7 +314,7 @@ class _Worker:
                 return keep_alive_s
 
 
-def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) -> int:
+def serve(key: str, model: str | None, device: str | None, keep_alive_s: float, backend: str | None = None) -> int:
     """Answer generate requests on `key`'s socket until `keep_alive_s` pass without one."""
     import fcntl
 
@@ -326,7 +333,7 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) 
     listener.bind(str(path))
     listener.listen(16)
     stop_other_workers(key)
-    worker = _Worker(model, device)
+    worker = _Worker(model, device, backend)
     # listed by `latentdiff ps` (while it loads too) until it exits
     with processes.registered("worker", model or "bundled", device=device or "auto", socket=str(path),
                               until=time.time() + keep_alive_s) as card:
@@ -364,5 +371,5 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float) 
 
 
 if __name__ == "__main__":
-    _key, _model, _device, _keep_alive = sys.argv[1:5]
-    raise SystemExit(serve(_key, json.loads(_model), json.loads(_device), float(_keep_alive)))
+    _key, _model, _device, _keep_alive, _backend = sys.argv[1:6]
+    raise SystemExit(serve(_key, json.loads(_model), json.loads(_device), float(_keep_alive), json.loads(_backend)))

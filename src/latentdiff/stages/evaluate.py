@@ -148,11 +148,13 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
     from latentdiff.evaluation.suite import evaluate_generations, evaluate_real_against_captions, evaluate_vae, sweep_row
     from latentdiff.pipeline import TextToImage
 
-    pipeline = TextToImage.load(model, cfg.device)
-    clip = _load_clip(clip_path, pipeline.pipe.text_encoder) if clip_path else None
+    pipeline = TextToImage.load(model, cfg.device, cfg.backend)
+    # an exported text encoder has no torch weights to compare with the CLIP folder's: whether they match is unknown
+    text_encoder = pipeline.pipe.text_encoder if pipeline.backend == "torch" else None
+    clip = _load_clip(clip_path, text_encoder) if clip_path else None
     num = len(real_ref.real.images)
     payload["protocol"].update({
-        "model_hash": pipeline.model_hash, "model_name": pipeline.model_name,
+        "model_hash": pipeline.model_hash, "model_name": pipeline.model_name, "backend": pipeline.backend,
         "seeds": f"{cfg.seed}..{cfg.seed + num - 1} (caption i uses seed+i, CPU generators)",
         "steps": cfg.steps, "scheduler": cfg.scheduler, "guidance": cfg.guidance,
         "generated_size": f"{pipeline.default_size}x{pipeline.default_size}", "batch_size": cfg.batch_size,

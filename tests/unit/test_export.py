@@ -149,19 +149,25 @@ def test_img2img_on_onnx_matches_pytorch(tiny_pipeline_dir, exports):
     assert np.abs(np.asarray(ours, int) - np.asarray(reference, int)).max() <= 1
 
 
-def test_backend_on_a_pipeline_folder_exports_once_then_reuses(tiny_pipeline_dir, cache_dir, monkeypatch):
+def test_backend_on_a_pipeline_folder_exports_once_then_reuses(tiny_pipeline_dir, exports, cache_dir, monkeypatch):
+    import shutil
+
     import latentdiff.export.exporter as exporter
     from latentdiff.pipeline import TextToImage
 
+    calls = []
+
+    def export_by_copy(source, out_dir, fmt, **kwargs):  # the export itself is tested above; count the calls
+        calls.append((source.path, fmt))
+        shutil.copytree(exports[fmt], out_dir)
+        return out_dir
+
+    monkeypatch.setattr(exporter, "export_pipeline", export_by_copy)
     first = TextToImage.load(str(tiny_pipeline_dir), backend="onnx")
-    assert first.backend == "onnx" and len(list((cache_dir / "exports").glob("*-onnx/unet/model.onnx"))) == 1
-
-    def no_second_export(*args, **kwargs):
-        raise AssertionError("exported again")
-
-    monkeypatch.setattr(exporter, "export_pipeline", no_second_export)
     again = TextToImage.load(str(tiny_pipeline_dir), backend="onnx")
-    assert again.model_hash == first.model_hash
+    assert calls == [(tiny_pipeline_dir.resolve(), "onnx")]  # once, from the pipeline folder
+    assert first.backend == again.backend == "onnx" and again.model_hash == first.model_hash
+    assert len(list((cache_dir / "exports").glob("*-onnx/unet/model.onnx"))) == 1
 
 
 def test_generate_cli_with_onnx_backend_writes_infotext(tiny_pipeline_dir, exports, tmp_path):

@@ -28,8 +28,9 @@ def fit_latent_to_rgb(vae, scaling_factor: float, seed: int = 0) -> torch.Tensor
     # Colours on a 4x4 grid, upsampled: smooth images whose colour changes slowly across the latent grid.
     coarse = torch.rand(FIT_IMAGES, 3, 4, 4, generator=gen)
     images = F.interpolate(coarse, size=(FIT_IMAGE_SIDE, FIT_IMAGE_SIDE), mode="bilinear", align_corners=False)
-    # vae.device / vae.dtype: an ONNX / OpenVINO VAE (latentdiff.backends) has no parameters to ask
-    latents = vae.encode((images * 2 - 1).to(vae.device, vae.dtype)).latent_dist.mean
+    param = next(vae.parameters(), None)  # None: an ONNX / OpenVINO VAE (latentdiff.backends), CPU and fp32
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    latents = vae.encode((images * 2 - 1).to(device, dtype)).latent_dist.mean
     latents = latents.float().cpu() * scaling_factor  # (N, C, h, w), as the denoiser sees them
     targets = F.adaptive_avg_pool2d(images, latents.shape[-2:])  # (N, 3, h, w)
     x = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (N*h*w, C)

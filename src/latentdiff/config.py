@@ -210,6 +210,10 @@ class TrainAllConfig:
 # Generation defaults: one place for the numbers that `generate`, `evaluate` and `serve` share.
 # The samplers' names, in the order help and the page list them; diffusion/schedulers.py maps each to a
 # diffusers scheduler (it imports diffusers, which the CLI's help must not wait for) and checks the two agree.
+# Where generation runs (latentdiff.backends runs each). torch stays the default: README "Backends" has the
+# measurement behind it (onnx is faster but differs from diffusers' pixels by up to 1/255).
+BACKENDS = ("torch", "onnx", "openvino")
+DEFAULT_BACKEND = "torch"
 SCHEDULER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-karras", "unipc", "lms")
 DEFAULT_SCHEDULER = "dpmpp-2m"
 DEFAULT_GENERATION_STEPS = 25
@@ -237,10 +241,25 @@ class GenerateConfig:
     out: str = option("outputs", "folder for the PNGs (created if needed)")
     batch_size: int | None = option(None, "images denoised at once (default: as many as fit in memory)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+    backend: str | None = option(None, "what runs the networks: torch, onnx (ONNX Runtime) or openvino; a pipeline "
+                                       "folder is exported once and reused (default: torch, or an export's own format)",
+                                 choices=BACKENDS)
     keep_alive: float | None = option(None, "seconds a background worker keeps the model loaded after this call, "
                                             "so the next generate skips loading it (0: no worker; default: "
                                             "$LATENTDIFF_KEEP_ALIVE if set, else 300)",
                                      allow_inf=True)  # inf: as long as allowed (24 h)
+
+
+@dataclass
+class ExportConfig:
+    """`latentdiff export [MODEL] --format onnx|openvino --out DIR`: a pipeline's text encoder, U-Net and VAE
+    for ONNX Runtime or OpenVINO, in optimum's StableDiffusion layout (latentdiff.export.layout)."""
+
+    model: str | None = positional("a pipeline folder or Hugging Face Hub id (default: the bundled model)",
+                                   default=None, nargs="?")
+    format: str = option("onnx", "onnx (ONNX Runtime) or openvino (OpenVINO IR, fp32)", choices=("onnx", "openvino"))
+    out: str = option("", "folder for the export (new, empty, or an earlier export, which is replaced)")
+    skip_check: bool = option(False, "do not compare one image from the export with PyTorch's after exporting")
 
 
 @dataclass
@@ -263,6 +282,9 @@ class EvaluateConfig:
     out: str = option("evaluation", "folder for metrics.json, report.md, images and plots")
     batch_size: int = option(8, "images generated at once (fixed, so numbers do not depend on free memory)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+    backend: str | None = option(None, "what runs the networks: torch, onnx (ONNX Runtime) or openvino; a pipeline "
+                                       "folder is exported once and reused (default: torch, or an export's own format)",
+                                 choices=BACKENDS)
 
 
 @dataclass
@@ -291,6 +313,9 @@ class ServeConfig:
     max_job_seconds: float = option(DEFAULT_MAX_JOB_SECONDS, "a running job is stopped after this many seconds "
                                                              "and its client gets an error")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
+    backend: str | None = option(None, "what runs the networks: torch, onnx (ONNX Runtime) or openvino; a pipeline "
+                                       "folder is exported once and reused (default: torch, or an export's own format)",
+                                 choices=BACKENDS)
 
 
 @dataclass

@@ -70,6 +70,7 @@ class Infotext:
     model_hash: str = ""
     model_name: str = ""
     denoising_strength: float | None = None  # img2img only: how far the init image was noised (0..1)
+    backend: str = ""  # what ran the networks: torch, onnx or openvino (latentdiff.backends)
 
     def format(self) -> str:
         return format_infotext(self)
@@ -85,6 +86,7 @@ def format_infotext(info: Infotext) -> str:
         "Model hash": info.model_hash or None,
         "Model": info.model_name or None,
         "Denoising strength": None if info.denoising_strength is None else _number(info.denoising_strength),
+        "Backend": info.backend or None,
     }
     param_line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None)
     negative = f"\n{NEGATIVE_PREFIX} {info.negative_prompt}" if info.negative_prompt else ""
@@ -128,4 +130,5 @@ def parse_infotext(text: str) -> Infotext:
         model_hash=fields.get("Model hash", ""),
         model_name=fields.get("Model", ""),
         denoising_strength=float(fields["Denoising strength"]) if "Denoising strength" in fields else None,
+        backend=fields.get("Backend", ""),
     )

@@ -88,6 +88,7 @@ def _absolute_model(model: str | None) -> str | None:
 def worker_key(cfg: GenerateConfig) -> str:
     """Which worker may answer `cfg`: same model, device, Python, latentdiff code and thread settings."""
     parts = {"model": _absolute_model(cfg.model) or "bundled", "device": cfg.device or "auto",
+             "backend": cfg.backend or "default",
              "python": sys.executable, "code": _code_fingerprint(),
              "env": {name: os.environ.get(name, "") for name in _KEY_ENV}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -186,14 +187,14 @@ def stop_other_workers(keep_key: str) -> None:
 
 def start_worker(cfg: GenerateConfig, worker_module: str) -> None:
     """Leave a detached worker holding `cfg`'s model for `--keep-alive` seconds (nothing when that is 0).
-    `worker_module` is run as `python -m worker_module KEY MODEL DEVICE SECONDS`; it calls `serve`."""
+    `worker_module` is run as `python -m worker_module KEY MODEL DEVICE SECONDS BACKEND`; it calls `serve`."""
     keep_alive_s = keep_alive_seconds(cfg)
     key = worker_key(cfg) if keep_alive_s > 0 else ""
     path = socket_path(key) if key else None
     if path is None:
         return
     command = [sys.executable, "-m", worker_module, key, json.dumps(_absolute_model(cfg.model)),
-               json.dumps(cfg.device), str(keep_alive_s)]
+               json.dumps(cfg.device), str(keep_alive_s), json.dumps(cfg.backend)]
     # the worker runs in the runtime folder: it must import this very latentdiff whatever PYTHONPATH says
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_DIR.parent),
                                                                        os.environ.get("PYTHONPATH")]))}
@@ -238,17 +239,17 @@ def _model_fingerprint(folder: Path) -> list[tuple[str, int, int]] | None:
 
 @dataclass(frozen=True)
 class WorkerHooks:
-    """What a worker runs, given by its entry module: `load(model, device)` a TextToImage, `locate(model)` its
-    folder (read before loading), `run(cfg, text_to_image=...)` one request's stage."""
+    """What a worker runs, given by its entry module: `load(model, device, backend)` a TextToImage,
+    `locate(model)` its folder (read before loading), `run(cfg, text_to_image=...)` one request's stage."""
 
-    load: Callable[[str | None, str | None], Any]
+    load: Callable[[str | None, str | None, str | None], Any]
     locate: Callable[[str | None], Path]
     run: Callable[..., Any]
 
 
 class _Worker:
-    def __init__(self, model: str | None, device: str | None, hooks: WorkerHooks):
-        self.model, self.device, self.hooks = model, device, hooks
+    def __init__(self, model: str | None, device: str | None, backend: str | None, hooks: WorkerHooks):
+        self.model, self.device, self.backend, self.hooks = model, device, backend, hooks
         self.text_to_image = None
         self.fingerprint: list[tuple[str, int, int]] | None = None
 
@@ -258,7 +259,7 @@ class _Worker:
         fingerprint = _model_fingerprint(folder)  # before loading: a re-export meanwhile shows next time
         if self.text_to_image is None or fingerprint is None or fingerprint != self.fingerprint:
             self.text_to_image = None  # free the old weights before loading the new ones
-            self.text_to_image = self.hooks.load(self.model, self.device)
+            self.text_to_image = self.hooks.load(self.model, self.device, self.backend)
             self.fingerprint = fingerprint
         return self.text_to_image
 
@@ -294,7 +295,8 @@ class _Worker:
                 return keep_alive_s
 
 
-def serve(key: str, model: str | None, device: str | None, keep_alive_s: float, hooks: WorkerHooks) -> int:
+def serve(key: str, model: str | None, device: str | None, keep_alive_s: float, backend: str | None,
+          hooks: WorkerHooks) -> int:
     """Answer generate requests on `key`'s socket until `keep_alive_s` pass without one."""
     path = socket_path(key)
     if path is None:
@@ -311,7 +313,7 @@ def serve(key: str, model: str | None, device: str | None, keep_alive_s: float, 
     listener.bind(str(path))
     listener.listen(16)
     stop_other_workers(key)
-    worker = _Worker(model, device, hooks)
+    worker = _Worker(model, device, backend, hooks)
     # listed by `latentdiff ps` (while it loads too) until it exits
     with processes.registered("worker", model or "bundled", device=device or "auto", socket=str(path),
                               until=time.time() + keep_alive_s) as card:

@@ -38,6 +38,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class ModelSource:
     path: Path  # a local, checked pipeline folder
     name: str  # what infotext calls it: the folder name or the hub id
+    hash: str | None = None  # the weights' short hash when known without reading `path` (an export's source)
 
 
 def resolve_model(model: str | None) -> ModelSource:

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 import torch
-from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
-from transformers.utils import logging as transformers_logging
 
 from latentdiff import limits
+from latentdiff.backends import load_runtime_pipeline, pick_backend
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
@@ -43,6 +42,7 @@ from latentdiff.infotext import PNG_TEXT_KEY, Infotext
 from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
 from latentdiff.models.smallest_size import smallest_image_side
 from latentdiff.model_source import ModelSource, error_reason, resolve_model
+from latentdiff.models.weights import quiet_loading_bars
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype
 
 log = logging.getLogger("latentdiff.generate")
@@ -138,11 +138,12 @@ def image_grid(images: list[Image.Image]) -> Image.Image:
 class TextToImage:
     """A loaded pipeline. Not re-entrant: one `generate` runs at a time (a lock serialises callers)."""
 
-    def __init__(self, pipe, source: ModelSource, device: torch.device):
-        self.pipe = pipe  # diffusers StableDiffusionPipeline
+    def __init__(self, pipe, source: ModelSource, device: torch.device, backend: str = "torch"):
+        self.pipe = pipe  # diffusers StableDiffusionPipeline (on runtime sessions for onnx / openvino)
         self.source = source
         self.device = device
-        self.model_hash = model_hash(source.path)
+        self.backend = backend
+        self.model_hash = source.hash or model_hash(source.path)
         self.base_scheduler_config = dict(pipe.scheduler.config)  # the training schedule + prediction_type
         self._img2img = None  # diffusers' StableDiffusionImg2ImgPipeline over the same modules, made when first used
         self._negative_cache: dict[str, torch.Tensor] = {}  # negative prompt -> (1, T, D)
@@ -151,15 +152,23 @@ class TextToImage:
     # ---------------------------------------------------------------- loading
 
     @classmethod
-    def load(cls, model: str | None = None, device: str | None = None) -> "TextToImage":
+    def load(cls, model: str | None = None, device: str | None = None, backend: str | None = None) -> "TextToImage":
+        """`backend`: torch, onnx or openvino (latentdiff.backends; None: torch, or an export's own format)."""
         # imported here, quietly: importing the pipeline classes makes transformers warn about torchvision
-        with _quiet_loading_bars():
+        with quiet_loading_bars():
             from diffusers import StableDiffusionPipeline
 
+        backend = pick_backend(model, backend)
+        if backend != "torch":
+            if device and torch.device(device).type != "cpu":
+                raise UserError(f"--backend {backend} runs on the CPU; drop --device {device} or use --backend torch.")
+            with quiet_loading_bars():
+                pipe, source = load_runtime_pipeline(model, backend)
+            return cls(pipe, source, torch.device("cpu"), backend)
         source = resolve_model(model)
         torch_device = pick_device(device)
         try:
-            with _quiet_loading_bars():
+            with quiet_loading_bars():
                 pipe = StableDiffusionPipeline.from_pretrained(
                     source.path, dtype=pick_dtype(torch_device), use_safetensors=True
                 )
@@ -348,7 +357,7 @@ class TextToImage:
                 info = Infotext(prompt=prompt, negative_prompt=request.negative_prompt, steps=request.steps,
                                 scheduler=request.scheduler, guidance=request.guidance, seed=seed,
                                 width=request.width, height=request.height, model_hash=self.model_hash,
-                                model_name=self.model_name, denoising_strength=strength)
+                                model_name=self.model_name, denoising_strength=strength, backend=self.backend)
                 results.append(GeneratedImage(image=image, seed=seed, prompt=prompt, info=info))
             start += len(chunk)
         return results
@@ -388,26 +397,6 @@ class TextToImage:
                 callback_on_step_end=on_step_end if progress_callback else None,
             )
         return list(output.images)
-
-
-@contextlib.contextmanager
-def _quiet_loading_bars():
-    """Loading a small pipeline takes a second; diffusers' and transformers' per-component bars are noise."""
-    diffusers_on = diffusers_logging.is_progress_bar_enabled()
-    transformers_on = transformers_logging.is_progress_bar_enabled()
-    transformers_verbosity = transformers_logging.get_verbosity()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    # transformers warns that image processors fall back to PIL without torchvision: a pipeline loads none
-    transformers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(transformers_verbosity)
-        if diffusers_on:
-            diffusers_logging.enable_progress_bar()
-        if transformers_on:
-            transformers_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

@@ -47,6 +47,13 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
+def module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where a module's weights live and their dtype; a module without parameters (an ONNX Runtime or
+    OpenVINO session, latentdiff.backends) runs on the CPU in fp32."""
+    param = next(module.parameters(), None)
+    return (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+
+
 def cpu_generator(seed: int) -> torch.Generator:
     """A CPU generator: the same seed draws the same noise whatever device the model runs on."""
     return torch.Generator("cpu").manual_seed(int(seed))

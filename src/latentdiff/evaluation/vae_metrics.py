@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+from latentdiff.runtime import module_device_dtype
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -62,8 +64,7 @@ def ssim(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
 def reconstruct(vae, images: torch.Tensor, batch_size: int = VAE_BATCH_SIZE) -> torch.Tensor:
     """images (N, 3, H, W) in [0, 1] -> reconstructions (N, 3, H, W) in [0, 1] through a diffusers
     AutoencoderKL, using the posterior mode (no sampling, so the same images give the same numbers)."""
-    device = next(vae.parameters()).device
-    dtype = next(vae.parameters()).dtype
+    device, dtype = module_device_dtype(vae)  # also an ONNX / OpenVINO VAE (evaluate --backend)
     outputs = []
     for batch in images.split(batch_size):
         pixels = (batch * 2 - 1).to(device, dtype)  # (B, 3, H, W) in [-1, 1], the VAE's range

@@ -6,7 +6,11 @@ refused unless the user explicitly allows it (`--allow-pickle`); safetensors loa
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
 
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import diffusers_class
@@ -64,3 +68,23 @@ def load_diffusers_component(model_cls, init: str, *, subfolder: str, allow_pick
             errors.append(_first_line(err))
     raise UserError(f"Could not load a {class_name} from '{init}' ({errors[-1]}); pass --init an existing folder or a "
                     f"hub id of a {class_name} or pipeline repository (add --allow-pickle only for trusted pickled weights).")
+
+
+@contextlib.contextmanager
+def quiet_loading_bars():
+    """Loading a small pipeline takes a second; diffusers' and transformers' per-component bars are noise."""
+    diffusers_on = diffusers_logging.is_progress_bar_enabled()
+    transformers_on = transformers_logging.is_progress_bar_enabled()
+    transformers_verbosity = transformers_logging.get_verbosity()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    # transformers warns that image processors fall back to PIL without torchvision: a pipeline loads none
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(transformers_verbosity)
+        if diffusers_on:
+            diffusers_logging.enable_progress_bar()
+        if transformers_on:
+            transformers_logging.enable_progress_bar()

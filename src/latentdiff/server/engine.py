@@ -42,8 +42,8 @@ class PipelineEngine:
         self._preview_matrix = fit_latent_to_rgb(vae, float(vae.config.scaling_factor))
 
     @classmethod
-    def load(cls, model: str | None, device: str | None = None) -> "PipelineEngine":
-        return cls(TextToImage.load(model, device))
+    def load(cls, model: str | None, device: str | None = None, backend: str | None = None) -> "PipelineEngine":
+        return cls(TextToImage.load(model, device, backend))
 
     @property
     def model_name(self) -> str:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from latentdiff.runtime import module_device_dtype
+
 FIT_IMAGES = 8  # smooth random images encoded to fit the map
 FIT_IMAGE_SIDE = 64  # their side in pixels; latents are FIT_IMAGE_SIDE / vae_scale_factor
 PREVIEW_MIN_SIDE = 64  # previews smaller than this are upscaled so the page shows more than a dot
@@ -28,8 +30,8 @@ def fit_latent_to_rgb(vae, scaling_factor: float, seed: int = 0) -> torch.Tensor
     # Colours on a 4x4 grid, upsampled: smooth images whose colour changes slowly across the latent grid.
     coarse = torch.rand(FIT_IMAGES, 3, 4, 4, generator=gen)
     images = F.interpolate(coarse, size=(FIT_IMAGE_SIDE, FIT_IMAGE_SIDE), mode="bilinear", align_corners=False)
-    param = next(vae.parameters())
-    latents = vae.encode((images * 2 - 1).to(param.device, param.dtype)).latent_dist.mean
+    device, dtype = module_device_dtype(vae)
+    latents = vae.encode((images * 2 - 1).to(device, dtype)).latent_dist.mean
     latents = latents.float().cpu() * scaling_factor  # (N, C, h, w), as the denoiser sees them
     targets = F.adaptive_avg_pool2d(images, latents.shape[-2:])  # (N, 3, h, w)
     x = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (N*h*w, C)

@@ -137,11 +137,13 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
     from latentdiff.evaluation.suite import evaluate_generations, evaluate_real_against_captions, evaluate_vae, sweep_row
     from latentdiff.pipeline import TextToImage
 
-    text_to_image = TextToImage.load(model, cfg.device)
-    clip = _load_clip(clip_path, text_to_image.pipe.text_encoder) if clip_path else None
+    text_to_image = TextToImage.load(model, cfg.device, cfg.backend)
+    # an exported text encoder has no torch weights to compare with the CLIP folder's: whether they match is unknown
+    text_encoder = text_to_image.pipe.text_encoder if text_to_image.backend == "torch" else None
+    clip = _load_clip(clip_path, text_encoder) if clip_path else None
     num = len(real_ref.real.images)
     payload["protocol"].update({
-        "model_hash": text_to_image.model_hash, "model_name": text_to_image.model_name,
+        "model_hash": text_to_image.model_hash, "model_name": text_to_image.model_name, "backend": text_to_image.backend,
         "seeds": f"{cfg.seed}..{cfg.seed + num - 1} (caption i uses seed+i, CPU generators)",
         "steps": cfg.steps, "scheduler": cfg.scheduler, "guidance": cfg.guidance,
         "generated_size": f"{text_to_image.default_size}x{text_to_image.default_size}", "batch_size": cfg.batch_size,

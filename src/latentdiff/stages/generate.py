@@ -63,14 +63,15 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
         raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
     if cfg.init_image is not None:  # before loading the model: a wrong path fails in a moment
         request.init_image, request.strength = read_init_image(cfg.init_image), cfg.strength
-    text_to_image = text_to_image or TextToImage.load(cfg.model, cfg.device)
+    text_to_image = text_to_image or TextToImage.load(cfg.model, cfg.device, cfg.backend)
     request = text_to_image.check_request(request)  # fills seed and size; fails fast on bad input
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_total = len(request.prompts) * request.num_images
     last_seed = request.seed + num_total - 1
     seeds = f"seed {request.seed}" + (f" (images use {request.seed}..{last_seed})" if num_total > 1 else "")
-    print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {text_to_image.model_name}, "
+    print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {text_to_image.model_name} "
+          f"({text_to_image.backend}), "
           f"{request.scheduler}, {request.steps} steps, {seeds}"
           + (f", from {cfg.init_image} at strength {cfg.strength:g}." if request.init_image is not None else "."))
 

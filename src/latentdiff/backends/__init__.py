@@ -1,0 +1,120 @@
+"""Inference backends: `torch` (diffusers' modules), `onnx` (ONNX Runtime), `openvino` (OpenVINO).
+
+    pipe, source = load_runtime_pipeline("runs/shapes/pipeline", "onnx")   # exports once, then reuses
+
+`--model` may be a pipeline folder (exported on first use into the cache, latentdiff.export.layout) or a
+folder written by `latentdiff export`; either way a diffusers StableDiffusionPipeline comes back whose
+U-Net, text encoder and VAE are runtime sessions (components.py), so schedulers, seeds and guidance are
+diffusers' own and images stay within 1/255 of PyTorch's (tests/unit/test_export.py,
+benchmarks/bench_generate.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+from latentdiff.config import BACKENDS, DEFAULT_BACKEND
+from latentdiff.errors import UserError
+
+
+log = logging.getLogger("latentdiff.backends")
+
+
+def runtime_installed(backend: str) -> bool:
+    from latentdiff.backends.sessions import RUNTIME_MODULES
+
+    return backend == "torch" or importlib.util.find_spec(RUNTIME_MODULES[backend]) is not None
+
+
+def pick_backend(model: str | None, requested: str | None) -> str:
+    """The backend to use: the requested one, else an exported folder's own format, else DEFAULT_BACKEND."""
+    from latentdiff.export.layout import exported_format
+
+    fmt = exported_format(Path(model).expanduser()) if model else None
+    if requested in (None, ""):
+        return fmt or DEFAULT_BACKEND
+    if requested not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)} (got '{requested}').")
+    if fmt is not None and requested != fmt:
+        raise UserError(f"Model folder '{model}' is an {fmt} export, which --backend {requested} cannot run; "
+                        f"pass --backend {fmt}, or the original pipeline folder.")
+    return requested
+
+
+def exported_folder(model: str | None, backend: str, *, show_progress: bool = True):
+    """(export folder, ModelSource with the *source* model's name and hash) for `model` in `backend`'s format;
+    a pipeline folder is exported into the cache the first time and reused after."""
+    from latentdiff.export.exporter import export_pipeline
+    from latentdiff.export.layout import EXPORTER_VERSION, cached_export_dir, read_export_info
+    from latentdiff.hashing import model_hash
+    from latentdiff.model_source import ModelSource, resolve_model
+
+    if model and (info := read_export_info(Path(model).expanduser())) is not None:
+        folder = Path(model).expanduser().resolve()
+        return folder, ModelSource(folder, info.get("source_name") or folder.name, info.get("source_hash"))
+    source = resolve_model(model)
+    source_hash = model_hash(source.path)
+    folder = cached_export_dir(source_hash, backend)
+    info = read_export_info(folder)
+    if info is None or info.get("exporter_version") != EXPORTER_VERSION:
+        log.warning("Exporting %s for %s once (reused next time from %s).", source.name, backend, folder)
+        export_pipeline(source, folder, backend, source_hash=source_hash, show_progress=show_progress)
+    return folder, dataclasses.replace(source, hash=source_hash)
+
+
+def load_runtime_pipeline(model: str | None, backend: str):
+    """(diffusers StableDiffusionPipeline running on `backend`'s sessions, ModelSource)."""
+    if not runtime_installed(backend):
+        from latentdiff.backends.sessions import RUNTIME_MODULES
+
+        package = RUNTIME_MODULES[backend]
+        raise UserError(f"--backend {backend} needs the '{package}' package, which is not installed; run "
+                        f"`pip install 'latentdiff[export]'` or use --backend torch.")
+    folder, source = exported_folder(model, backend)
+    return build_pipeline(folder, backend), source
+
+
+def build_pipeline(folder: Path, backend: str):
+    """A StableDiffusionPipeline over the export in `folder`: configs, tokenizer and scheduler as diffusers
+    would load them from the source folder, networks as runtime sessions."""
+    import diffusers
+    import transformers
+    from diffusers import StableDiffusionPipeline
+    from diffusers.configuration_utils import FrozenDict
+
+    from latentdiff.backends.components import RuntimeTextEncoder, RuntimeUNet, RuntimeVae
+    from latentdiff.backends.sessions import SESSIONS
+    from latentdiff.export.layout import model_file
+
+    index = json.loads((folder / "model_index.json").read_text())
+    session = SESSIONS[backend]
+
+    def config(component: str) -> dict:
+        return json.loads((folder / component / "config.json").read_text())
+
+    def library_class(component: str):  # model_index.json: "tokenizer": ["transformers", "CLIPTokenizer"]
+        library, name = index[component]
+        return getattr({"transformers": transformers, "diffusers": diffusers}[library], name)
+
+    try:
+        unet = RuntimeUNet(session(model_file(folder, "unet", backend)), FrozenDict(config("unet")))
+        text_encoder = RuntimeTextEncoder(session(model_file(folder, "text_encoder", backend)),
+                                          transformers.AutoConfig.from_pretrained(folder / "text_encoder"))
+        vae = RuntimeVae(session(model_file(folder, "vae_decoder", backend)),
+                         session(model_file(folder, "vae_encoder", backend)), FrozenDict(config("vae_decoder")))
+        tokenizer = library_class("tokenizer").from_pretrained(folder / "tokenizer")
+        scheduler = library_class("scheduler").from_pretrained(folder / "scheduler")
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        from latentdiff.model_source import error_reason
+
+        raise UserError(f"Could not load the {backend} export in '{folder}' ({error_reason(err)}); export it again "
+                        f"with `latentdiff export`.") from err
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

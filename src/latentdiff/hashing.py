@@ -17,13 +17,19 @@ HASHED_COMPONENTS = ("unet", "vae", "text_encoder")
 CHUNK_BYTES = 1 << 20
 
 
+def update_with_file(digest, path: Path) -> None:
+    """Feed a file's bytes into `digest` (a hashlib object), CHUNK_BYTES at a time: big files never sit in
+    memory whole."""
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+
+
 def files_sha256(paths: Iterable[Path]) -> str:
     """Hex SHA-256 of the files' contents fed one after another."""
     digest = hashlib.sha256()
     for path in paths:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-                digest.update(chunk)
+        update_with_file(digest, path)
     return digest.hexdigest()
 
 

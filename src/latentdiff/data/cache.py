@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from latentdiff.data.prepared import MANIFEST_FILENAME, METADATA_FILENAME, ImageCaptionDataset, PreparedDataset
 from latentdiff.errors import UserError
+from latentdiff.hashing import update_with_file
 from latentdiff.runtime import process_state
 
 CACHE_FORMAT_VERSION = 1
@@ -96,9 +97,7 @@ def cache_key(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str
     digest.update((dataset.root / MANIFEST_FILENAME).read_bytes())
     metadata = dataset.root / split / METADATA_FILENAME
     if metadata.exists():
-        with open(metadata, "rb") as fh:  # in blocks: a COCO-sized metadata file need not be in memory at once
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, metadata)  # in blocks: a COCO-sized metadata file need not be in memory at once
     return digest.hexdigest()
 
 
@@ -137,6 +136,18 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
                         f"--cache-dir a writable folder with free space.") from None
 
 
+def index_captions(captions_per_image: list[list[str]]) -> tuple[list[str], torch.Tensor]:
+    """(the distinct captions, the empty prompt first at EMPTY_PROMPT_ROW and the rest sorted; caption_index
+    (N, K) int64: image i's captions as rows of that list, -1 past its last caption)."""
+    distinct = [EMPTY_PROMPT] + sorted({c for caps in captions_per_image for c in caps} - {EMPTY_PROMPT})
+    row_of = {caption: row for row, caption in enumerate(distinct)}
+    width = max(len(caps) for caps in captions_per_image)
+    caption_index = torch.full((len(captions_per_image), width), -1, dtype=torch.int64)
+    for i, caps in enumerate(captions_per_image):
+        caption_index[i, :len(caps)] = torch.tensor([row_of[c] for c in caps], dtype=torch.int64)
+    return distinct, caption_index
+
+
 def _chunks(count: int) -> list[tuple[int, int]]:
     """[start, stop) of each chunk of `count` items; chunks hold whole encode batches, so the batches (and
     so the numbers) are the same as an uninterrupted build's."""
@@ -149,13 +160,7 @@ def _build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str, d
     """Encode the split chunk by chunk into `parts_dir` (one file per chunk, written atomically), skipping
     the chunks an earlier, interrupted build already wrote; then return the whole split's tensors."""
     images = ImageCaptionDataset(dataset, split)
-    captions_per_image = [record.captions for record in images.records]
-    distinct = [EMPTY_PROMPT] + sorted({c for caps in captions_per_image for c in caps} - {EMPTY_PROMPT})
-    row_of = {caption: row for row, caption in enumerate(distinct)}
-    width = max(len(caps) for caps in captions_per_image)
-    caption_index = torch.full((len(images), width), -1, dtype=torch.int64)
-    for i, caps in enumerate(captions_per_image):
-        caption_index[i, :len(caps)] = torch.tensor([row_of[c] for c in caps], dtype=torch.int64)
+    distinct, caption_index = index_captions([record.captions for record in images.records])
 
     def encode_image_chunk(start: int, stop: int) -> dict[str, torch.Tensor]:
         means, stds = [], []

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from latentdiff.data.cache import (DEFAULT_CACHE_SUBDIR, EMBEDDING_DTYPE, EMPTY_PROMPT, EMPTY_PROMPT_ROW,
-                                   ENCODE_BATCH_SIZE, _save_atomic, cache_key, encode_latents, encode_prompts)
+from latentdiff.data.cache import (DEFAULT_CACHE_SUBDIR, EMBEDDING_DTYPE, EMPTY_PROMPT_ROW, ENCODE_BATCH_SIZE,
+                                   _save_atomic, cache_key, encode_latents, encode_prompts, index_captions)
 from latentdiff.data.prepared import ImageRecord, PreparedDataset, iter_split, pixel_values
 
 SHARD_FILE = "shard-{:06d}.safetensors"
@@ -54,12 +54,7 @@ def split_shards(dataset: PreparedDataset, split: str):
 @torch.no_grad()
 def encode_shard(vae, text_encoder, tokenizer, records: list[ImageRecord]) -> dict[str, torch.Tensor]:
     """The cache file's tensors for one shard's records (see the module docstring)."""
-    captions = [record.captions for record in records]
-    distinct = [EMPTY_PROMPT] + sorted({c for caps in captions for c in caps} - {EMPTY_PROMPT})
-    row_of = {caption: row for row, caption in enumerate(distinct)}
-    caption_index = torch.full((len(records), max(len(c) for c in captions)), -1, dtype=torch.int64)
-    for i, caps in enumerate(captions):
-        caption_index[i, :len(caps)] = torch.tensor([row_of[c] for c in caps], dtype=torch.int64)
+    distinct, caption_index = index_captions([record.captions for record in records])
     means, stds, embeddings = [], [], []
     for first in range(0, len(records), ENCODE_BATCH_SIZE):
         batch = torch.stack([pixel_values(record) for record in records[first:first + ENCODE_BATCH_SIZE]])

@@ -20,7 +20,9 @@ from pathlib import Path
 from latentdiff.config import BACKENDS, DEFAULT_BACKEND
 from latentdiff.errors import UserError
 
-
+# The runtimes, the exporter and diffusers are imported inside the functions that use them: the pipeline
+# imports this module at its top, and a torch-only run must not load onnxruntime, OpenVINO (the optional
+# `export` extra) or the exporter's torch.onnx machinery.
 log = logging.getLogger("latentdiff.backends")
 
 

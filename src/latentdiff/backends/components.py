@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
 
 
 class _RuntimeModule(torch.nn.Module):
@@ -46,7 +49,6 @@ class RuntimeUNet(_RuntimeModule):
         out = torch.from_numpy(out)
         if not return_dict:
             return (out,)
-        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
         return UNet2DConditionOutput(sample=out)
 
@@ -72,14 +74,10 @@ class RuntimeVae(_RuntimeModule):
         image = torch.from_numpy(self.session(latent_sample=_numpy(latents))[0])
         if not return_dict:
             return (image,)
-        from diffusers.models.autoencoders.vae import DecoderOutput
 
         return DecoderOutput(sample=image)
 
     def encode(self, images, return_dict: bool = True):
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-        from diffusers.models.modeling_outputs import AutoencoderKLOutput
-
         # (B, 3, H, W) -> (B, 2C, h, w): mean and log-variance, sampled by diffusers with the image's generator
         moments = torch.from_numpy(self.encoder_session(sample=_numpy(images))[0])
         posterior = DiagonalGaussianDistribution(moments)

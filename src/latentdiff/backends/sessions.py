@@ -24,7 +24,7 @@ class OnnxSession:
     """onnxruntime.InferenceSession on the CPU execution provider."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # the optional `export` extra: imported only by a session that needs it
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -43,7 +43,7 @@ class OpenVinoSession:
     """openvino.Core().compile_model on the CPU, fp32."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        import openvino as ov
+        import openvino as ov  # the optional `export` extra: imported only by a session that needs it
 
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),

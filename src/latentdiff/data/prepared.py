@@ -152,7 +152,7 @@ class ImageCaptionDataset:
 
 def pixel_values(record: ImageRecord):
     """(3, H, W) float tensor in [-1, 1]."""
-    import torch
+    import torch  # here, as PIL above: the commands open datasets to check them before torch is needed
 
     return torch.from_numpy(load_image_array(record)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 

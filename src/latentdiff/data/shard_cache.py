@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from latentdiff.data.cache import (DEFAULT_CACHE_SUBDIR, EMBEDDING_DTYPE, EMPTY_PROMPT_ROW, ENCODE_BATCH_SIZE,
                                    _save_atomic, cache_key, encode_latents, encode_prompts, index_captions)
 from latentdiff.data.prepared import ImageRecord, PreparedDataset, iter_split, pixel_values
+from latentdiff.runtime import process_state
 
 SHARD_FILE = "shard-{:06d}.safetensors"
 # Shard files a reader keeps open (memory-mapped) at once: pages it touched count in its RSS while the
@@ -86,8 +88,6 @@ class ShardedCache(torch.utils.data.Dataset):
         return self.ranges[-1][1] if self.ranges else 0
 
     def _file(self, shard: int):
-        from safetensors import safe_open
-
         if shard not in self._open:
             if len(self._open) >= MAX_OPEN_SHARDS:
                 del self._open[next(iter(self._open))]  # the least recently opened: unmapped
@@ -123,8 +123,6 @@ def load_or_build_sharded(vae, text_encoder, tokenizer, dataset: PreparedDataset
                           cache_dir: str | Path | None = None) -> ShardedCache:
     """The split's sharded cache: each process encodes its share of the missing shard files, then all
     wait for each other and read the files lazily."""
-    from latentdiff.runtime import process_state
-
     state = process_state()
     cache_dir = Path(cache_dir) if cache_dir else dataset.root / DEFAULT_CACHE_SUBDIR
     key = cache_key(vae, text_encoder, tokenizer, dataset, split)

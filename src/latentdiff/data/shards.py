@@ -68,7 +68,7 @@ def pack_split(root: Path, split: str, samples_per_shard: int) -> list[dict[str,
     """Pack `root/split` (an imagefolder split) into tar shards with webdataset's TarWriter, delete its
     PNGs and rewrite its metadata.jsonl with each sample's place in its shard. Returns the shard list."""
     try:
-        import webdataset
+        import webdataset  # the `shards` extra: only --format webdataset needs it, so say how to install it
     except ImportError:
         raise UserError("--format webdataset needs the webdataset package; install it with "
                         "`pip install 'latentdiff[shards]'` (or `pip install webdataset`).") from None

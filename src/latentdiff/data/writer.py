@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from latentdiff.data.images import square_image
 from latentdiff.data.prepared import MANIFEST_FILENAME, METADATA_FILENAME, SPLITS
+from latentdiff.data.shards import pack_webdataset
 from latentdiff.data.staging import Heartbeat, make_temp_dir, remove_stale_temp_dirs
 from latentdiff.errors import UserError
 
@@ -98,8 +99,6 @@ def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: in
     try:
         manifest = _write(result, tmp, image_size, seed, max_images)
         if format == "webdataset":
-            from latentdiff.data.shards import pack_webdataset
-
             pack_webdataset(tmp, samples_per_shard)
             manifest.update(format=format, samples_per_shard=samples_per_shard)
         if out.exists():

@@ -16,12 +16,14 @@ OpenVINO IR is converted from that ONNX file (`openvino.convert_model`) and save
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import shutil
 import warnings
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from latentdiff.errors import UserError
 from latentdiff.export.layout import (COMPONENTS, COPIED_FOLDERS, EXPORT_INFO, EXPORTER_VERSION, FORMATS,
@@ -104,8 +106,6 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
                     show_progress: bool = True) -> Path:
     """Write `source`'s export in format `fmt` to `out_dir` (replacing an earlier export there) and return it.
     Written into a sibling temp folder first and renamed, so an interrupted export leaves nothing half-done."""
-    from tqdm.auto import tqdm
-
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)} (got '{fmt}').")
     out_dir = Path(out_dir).resolve()
@@ -115,7 +115,7 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
         _require("openvino", "openvino")
     _require("onnx", "onnx")  # the TorchScript exporter writes through the onnx package
 
-    with quiet_loading_bars():
+    with quiet_loading_bars():  # importing the pipeline class makes transformers warn about torchvision
         from diffusers import StableDiffusionPipeline
 
         pipe = StableDiffusionPipeline.from_pretrained(source.path, dtype=torch.float32, use_safetensors=True)
@@ -153,14 +153,12 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
 
 
 def _onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
-    import openvino as ov
+    import openvino as ov  # the `export` extra, checked by _require before any export starts
 
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
 
 
 def _require(module: str, package: str) -> None:
-    import importlib.util
-
     if importlib.util.find_spec(module) is None:
         raise UserError(f"Exporting needs the '{package}' package, which is not installed; run "
                         f"`pip install 'latentdiff[export]'` (or `pip install {package}`).")

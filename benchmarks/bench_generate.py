@@ -10,6 +10,8 @@ before timing, into a temporary cache), then times all of them on the same promp
 guidance and batch, alternating runs so that load from other processes hits them alike. Prints images/s,
 the ratio to diffusers and the largest pixel difference (0..255) from latentdiff's torch images (torch's
 own is against diffusers), and writes benchmarks/results/generate.json.
+For onnx and openvino it also reports the time spent outside the runtime's calls (diffusers' loop, the
+scheduler, tokenizing, post-processing) per denoising step: what a leaner loop than diffusers' could save.
 `--profile` prints the operators that take our torch pipeline's time instead.
 """
 
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the random-pipeline builder the tests
 
 from helpers.random_pipeline import build_random_pipeline  # noqa: E402
 
-from latentdiff.backends import runtime_installed  # noqa: E402
+from latentdiff.backends import runtime_installed, sessions  # noqa: E402
 from latentdiff.diffusion.schedulers import make_scheduler  # noqa: E402
 from latentdiff.pipeline import GenerationRequest, TextToImage  # noqa: E402
 from results_file import write_results  # noqa: E402
@@ -45,6 +47,21 @@ RESULTS = ROOT / "benchmarks" / "results" / "generate.json"
 
 def max_difference(images_a, images_b) -> int:
     return max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max()) for a, b in zip(images_a, images_b))
+
+
+SECONDS_IN_RUNTIME = [0.0]  # time inside ONNX Runtime / OpenVINO calls, summed by the wrappers below
+
+
+def time_runtime_calls() -> None:
+    """Wrap every session's __call__ so that the time inside the runtimes is summed in SECONDS_IN_RUNTIME."""
+    for cls in sessions.SESSIONS.values():
+        def timed(self, _call=cls.__call__, **inputs):
+            start = time.perf_counter()
+            try:
+                return _call(self, **inputs)
+            finally:
+                SECONDS_IN_RUNTIME[0] += time.perf_counter() - start
+        cls.__call__ = timed
 
 
 def main() -> None:
@@ -68,6 +85,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    time_runtime_calls()
     backends = [b for b in args.backends.split(",") if runtime_installed(b)]
 
     from diffusers import StableDiffusionPipeline
@@ -119,20 +137,32 @@ def main() -> None:
                            for name in contenders if name != "latentdiff_torch"}
             differences["latentdiff_torch"] = max_difference(images["latentdiff_torch"], images["diffusers"])
             times = {name: [] for name in contenders}
+            outside = {name: [] for name in contenders if name.endswith(("_onnx", "_openvino"))}
             for _ in range(args.rounds):
                 for name, fn in contenders.items():
+                    SECONDS_IN_RUNTIME[0] = 0.0
                     start = time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - start)
+                    if name in outside:
+                        outside[name].append(times[name][-1] - SECONDS_IN_RUNTIME[0])
             rate = {name: batch / statistics.median(ts) for name, ts in times.items()}
             per_batch[str(batch)] = {
                 "images_per_second": {k: round(v, 3) for k, v in rate.items()},
                 "ratio_over_diffusers": {k: round(v / rate["diffusers"], 2) for k, v in rate.items()},
                 "max_pixel_difference_of_255": differences,
                 "seconds_per_run": {k: [round(t, 3) for t in ts] for k, ts in times.items()},
+                # per image: what diffusers' loop costs around the runtime's calls, per step and as a share
+                "outside_runtime_ms_per_step": {k: round(1000 * statistics.median(v) / batch / args.steps, 2)
+                                                for k, v in outside.items()},
+                "outside_runtime_share": {k: round(statistics.median(v) / statistics.median(times[k]), 3)
+                                          for k, v in outside.items()},
             }
             print(f"batch {batch}: " + ", ".join(f"{k} {v:.2f} img/s ({v / rate['diffusers']:.2f}x, "
                                                  f"max diff {differences[k]}/255)" for k, v in rate.items()))
+            for name, share in per_batch[str(batch)]["outside_runtime_share"].items():
+                print(f"  {name}: {per_batch[str(batch)]['outside_runtime_ms_per_step'][name]:.2f} ms per image-step "
+                      f"({share:.0%} of the time) outside the runtime's calls")
 
     result = {
         "benchmark": "generate",

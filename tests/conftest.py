@@ -16,6 +16,13 @@ import pytest
 os.environ["LATENTDIFF_KEEP_ALIVE"] = "0"
 os.environ["LATENTDIFF_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="latentdiff-test-runtime-")
 atexit.register(shutil.rmtree, os.environ["LATENTDIFF_RUNTIME_DIR"], ignore_errors=True)
+# The default backend on a CPU is onnx, which exports each new model once (seconds) and moves pixels by up to
+# 1/255: tests compare pixels with diffusers' and build many throwaway models, so they run on torch unless they
+# test a backend (tests/unit/test_backend_default.py unsets this to test the default itself; test_export.py
+# and the e2e chain's generate run onnx). Exports go to a temporary cache, never the user's.
+os.environ["LATENTDIFF_BACKEND"] = "torch"
+os.environ["LATENTDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="latentdiff-test-cache-")
+atexit.register(shutil.rmtree, os.environ["LATENTDIFF_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -210,10 +210,19 @@ class TrainAllConfig:
 # Generation defaults: one place for the numbers that `generate`, `evaluate` and `serve` share.
 # The samplers' names, in the order help and the page list them; diffusion/schedulers.py maps each to a
 # diffusers scheduler (it imports diffusers, which the CLI's help must not wait for) and checks the two agree.
-# Where generation runs (latentdiff.backends runs each). torch stays the default: README "Backends" has the
-# measurement behind it (onnx is faster but differs from diffusers' pixels by up to 1/255).
+# Where generation runs (latentdiff.backends runs each). Unset, it is onnx on the CPU: 2.45x diffusers' images/s
+# at batch 1 with pixels within 1/255 of torch's (README "Export and backends", benchmarks/bench_generate.py);
+# torch on GPUs and wherever ONNX Runtime is missing. $LATENTDIFF_BACKEND sets it for every command.
 BACKENDS = ("torch", "onnx", "openvino")
-DEFAULT_BACKEND = "torch"
+BACKEND_ENV = "LATENTDIFF_BACKEND"
+BACKEND_HELP = ("what runs the networks: torch (diffusers' modules, the same pixels as StableDiffusionPipeline), "
+                "onnx (ONNX Runtime) or openvino; a pipeline folder is exported once and reused (default: "
+                f"${BACKEND_ENV}, else an export's own format, else onnx on the CPU (about 2x faster, pixels within "
+                "1/255 of torch's) and torch on a GPU)")
+MODEL_HELP = ("a pipeline folder, a bundled model (emoji, shapes) or a Hugging Face Hub id (default: the bundled "
+              "emoji model)")
+THREADS_HELP = ("CPU threads for the networks (default: $OMP_NUM_THREADS, else the cores other processes leave "
+                "free now: the core count minus the 1-minute load average, at least 1)")
 SCHEDULER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-karras", "unipc", "lms")
 DEFAULT_SCHEDULER = "dpmpp-2m"
 DEFAULT_GENERATION_STEPS = 25
@@ -225,7 +234,7 @@ class GenerateConfig:
     """`latentdiff generate PROMPT...`: images from a pipeline folder, one PNG per image."""
 
     prompts: list[str] = positional("one or more prompts (quote each one)", default=[], nargs="*")
-    model: str | None = option(None, "a pipeline folder or Hugging Face Hub id (default: the bundled model)")
+    model: str | None = option(None, MODEL_HELP)
     negative_prompt: str = option("", "what the images should not show")
     num_images: int = option(1, "images per prompt")
     seed: int | None = option(None, "seed of the first image; image i uses seed+i (default: random, printed)")
@@ -241,9 +250,8 @@ class GenerateConfig:
     out: str = option("outputs", "folder for the PNGs (created if needed)")
     batch_size: int | None = option(None, "images denoised at once (default: as many as fit in memory)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
-    backend: str | None = option(None, "what runs the networks: torch, onnx (ONNX Runtime) or openvino; a pipeline "
-                                       "folder is exported once and reused (default: torch, or an export's own format)",
-                                 choices=BACKENDS)
+    backend: str | None = option(None, BACKEND_HELP, choices=BACKENDS)
+    threads: int | None = option(None, THREADS_HELP)
     keep_alive: float | None = option(None, "seconds a background worker keeps the model loaded after this call, "
                                             "so the next generate skips loading it (0: no worker; default: "
                                             "$LATENTDIFF_KEEP_ALIVE if set, else 300)",
@@ -255,7 +263,7 @@ class ExportConfig:
     """`latentdiff export [MODEL] --format onnx|openvino --out DIR`: a pipeline's text encoder, U-Net and VAE
     for ONNX Runtime or OpenVINO, in optimum's StableDiffusion layout (latentdiff.export.layout)."""
 
-    model: str | None = positional("a pipeline folder or Hugging Face Hub id (default: the bundled model)",
+    model: str | None = positional(MODEL_HELP,
                                    default=None, nargs="?")
     format: str = option("onnx", "onnx (ONNX Runtime) or openvino (OpenVINO IR, fp32)", choices=("onnx", "openvino"))
     out: str = option("", "folder for the export (new, empty, or an earlier export, which is replaced)")
@@ -282,16 +290,15 @@ class EvaluateConfig:
     out: str = option("evaluation", "folder for metrics.json, report.md, images and plots")
     batch_size: int = option(8, "images generated at once (fixed, so numbers do not depend on free memory)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
-    backend: str | None = option(None, "what runs the networks: torch, onnx (ONNX Runtime) or openvino; a pipeline "
-                                       "folder is exported once and reused (default: torch, or an export's own format)",
-                                 choices=BACKENDS)
+    backend: str | None = option(None, BACKEND_HELP, choices=BACKENDS)
+    threads: int | None = option(None, THREADS_HELP)
 
 
 @dataclass
 class ServeConfig:
     """`latentdiff serve`: the web page, the AUTOMATIC1111- and OpenAI-compatible APIs over one queue."""
 
-    model: str | None = option(None, "a pipeline folder or Hugging Face Hub id (default: the bundled model)")
+    model: str | None = option(None, MODEL_HELP)
     models_dir: str | None = option(None, "also offer every pipeline folder inside this folder (e.g. runs/); "
                                           "clients switch with /sdapi/v1/options sd_model_checkpoint")
     host: str = option("127.0.0.1", "address to listen on; anything but loopback exposes the model and needs an API key")
@@ -313,9 +320,8 @@ class ServeConfig:
     max_job_seconds: float = option(DEFAULT_MAX_JOB_SECONDS, "a running job is stopped after this many seconds "
                                                              "and its client gets an error")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps (default: the best available)")
-    backend: str | None = option(None, "what runs the networks: torch, onnx (ONNX Runtime) or openvino; a pipeline "
-                                       "folder is exported once and reused (default: torch, or an export's own format)",
-                                 choices=BACKENDS)
+    backend: str | None = option(None, BACKEND_HELP, choices=BACKENDS)
+    threads: int | None = option(None, THREADS_HELP)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from latentdiff import processes
 from latentdiff.processes import runtime_dir
-from latentdiff.config import GenerateConfig
+from latentdiff.config import BACKEND_ENV, GenerateConfig
 from latentdiff.options import config_to_dict, run_reporting_errors
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # ollama's default is 5 minutes too
@@ -51,7 +51,7 @@ MAX_SOCKET_PATH_BYTES = 100  # AF_UNIX paths are limited to 104-108 bytes depend
 BUSY_NOTICE_AFTER_S = 2.0  # say why we wait when the worker has not started on our request by then
 REQUEST_READ_TIMEOUT_S = 10.0  # a connection that sends no request in this long is dropped
 # environment that changes what a worker would compute: a worker started under other values is not reused
-_KEY_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "HF_HOME", "HF_HUB_OFFLINE")
+_KEY_ENV = (BACKEND_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "HF_HOME", "HF_HUB_OFFLINE")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _SUPPORTED = os.name == "posix" and hasattr(socket, "AF_UNIX")
 
@@ -88,7 +88,7 @@ def _absolute_model(model: str | None) -> str | None:
 def worker_key(cfg: GenerateConfig) -> str:
     """Which worker may answer `cfg`: same model, device, Python, latentdiff code and thread settings."""
     parts = {"model": _absolute_model(cfg.model) or "bundled", "device": cfg.device or "auto",
-             "backend": cfg.backend or "default",
+             "backend": cfg.backend or "default", "threads": cfg.threads or "auto",
              "python": sys.executable, "code": _code_fingerprint(),
              "env": {name: os.environ.get(name, "") for name in _KEY_ENV}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -198,6 +198,8 @@ def start_worker(cfg: GenerateConfig, worker_module: str) -> None:
     # the worker runs in the runtime folder: it must import this very latentdiff whatever PYTHONPATH says
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_DIR.parent),
                                                                        os.environ.get("PYTHONPATH")]))}
+    if cfg.threads:  # the worker's TextToImage.load picks its threads from it (runtime.pick_num_threads)
+        env["OMP_NUM_THREADS"] = str(cfg.threads)
     log_fd = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     with os.fdopen(log_fd, "ab") as log:  # the worker's own errors, if any, land here
         subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,

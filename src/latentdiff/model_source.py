@@ -18,6 +18,9 @@ from latentdiff.models.weights import pickle_only_files
 
 # the package folder that holds the bundled small trained pipeline (`latentdiff generate` with no --model)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+# the bundled models by name (`--model shapes`): emoji is the default one, shapes draws compositional scenes
+BUNDLED_MODELS = {"emoji": DEFAULT_MODEL_DIR, "shapes": Path(__file__).resolve().parent / "shapes_model"}
+BUNDLED_NAMES = {"emoji": "latentdiff-default", "shapes": "latentdiff-shapes"}  # what infotext calls each
 # beside model_index.json: what latentdiff calls the model (diffusers ignores files it does not know)
 MODEL_INFO = "latentdiff_model.json"
 # the folder `latentdiff train` exports into (runs/NAME/pipeline): its parent folder names the run
@@ -49,13 +52,24 @@ def resolve_model(model: str | None) -> ModelSource:
                             "(written by `latentdiff train` or `train-unet`) or a Hugging Face Hub id.")
         return ModelSource(check_pipeline_folder(DEFAULT_MODEL_DIR), "latentdiff-default")
     path = Path(model).expanduser()
-    if path.exists():
+    if path.exists():  # a folder wins over a bundled model's name, as a local folder wins over a hub id
         folder = check_pipeline_folder(path)
         return ModelSource(folder, model_name_of(folder))
+    if model in BUNDLED_MODELS:
+        return bundled_model(model)
     if _HUB_ID.match(model):
         return ModelSource(check_pipeline_folder(_download(model)), model)
-    raise UserError(f"Model '{model}' is neither an existing folder nor a Hugging Face Hub id (owner/name); "
-                    f"pass a pipeline folder written by `latentdiff train` or `train-unet`.")
+    raise UserError(f"Model '{model}' is neither an existing folder, a bundled model ({', '.join(BUNDLED_MODELS)}) "
+                    f"nor a Hugging Face Hub id (owner/name); pass a pipeline folder written by `latentdiff train` "
+                    f"or `train-unet`.")
+
+
+def bundled_model(name: str) -> ModelSource:
+    folder = BUNDLED_MODELS[name]
+    if not (folder / MODEL_INDEX).is_file():
+        raise UserError(f"This install does not bundle the '{name}' model ({folder} is missing); pass --model "
+                        f"with a pipeline folder (written by `latentdiff train`) instead.")
+    return ModelSource(check_pipeline_folder(folder), BUNDLED_NAMES[name])
 
 
 def run_name(out_dir: Path) -> str:

@@ -43,7 +43,7 @@ from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory
 from latentdiff.models.smallest_size import smallest_image_side
 from latentdiff.model_source import ModelSource, error_reason, resolve_model
 from latentdiff.models.weights import quiet_loading_bars
-from latentdiff.runtime import cpu_generator, pick_device, pick_dtype
+from latentdiff.runtime import cpu_generator, pick_device, pick_dtype, use_threads
 
 log = logging.getLogger("latentdiff.generate")
 
@@ -152,19 +152,30 @@ class TextToImage:
     # ---------------------------------------------------------------- loading
 
     @classmethod
-    def load(cls, model: str | None = None, device: str | None = None, backend: str | None = None) -> "TextToImage":
-        """`backend`: torch, onnx or openvino (latentdiff.backends; None: torch, or an export's own format)."""
+    def load(cls, model: str | None = None, device: str | None = None, backend: str | None = None,
+             threads: int | None = None) -> "TextToImage":
+        """`backend`: torch, onnx or openvino (None: latentdiff.backends.pick_backend chooses; an automatic
+        choice that cannot load falls back to torch). `threads`: CPU threads (None: runtime.pick_num_threads)."""
+        use_threads(threads)
         # imported here, quietly: importing the pipeline classes makes transformers warn about torchvision
         with quiet_loading_bars():
             from diffusers import StableDiffusionPipeline
 
-        backend = pick_backend(model, backend)
-        if backend != "torch":
+        choice = pick_backend(model, backend, device)
+        if choice.name != "torch":
             if device and torch.device(device).type != "cpu":
-                raise UserError(f"--backend {backend} runs on the CPU; drop --device {device} or use --backend torch.")
-            with quiet_loading_bars():
-                pipe, source = load_runtime_pipeline(model, backend)
-            return cls(pipe, source, torch.device("cpu"), backend)
+                raise UserError(f"--backend {choice.name} runs on the CPU; drop --device {device} or use --backend torch.")
+            if choice.automatic:
+                resolve_model(model)  # a missing model is the user's error on every backend: no fallback for it
+            try:
+                with quiet_loading_bars():
+                    pipe, source = load_runtime_pipeline(model, choice.name)
+                return cls(pipe, source, torch.device("cpu"), choice.name)
+            except Exception as err:  # noqa: BLE001 - an export the exporter cannot make must not stop the default
+                if not choice.automatic:
+                    raise
+                log.warning("Could not run this model on %s (%s); running it on torch instead (--backend torch "
+                            "skips the attempt).", choice.name, error_reason(err))
         source = resolve_model(model)
         torch_device = pick_device(device)
         try:

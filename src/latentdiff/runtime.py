@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
+from latentdiff.errors import UserError
+
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` may be 'cpu', 'cuda', 'cuda:1', 'mps'; None picks the best available."""
@@ -37,6 +39,32 @@ def mixed_precision_for(device: torch.device) -> str:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"
+
+
+def pick_num_threads(requested: int | None = None) -> int:
+    """CPU threads for generation in this process: `requested` (--threads), else $OMP_NUM_THREADS, else the
+    cores other processes leave free now (usable cores minus the 1-minute load average, rounded; at least 1).
+    Why by load: on the 2-core machine with another process holding a core, two torch threads ran eager
+    generation 5-35x slower than one, while on the idle machine two threads are faster
+    (benchmarks/bench_threads.py; README "Export and backends" has the numbers)."""
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--threads must be at least 1 (got {requested}); leave it out to use the free cores.",
+                            field="threads")
+        return int(requested)
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, cores - busy)
+
+
+def use_threads(requested: int | None = None) -> int:
+    """Set torch's intra-op threads (ONNX Runtime and OpenVINO sessions follow torch's count) to
+    `pick_num_threads(requested)` and return it."""
+    threads = pick_num_threads(requested)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def seed_everything(seed: int) -> None:

@@ -51,3 +51,23 @@ def test_rerunning_train_on_a_finished_run_skips_every_stage(trained_chain, caps
     out = capsys.readouterr().out
     assert out.count("is complete, skipping") == 3, out
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*.safetensors")} == stamps  # nothing rewritten
+
+
+def test_generate_on_the_default_backend_exports_the_trained_pipeline_once_and_names_it(trained_chain, tmp_path,
+                                                                                         monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.delenv("LATENTDIFF_BACKEND")  # the user's default: onnx on this CPU, exported on first use
+    monkeypatch.setenv("LATENTDIFF_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["generate", "a red circle", "--model", str(trained_chain.run / "pipeline"), "--steps", "3", "--seed", "4"]
+    assert cli.main([*argv, "--out", str(tmp_path / "first")]) == 0
+    assert "(onnx)" in capsys.readouterr().out
+    exports = list((tmp_path / "cache" / "exports").iterdir())
+    assert len(exports) == 1 and exports[0].name.endswith("-onnx")
+    stamp = (exports[0] / "unet" / "model.onnx").stat().st_mtime_ns
+    assert cli.main([*argv, "--out", str(tmp_path / "second")]) == 0  # reused, not exported again
+    assert (exports[0] / "unet" / "model.onnx").stat().st_mtime_ns == stamp
+    (first,) = (tmp_path / "first").glob("*.png")
+    (second,) = (tmp_path / "second").glob("*.png")
+    assert "Backend: onnx" in Image.open(first).info["parameters"]
+    assert Image.open(first).tobytes() == Image.open(second).tobytes()

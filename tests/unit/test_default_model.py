@@ -1,6 +1,7 @@
 """The bundled default model (src/latentdiff/default_model, made by runs/default.sh): it is where the package
 looks without configuration, its weights are float16 safetensors within the size budget, and they load
-and generate: 64x64 images that depend on the prompt, identical to what plain diffusers makes."""
+and generate: 64x64 images that depend on the prompt, identical to what plain diffusers makes on the torch
+backend and within 1/255 of it on the default (onnx on a CPU)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,23 @@ def test_plain_diffusers_loads_it_in_float32_and_makes_the_same_image(pipeline):
     plain.set_progress_bar_config(disable=True)
     theirs = plain("a red apple", num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert np.array_equal(np.asarray(ours), np.asarray(theirs))  # same weights, kernels and noise
+
+
+@pytest.mark.slow  # exports the bundled model to ONNX once (~20 s)
+def test_the_default_backend_stays_within_1_of_255_of_plain_diffusers(monkeypatch):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from latentdiff.pipeline import TextToImage
+
+    monkeypatch.delenv("LATENTDIFF_BACKEND")  # tests/conftest.py pins torch for the other tests
+    default = TextToImage.load(None)
+    assert default.backend == "onnx"
+    (ours,) = _generate(default, ["a red apple"], seed=3)
+    plain = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR)
+    plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
+    plain.set_progress_bar_config(disable=True)
+    theirs = plain("a red apple", num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.abs(np.asarray(ours, np.int16) - np.asarray(theirs, np.int16)).max() <= 1
 
 
 def test_bundled_clip_has_both_towers_and_matches_the_pipeline_text_encoder(pipeline):

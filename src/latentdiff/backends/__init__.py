@@ -15,9 +15,10 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 
-from latentdiff.config import BACKENDS, DEFAULT_BACKEND
+from latentdiff.config import BACKEND_ENV, BACKENDS
 from latentdiff.errors import UserError
 
 # The runtimes, the exporter and diffusers are imported inside the functions that use them: the pipeline
@@ -32,19 +33,36 @@ def runtime_installed(backend: str) -> bool:
     return backend == "torch" or importlib.util.find_spec(RUNTIME_MODULES[backend]) is not None
 
 
-def pick_backend(model: str | None, requested: str | None) -> str:
-    """The backend to use: the requested one, else an exported folder's own format, else DEFAULT_BACKEND."""
+@dataclasses.dataclass(frozen=True)
+class BackendChoice:
+    name: str  # torch, onnx or openvino
+    automatic: bool  # nobody asked for it (flag, $LATENTDIFF_BACKEND or an export's format): may fall back to torch
+
+
+def pick_backend(model: str | None, requested: str | None, device: str | None = None) -> BackendChoice:
+    """The backend to use: the requested one, else an exported folder's own format (the only one it runs
+    on), else $LATENTDIFF_BACKEND, else onnx on the CPU when ONNX Runtime is installed (config.BACKENDS says
+    why), else torch."""
     from latentdiff.export.layout import exported_format
+    from latentdiff.runtime import pick_device
 
     fmt = exported_format(Path(model).expanduser()) if model else None
-    if requested in (None, ""):
-        return fmt or DEFAULT_BACKEND
-    if requested not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)} (got '{requested}').")
-    if fmt is not None and requested != fmt:
-        raise UserError(f"Model folder '{model}' is an {fmt} export, which --backend {requested} cannot run; "
-                        f"pass --backend {fmt}, or the original pipeline folder.")
-    return requested
+    if requested not in (None, ""):
+        if requested not in BACKENDS:
+            raise UserError(f"--backend must be one of {', '.join(BACKENDS)} (got '{requested}').")
+        if fmt is not None and requested != fmt:
+            raise UserError(f"Model folder '{model}' is an {fmt} export, which --backend {requested} cannot run; "
+                            f"pass --backend {fmt}, or the original pipeline folder.")
+        return BackendChoice(requested, automatic=False)
+    if fmt is not None:
+        return BackendChoice(fmt, automatic=False)
+    from_env = os.environ.get(BACKEND_ENV, "").strip()
+    if from_env:
+        if from_env not in BACKENDS:
+            raise UserError(f"${BACKEND_ENV} must be one of {', '.join(BACKENDS)} (got '{from_env}'); fix or unset it.")
+        return BackendChoice(from_env, automatic=False)
+    on_cpu = pick_device(device).type == "cpu"
+    return BackendChoice("onnx" if on_cpu and runtime_installed("onnx") else "torch", automatic=True)
 
 
 def exported_folder(model: str | None, backend: str, *, show_progress: bool = True):

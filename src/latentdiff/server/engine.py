@@ -42,8 +42,9 @@ class PipelineEngine:
         self._preview_matrix = fit_latent_to_rgb(vae, float(vae.config.scaling_factor))
 
     @classmethod
-    def load(cls, model: str | None, device: str | None = None, backend: str | None = None) -> "PipelineEngine":
-        return cls(TextToImage.load(model, device, backend))
+    def load(cls, model: str | None, device: str | None = None, backend: str | None = None,
+             threads: int | None = None) -> "PipelineEngine":
+        return cls(TextToImage.load(model, device, backend, threads))
 
     @property
     def model_name(self) -> str:

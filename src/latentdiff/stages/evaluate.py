@@ -137,7 +137,7 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
     from latentdiff.evaluation.suite import evaluate_generations, evaluate_real_against_captions, evaluate_vae, sweep_row
     from latentdiff.pipeline import TextToImage
 
-    text_to_image = TextToImage.load(model, cfg.device, cfg.backend)
+    text_to_image = TextToImage.load(model, cfg.device, cfg.backend, cfg.threads)
     # an exported text encoder has no torch weights to compare with the CLIP folder's: whether they match is unknown
     text_encoder = text_to_image.pipe.text_encoder if text_to_image.backend == "torch" else None
     clip = _load_clip(clip_path, text_encoder) if clip_path else None

@@ -63,7 +63,7 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
         raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
     if cfg.init_image is not None:  # before loading the model: a wrong path fails in a moment
         request.init_image, request.strength = read_init_image(cfg.init_image), cfg.strength
-    text_to_image = text_to_image or TextToImage.load(cfg.model, cfg.device, cfg.backend)
+    text_to_image = text_to_image or TextToImage.load(cfg.model, cfg.device, cfg.backend, cfg.threads)
     request = text_to_image.check_request(request)  # fills seed and size; fails fast on bad input
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)

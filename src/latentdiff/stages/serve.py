@@ -106,11 +106,11 @@ def build(cfg: ServeConfig, api_key: str):
 
     queue = JobQueue(None, max_queue=cfg.max_queue, max_batch_images=cfg.max_batch,
                      max_job_seconds=cfg.max_job_seconds)
-    queue.start(load_engine=lambda: PipelineEngine.load(cfg.model, cfg.device, cfg.backend))  # the worker owns the model
+    queue.start(load_engine=lambda: PipelineEngine.load(cfg.model, cfg.device, cfg.backend, cfg.threads))  # the worker owns the model
 
     def load_model(path: Path, name: str) -> PipelineEngine:
         # the name the model list gives it (it differs from the folder's when two folders share one)
-        engine = PipelineEngine.load(str(path), cfg.device, cfg.backend)
+        engine = PipelineEngine.load(str(path), cfg.device, cfg.backend, cfg.threads)
         engine.text_to_image.source = dataclasses.replace(engine.text_to_image.source, name=name)
         return engine
 

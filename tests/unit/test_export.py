@@ -231,3 +231,23 @@ def test_evaluate_reconstructs_through_the_onnx_vae_like_pytorch(tiny_pipeline_d
     ours = reconstruct(TextToImage.load(str(exports["onnx"])).pipe.vae, images)
     assert (ours - reference).abs().max() < 1 / 255
     assert (reference - images).abs().max() > 0.05  # a random VAE does change the images: the check can fail
+
+
+@pytest.mark.slow  # one more export of the tiny model, with its check (~10 s)
+def test_fp16_weights_halve_the_files_and_stay_close_to_pytorch(tiny_pipeline_dir, exports, tmp_path, capsys):
+    import onnx
+    import onnxruntime as ort
+
+    from latentdiff.stages.export import main
+
+    folder = tmp_path / "tiny-onnx-fp16"
+    assert main([str(tiny_pipeline_dir), "--format", "onnx", "--weights", "fp16", "--out", str(folder)]) == 0
+    assert "differs from PyTorch's by at most" in capsys.readouterr().out
+    info = json.loads((folder / "latentdiff_export.json").read_text())
+    assert info["weights"] == "fp16" and info["check"]["max_pixel_difference_of_255"] <= 4
+    full, half = ((f / "unet" / "model.onnx").stat().st_size for f in (exports["onnx"], folder))
+    assert half < 0.6 * full
+    weights = onnx.load(str(folder / "unet" / "model.onnx")).graph.initializer
+    assert sum(w.data_type == onnx.TensorProto.FLOAT16 for w in weights) > len(weights) // 2
+    unet = ort.InferenceSession(str(folder / "unet" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert {i.type for i in unet.get_inputs()} == {"tensor(float)"}  # callers still pass fp32

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from latentdiff.config import EXPORT_WEIGHTS as WEIGHTS
 from latentdiff.errors import UserError
 from latentdiff.export.layout import (COMPONENTS, COPIED_FOLDERS, EXPORT_INFO, EXPORTER_VERSION, FORMATS,
                                       MODEL_FILES, exported_format, model_file)
@@ -103,11 +104,14 @@ def _onnx_specs(pipe) -> dict[str, tuple[torch.nn.Module, tuple, list[str], list
 
 
 def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, source_hash: str,
-                    show_progress: bool = True) -> Path:
+                    show_progress: bool = True, weights: str = "fp32") -> Path:
     """Write `source`'s export in format `fmt` to `out_dir` (replacing an earlier export there) and return it.
-    Written into a sibling temp folder first and renamed, so an interrupted export leaves nothing half-done."""
+    Written into a sibling temp folder first and renamed, so an interrupted export leaves nothing half-done.
+    `weights="fp16"` stores the weights in half precision (half the size; see WEIGHTS for what it costs)."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)} (got '{fmt}').")
+    if weights not in WEIGHTS:
+        raise UserError(f"--weights must be one of {', '.join(WEIGHTS)} (got '{weights}').")
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and exported_format(out_dir) is None)):
         raise UserError(f"--out {out_dir} exists and is not an earlier export; pass a new or empty folder.")
@@ -133,8 +137,10 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
                 torch.onnx.export(module.eval(), args, str(onnx_path), input_names=inputs, output_names=outputs,
                                   dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
             if fmt == "openvino":
-                _onnx_to_openvino(onnx_path, model_file(staging, component, fmt))
+                _onnx_to_openvino(onnx_path, model_file(staging, component, fmt), weights == "fp16")
                 onnx_path.unlink()
+            elif weights == "fp16":
+                _onnx_to_fp16(onnx_path)
             shutil.copy2(source.path / COMPONENTS[component] / "config.json", folder / "config.json")
         for name in COPIED_FOLDERS:
             shutil.copytree(source.path / name, staging / name)
@@ -142,7 +148,8 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
             if (source.path / name).is_file():
                 shutil.copy2(source.path / name, staging / name)
         info = {"format": fmt, "source": str(source.path), "source_name": source.name, "source_hash": source_hash,
-                "exporter_version": EXPORTER_VERSION, "torch": torch.__version__, "onnx_opset": ONNX_OPSET}
+                "exporter_version": EXPORTER_VERSION, "torch": torch.__version__, "onnx_opset": ONNX_OPSET,
+                "weights": weights}
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -152,10 +159,21 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
     return out_dir
 
 
-def _onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
+def _onnx_to_openvino(onnx_path: Path, xml_path: Path, fp16_weights: bool) -> None:
     import openvino as ov  # the `export` extra, checked by _require before any export starts
 
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+    # compress_to_fp16 stores weights in fp16 and decompresses them to fp32 when the model is compiled
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=fp16_weights)
+
+
+def _onnx_to_fp16(onnx_path: Path) -> None:
+    """Rewrite an ONNX file with fp16 weights and operators, its inputs and outputs kept fp32
+    (ONNX Runtime's own converter, which its transformer optimisations use)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+    onnx.save(model, str(onnx_path))
 
 
 def _require(module: str, package: str) -> None:

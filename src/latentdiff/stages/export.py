@@ -33,7 +33,7 @@ def run(cfg: ExportConfig) -> Path:
         raise UserError(f"--format {cfg.format} needs the '{RUNTIME_MODULES[cfg.format]}' package, which is not "
                         f"installed; run `pip install 'latentdiff[export]'`.")
     source = resolve_model(cfg.model)
-    out_dir = export_pipeline(source, cfg.out, cfg.format, source_hash=model_hash(source.path))
+    out_dir = export_pipeline(source, cfg.out, cfg.format, source_hash=model_hash(source.path), weights=cfg.weights)
     if not cfg.skip_check:
         difference = check_export(source.path, out_dir, cfg.format)
         info_file = out_dir / EXPORT_INFO

@@ -4,7 +4,7 @@ the one right after it (the worker is still loading) and later ones.
 
     .venv/bin/python benchmarks/bench_generate_cli.py             # the bundled model, 4 images at 64x64, ~1.5 min
     .venv/bin/python benchmarks/bench_generate_cli.py --model DIR --num-images 4 --repeats 3
-    .venv/bin/python benchmarks/bench_generate_cli.py --backends torch,onnx --one-shot-only   # cold runs per backend
+    .venv/bin/python benchmarks/bench_generate_cli.py --backends default,torch --one-shot-only   # cold runs per backend
 
 Each timing is a fresh `latentdiff generate` process from start to exit (imports, loading, denoising,
 writing PNGs). The worker lives in a private runtime folder, so other workers are neither used nor
@@ -33,9 +33,11 @@ LATENTDIFF = [sys.executable, "-m", "latentdiff"]
 WORKER_START_TIMEOUT_S = 120
 
 
-def timed_generate(args, out_dir: Path, env: dict, keep_alive_s: float, backend: str = "torch") -> float:
+def timed_generate(args, out_dir: Path, env: dict, keep_alive_s: float, backend: str = "default") -> float:
     command = [*LATENTDIFF, "generate", args.prompt, "--num-images", str(args.num_images), "--seed", "1",
-               "--out", str(out_dir), "--keep-alive", str(keep_alive_s), "--backend", backend]
+               "--out", str(out_dir), "--keep-alive", str(keep_alive_s)]
+    if backend != "default":  # "default": no --backend, what a user gets (onnx on a CPU)
+        command += ["--backend", backend]
     if args.model:
         command += ["--model", args.model]
     start = time.perf_counter()
@@ -57,7 +59,8 @@ def main() -> None:
     parser.add_argument("--prompt", default="red apple")
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of each kind")
-    parser.add_argument("--backends", default="torch", help="comma-separated: torch, onnx, openvino")
+    parser.add_argument("--backends", default="default",
+                        help="comma-separated: default (no --backend flag), torch, onnx, openvino")
     parser.add_argument("--one-shot-only", action="store_true", help="skip the keep-alive worker timings")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -65,7 +68,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Path(tmp) / "runtime"
-        env = {**os.environ, "LATENTDIFF_RUNTIME_DIR": str(runtime), "LATENTDIFF_CACHE_DIR": str(Path(tmp) / "cache")}
+        env = {k: v for k, v in os.environ.items() if k != "LATENTDIFF_BACKEND"}
+        env = {**env, "LATENTDIFF_RUNTIME_DIR": str(runtime), "LATENTDIFF_CACHE_DIR": str(Path(tmp) / "cache")}
         # the OS file cache, as any second call has it; for onnx/openvino also the export, made once
         first_call = {b: timed_generate(args, Path(tmp) / f"warmup-{b}", env, 0, b) for b in backends}
         one_shot_by_backend = {b: [] for b in backends}

@@ -3,10 +3,12 @@ time, i.e. what batching compatible requests on the model buys.
 
     .venv/bin/python benchmarks/bench_serve.py                 # random tiny pipeline, ~1-2 minutes on 2 CPU cores
     .venv/bin/python benchmarks/bench_serve.py --model DIR --steps 20 --size 64
+    .venv/bin/python benchmarks/bench_serve.py --preset small --backends torch,onnx   # one server per backend
 
 Both phases send the same A1111 txt2img request shape (same size, steps, sampler, so the concurrent
-ones can share model calls) to a server on 127.0.0.1 and a free port. Prints the numbers and writes
-benchmarks/results/serve.json.
+ones can share model calls) to a server on 127.0.0.1 and a free port. With several --backends, one server
+per backend runs the same two phases in turn. Prints the numbers and writes benchmarks/results/serve.json
+(serve-BACKENDS.json for several).
 """
 
 from __future__ import annotations
@@ -82,23 +84,39 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--backends", default="", help="comma-separated --backend values (default: the server's)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     if args.requests % args.clients:
         parser.error("--requests must be a multiple of --clients")
 
+    backends = args.backends.split(",") if args.backends else [""]
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(build_random_pipeline(Path(tmp) / args.preset, args.preset))
-        extra = ["--max-queue", str(4 * args.clients), "--max-batch", str(args.max_batch)]
-        if args.device:
-            extra += ["--device", args.device]
-        with live_server(model, *extra) as server:
-            httpx.post(server.url + "/sdapi/v1/txt2img", json=request_body(args, 999_999), timeout=600).raise_for_status()
-            before = queue_counters(server.url)
-            sequential_s = one_at_a_time(server.url, args)
-            middle = queue_counters(server.url)
-            concurrent_s = concurrent(server.url, args)
-            after = queue_counters(server.url)
+        for backend in backends:
+            results[backend or "default"] = measure(args, model, backend)
+    if len(results) == 1:
+        write_results(next(iter(results.values())), args.out)
+    else:
+        out = Path(args.out)
+        write_results({"benchmark": "serve", "by_backend": results},
+                      out.with_name(f"{out.stem}-{'-'.join(results)}{out.suffix}"))
+
+
+def measure(args, model: str, backend: str) -> dict:
+    extra = ["--max-queue", str(4 * args.clients), "--max-batch", str(args.max_batch)]
+    if args.device:
+        extra += ["--device", args.device]
+    if backend:
+        extra += ["--backend", backend]
+    with live_server(model, *extra) as server:
+        httpx.post(server.url + "/sdapi/v1/txt2img", json=request_body(args, 999_999), timeout=600).raise_for_status()
+        before = queue_counters(server.url)
+        sequential_s = one_at_a_time(server.url, args)
+        middle = queue_counters(server.url)
+        concurrent_s = concurrent(server.url, args)
+        after = queue_counters(server.url)
 
     sequential_ips = args.requests / sequential_s
     concurrent_ips = args.requests / concurrent_s
@@ -106,8 +124,10 @@ def main() -> None:
     result = {
         "benchmark": "serve",
         "model": args.model or f"random {args.preset} pipeline",
+        "backend": backend or "default",
         "device": args.device or "auto",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "request": {"steps": args.steps, "width": args.size, "height": args.size, "sampler_name": "Euler",
                     "cfg_scale": 7.5, "images": 1},
         "requests_per_phase": args.requests,
@@ -119,11 +139,12 @@ def main() -> None:
                        "model_calls": batches, "mean_images_per_call": round(args.requests / max(batches, 1), 2)},
         "batching_gain": round(concurrent_ips / sequential_ips, 3),
     }
-    print(f"one at a time: {sequential_ips:.2f} images/s ({args.requests} requests in {sequential_s:.1f} s)")
-    print(f"{args.clients} concurrent clients: {concurrent_ips:.2f} images/s ({args.requests} requests in "
+    name = backend or "default backend"
+    print(f"[{name}] one at a time: {sequential_ips:.2f} images/s ({args.requests} requests in {sequential_s:.1f} s)")
+    print(f"[{name}] {args.clients} concurrent clients: {concurrent_ips:.2f} images/s ({args.requests} requests in "
           f"{concurrent_s:.1f} s, {batches} model calls, {result['concurrent']['mean_images_per_call']} images/call)")
-    print(f"batching gain: {result['batching_gain']:.2f}x")
-    write_results(result, args.out)
+    print(f"[{name}] batching gain: {result['batching_gain']:.2f}x")
+    return result
 
 
 if __name__ == "__main__":

@@ -152,3 +152,32 @@ def test_openai_client_lists_the_models(url, tiny_pipeline_dir):
     client = OpenAI(base_url=url + "/v1", api_key="unused")
     assert [model.id for model in client.models.list()] == [tiny_pipeline_dir.name, "emoji", "shapes"]
     assert client.models.retrieve("emoji").owned_by == "latentdiff"
+
+
+def test_a_bundled_model_server_offers_the_other_bundled_models_by_their_short_names(tiny_pipeline_dir, tmp_path,
+                                                                                     monkeypatch):
+    from latentdiff import model_source
+    from latentdiff.server import models as served
+
+    emoji, shapes = tmp_path / "default_model", tmp_path / "shapes_model"
+    shutil.copytree(tiny_pipeline_dir, emoji)
+    shutil.copytree(tiny_pipeline_dir, shapes)
+    monkeypatch.setattr(served, "BUNDLED_MODELS", {"emoji": emoji, "shapes": shapes})
+    monkeypatch.setattr(model_source, "BUNDLED_MODELS", {"emoji": emoji, "shapes": shapes})
+    offered = served.discover_models(emoji, "latentdiff-default", None)
+    assert [m.name for m in offered] == ["latentdiff-default", "latentdiff-shapes"]
+    assert served.find_model(offered, "shapes").path == shapes.resolve()
+    assert served.find_model(offered, "emoji").path == emoji.resolve()
+    assert model_source.resolve_model("shapes").path == shapes.resolve()  # `--model shapes` on the command line
+    assert model_source.resolve_model("shapes").name == "latentdiff-shapes"
+    # a server of one's own model does not advertise the bundled toys
+    assert [m.name for m in served.discover_models(tiny_pipeline_dir, "tiny", None)] == ["tiny"]
+
+
+def test_a_bundled_name_this_install_lacks_says_so(tmp_path, monkeypatch):
+    from latentdiff import model_source
+    from latentdiff.errors import UserError
+
+    monkeypatch.setattr(model_source, "BUNDLED_MODELS", {"shapes": tmp_path / "shapes_model"})
+    with pytest.raises(UserError, match="does not bundle the 'shapes' model"):
+        model_source.resolve_model("shapes")

@@ -3,7 +3,7 @@
 #   1. the built-in emoji dataset at 64x64 with captions in all 14 languages of the `emoji` package
 #   2. `latentdiff train --preset small`: CLIP (text + vision towers), then the VAE, then the U-Net,
 #      then two more U-Net phases (`train-unet --init` the previous export, min-SNR weighting)
-#   3. scripts/bundle_default_model.py: the pipeline (+ the CLIP folder, for CLIP retrieval) into the
+#   3. scripts/bundle_model.py: the pipeline (+ the CLIP folder, for CLIP retrieval) into the
 #      package folder as fp16 safetensors.
 #
 #   bash runs/default.sh [WORK_DIR]        (default WORK_DIR: runs/default/, git-ignored; rerun to resume)
@@ -56,7 +56,7 @@ fi
   --data "$WORK/data" --out "$WORK/run/pipeline-phase3" --seed 2 \
   --snr-gamma 5 --lr 1e-4 --batch-size 32 --max-steps "$UNET_THIRD_STEPS" --validate-every 1000
 
-"$PYTHON" "$REPO/scripts/bundle_default_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-phase3" \
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-phase3" \
   --out "$REPO/src/latentdiff/default_model"
 
 echo "default model recipe: done in $(( ($(date +%s) - start) / 60 )) min"

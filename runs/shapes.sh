@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The recipe of latentdiff's bundled shapes model (src/latentdiff/shapes_model/, `--model shapes`), from nothing:
+#   1. the built-in `shapes` dataset: 8,000 generated scenes at 64x64 (one or two flat shapes on white, captions
+#      that state colour, shape, size, position, relation and count; 7,155 train / 421 validation / 424 test)
+#   2. benchmarks/speedrun.py with a 100-minute budget: CLIP until 7% of it, the VAE (32 px crops, colour term)
+#      until 27%, the U-Net (v-prediction, zero terminal SNR, pooled text in the time embedding) for the rest;
+#      then it measures the VAE and the attribute accuracy on the test scenes (docs/speedrun.md)
+#   3. scripts/bundle_model.py: the pipeline (+ the CLIP folder) into the package as fp16 safetensors
+#
+#   bash runs/shapes.sh [WORK_DIR]        (default WORK_DIR: runs/shapes-model/, git-ignored)
+#
+# Rerunning resumes: prepare-data is skipped when WORK_DIR/data exists and each finished stage is skipped; an
+# interrupted stage continues from its last checkpoint (the budget then counts from the rerun).
+#
+# Threads: one torch thread (OMP_NUM_THREADS=1 by default here): measured on the shared 2-core machine.
+# Wall time: 100 min of training + about 5 min of measurement, 2026-12-01, on the 2-core development VM (CPU
+# only, fp32, one thread; the other core busy with tests at times).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="${1:-$REPO/runs/shapes-model}"
+PYTHON="${PYTHON:-python}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+NAME=shapes-v-zsnr-tte-100min
+
+if [ ! -f "$WORK/data/manifest.json" ]; then
+  "$PYTHON" -m latentdiff prepare-data shapes --num-images 8000 --image-size 64 --out "$WORK/data"
+fi
+
+(cd "$REPO/benchmarks" && "$PYTHON" speedrun.py --name "$NAME" --data "$WORK/data" --work "$WORK/run" \
+  --budget-min 100 --clip-share 0.07 --vae-share 0.2 \
+  --vae "--preset small --crop-size 32 --colour-weight 1" \
+  --unet "--preset small --prediction-type v_prediction --zero-terminal-snr --text-time-embedding")
+
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --out "$REPO/src/latentdiff/shapes_model"

@@ -96,7 +96,7 @@ def main() -> None:
         ours = {backend: TextToImage.load(str(folder), None if backend != "torch" else "cpu", backend)
                 for backend in backends}
         if args.ablation:
-            ours["torch_channels_last"] = TextToImage.load(str(folder), "cpu")
+            ours["torch_channels_last"] = TextToImage.load(str(folder), "cpu", "torch")
             ours["torch_channels_last"].pipe.unet.to(memory_format=torch.channels_last)
             ours["torch_channels_last"].pipe.vae.to(memory_format=torch.channels_last)
         plain = StableDiffusionPipeline.from_pretrained(folder)

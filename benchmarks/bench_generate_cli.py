@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "generate_cli.json"
 LATENTDIFF = [sys.executable, "-m", "latentdiff"]
 WORKER_START_TIMEOUT_S = 120
+RAN_ON: dict[str, set[str]] = {}  # --backends value -> the backends the commands said they ran on
 
 
 def timed_generate(args, out_dir: Path, env: dict, keep_alive_s: float, backend: str = "default") -> float:
@@ -41,8 +43,13 @@ def timed_generate(args, out_dir: Path, env: dict, keep_alive_s: float, backend:
     if args.model:
         command += ["--model", args.model]
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    ran = re.search(r"\((torch|onnx|openvino)\), ", done.stdout)  # "Generating 4 image(s) of 64x64 with NAME (onnx), ..."
+    if backend != "default" and (ran is None or ran.group(1) != backend):
+        raise SystemExit(f"asked for --backend {backend} but the command said: {done.stdout[:300]}")
+    RAN_ON.setdefault(backend, set()).add(ran.group(1) if ran else "?")
+    return elapsed
 
 
 def wait_for_worker(runtime: Path) -> None:
@@ -86,6 +93,7 @@ def main() -> None:
             "one_shot_s_by_backend": {b: [round(t, 2) for t in ts] for b, ts in one_shot_by_backend.items()},
             "median_one_shot_s_by_backend": {b: round(statistics.median(ts), 2) for b, ts in one_shot_by_backend.items()},
             "load_average": [round(x, 2) for x in os.getloadavg()],
+            "ran_on": {b: sorted(names) for b, names in RAN_ON.items()},
         }
         for b, ts in one_shot_by_backend.items():
             print(f"one-shot --backend {b}: {', '.join(f'{t:.2f}' for t in ts)} s (first call {first_call[b]:.2f} s)")

@@ -102,7 +102,7 @@ def main() -> int:
                          f"prepare it with `latentdiff prepare-data emoji --languages all`")
 
     started = time.perf_counter()
-    pipeline = TextToImage.load(args.model, "cpu")
+    pipeline = TextToImage.load(args.model, "cpu", "torch")  # the protocol of the recorded numbers
     features = Lite0Features()
     real_features = features(to_tensor(load_real(records).images, dataset.image_size))
     rows, chance = score_languages(pipeline, features, chosen, languages, real_features, records, dataset.image_size,

@@ -153,7 +153,7 @@ def measure_emoji(args, pipeline_dir: Path, dataset) -> dict:
     from latentdiff.evaluation.features import Lite0Features
     from latentdiff.pipeline import TextToImage
 
-    pipeline = TextToImage.load(str(pipeline_dir), "cpu")
+    pipeline = TextToImage.load(str(pipeline_dir), "cpu", "torch")  # the records were measured on torch
     features = Lite0Features()
     result = {}
     # "train": the first training emoji (mostly flags: comparable with the earlier rows); "train_spread": as
@@ -193,7 +193,8 @@ def measure_shapes(args, pipeline: Path, work: Path) -> dict:
 
     out = work / "evaluation"
     evaluate.main(["--model", str(pipeline), "--data", args.data, "--split", "test", "--out", str(out),
-                   "--num-samples", str(args.num_concepts), "--steps", str(args.steps), "--guidance", str(args.guidance)])
+                   "--num-samples", str(args.num_concepts), "--steps", str(args.steps), "--guidance", str(args.guidance),
+                   "--backend", "torch"])
     metrics = json.loads((out / "metrics.json").read_text())
     return {"attributes": metrics.get("generated", {}).get("attributes"),
             "prompt_fidelity": metrics.get("generated", {}).get("prompt_fidelity")}

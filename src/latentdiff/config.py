@@ -210,14 +210,14 @@ class TrainAllConfig:
 # Generation defaults: one place for the numbers that `generate`, `evaluate` and `serve` share.
 # The samplers' names, in the order help and the page list them; diffusion/schedulers.py maps each to a
 # diffusers scheduler (it imports diffusers, which the CLI's help must not wait for) and checks the two agree.
-# Where generation runs (latentdiff.backends runs each). Unset, it is onnx on the CPU: 2.45x diffusers' images/s
+# Where generation runs (latentdiff.backends runs each). Unset, it is onnx on the CPU: 2.61x diffusers' images/s
 # at batch 1 with pixels within 1/255 of torch's (README "Export and backends", benchmarks/bench_generate.py);
 # torch on GPUs and wherever ONNX Runtime is missing. $LATENTDIFF_BACKEND sets it for every command.
 BACKENDS = ("torch", "onnx", "openvino")
 BACKEND_ENV = "LATENTDIFF_BACKEND"
 BACKEND_HELP = ("what runs the networks: torch (diffusers' modules, the same pixels as StableDiffusionPipeline), "
-                "onnx (ONNX Runtime) or openvino; a pipeline folder is exported once and reused (default: "
-                f"${BACKEND_ENV}, else an export's own format, else onnx on the CPU (about 2x faster, pixels within "
+                "onnx (ONNX Runtime) or openvino; a pipeline folder is exported once and reused (default: an "
+                f"export's own format, else ${BACKEND_ENV}, else onnx on the CPU (about 2x faster, pixels within "
                 "1/255 of torch's) and torch on a GPU)")
 MODEL_HELP = ("a pipeline folder, a bundled model (emoji, shapes) or a Hugging Face Hub id (default: the bundled "
               "emoji model)")
@@ -272,7 +272,7 @@ class ExportConfig:
 
     model: str | None = positional(MODEL_HELP,
                                    default=None, nargs="?")
-    format: str = option("onnx", "onnx (ONNX Runtime) or openvino (OpenVINO IR, fp32)", choices=("onnx", "openvino"))
+    format: str = option("onnx", "onnx (ONNX Runtime) or openvino (OpenVINO IR)", choices=("onnx", "openvino"))
     out: str = option("", "folder for the export (new, empty, or an earlier export, which is replaced)")
     weights: str = option("fp32", "stored weight precision: fp32, or fp16 (half the size, pixels within a few /255)",
                           choices=EXPORT_WEIGHTS)

@@ -88,7 +88,7 @@ def _absolute_model(model: str | None) -> str | None:
 def worker_key(cfg: GenerateConfig) -> str:
     """Which worker may answer `cfg`: same model, device, Python, latentdiff code and thread settings."""
     parts = {"model": _absolute_model(cfg.model) or "bundled", "device": cfg.device or "auto",
-             "backend": cfg.backend or "default", "threads": cfg.threads or "auto",
+             "backend": cfg.backend or "default", "threads": "auto" if cfg.threads is None else cfg.threads,
              "python": sys.executable, "code": _code_fingerprint(),
              "env": {name: os.environ.get(name, "") for name in _KEY_ENV}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -185,7 +185,7 @@ def stop_other_workers(keep_key: str) -> None:
             ask_to_stop(path)
 
 
-def start_worker(cfg: GenerateConfig, worker_module: str) -> None:
+def start_worker(cfg: GenerateConfig, worker_module: str, threads: int | None = None) -> None:
     """Leave a detached worker holding `cfg`'s model for `--keep-alive` seconds (nothing when that is 0).
     `worker_module` is run as `python -m worker_module KEY MODEL DEVICE SECONDS BACKEND`; it calls `serve`."""
     keep_alive_s = keep_alive_seconds(cfg)
@@ -198,8 +198,8 @@ def start_worker(cfg: GenerateConfig, worker_module: str) -> None:
     # the worker runs in the runtime folder: it must import this very latentdiff whatever PYTHONPATH says
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_DIR.parent),
                                                                        os.environ.get("PYTHONPATH")]))}
-    if cfg.threads:  # the worker's TextToImage.load picks its threads from it (runtime.pick_num_threads)
-        env["OMP_NUM_THREADS"] = str(cfg.threads)
+    if threads:  # the count the starting call used: the worker's torch (and runtime sessions) start with it
+        env["OMP_NUM_THREADS"] = str(threads)
     log_fd = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     with os.fdopen(log_fd, "ab") as log:  # the worker's own errors, if any, land here
         subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,

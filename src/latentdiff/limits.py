@@ -7,6 +7,8 @@ so one client cannot make the model allocate an unbounded batch or hold the work
 
 from __future__ import annotations
 
+from latentdiff.errors import UserError
+
 # Image sides in pixels. The VAE downsamples by 2**k and the U-Net by 2**m more, so diffusers'
 # StableDiffusionPipeline requires sides divisible by 8 (a VAE may need a larger multiple: pipeline.py).
 MIN_IMAGE_SIDE = 8
@@ -51,3 +53,11 @@ MAX_EVENT_STREAM_SECONDS = 3600  # an SSE stream closes after this long even if 
 def image_seed(seed: int, index: int) -> int:
     """The seed of the `index`-th image of a request seeded `seed` (wraps past MAX_SEED, as uint32 does)."""
     return (seed + index) % (MAX_SEED + 1)
+
+
+def check_threads(requested: int | None) -> int | None:
+    """`--threads` as given, refused below 1."""
+    if requested is not None and requested < 1:
+        raise UserError(f"--threads must be at least 1 (got {requested}); leave it out to use the free cores.",
+                        field="threads")
+    return requested

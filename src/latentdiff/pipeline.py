@@ -34,7 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
 from latentdiff import limits
-from latentdiff.backends import load_runtime_pipeline, pick_backend
+from latentdiff.backends import export_failed_before, load_runtime_pipeline, pick_backend, remember_export_failure
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
@@ -157,8 +157,10 @@ class TextToImage:
     def load(cls, model: str | None = None, device: str | None = None, backend: str | None = None,
              threads: int | None = None) -> "TextToImage":
         """`backend`: torch, onnx or openvino (None: latentdiff.backends.pick_backend chooses; an automatic
-        choice that cannot load falls back to torch). `threads`: CPU threads (None: runtime.pick_num_threads)."""
-        use_threads(threads)
+        choice that cannot load falls back to torch). `threads`: CPU threads for this thread's torch and the
+        runtime sessions (None: leave the process's setting; the commands pass runtime.pick_num_threads')."""
+        if threads is not None:
+            use_threads(threads)
         # imported here, quietly: importing the pipeline classes makes transformers warn about torchvision
         with quiet_loading_bars():
             from diffusers import StableDiffusionPipeline
@@ -169,15 +171,20 @@ class TextToImage:
                 raise UserError(f"--backend {choice.name} runs on the CPU; drop --device {device} or use --backend torch.")
             if choice.automatic:
                 resolve_model(model)  # a missing model is the user's error on every backend: no fallback for it
-            try:
-                with quiet_loading_bars():
-                    pipe, source = load_runtime_pipeline(model, choice.name)
-                return cls(pipe, source, torch.device("cpu"), choice.name)
-            except Exception as err:  # noqa: BLE001 - an export the exporter cannot make must not stop the default
-                if not choice.automatic:
-                    raise
-                log.warning("Could not run this model on %s (%s); running it on torch instead (--backend torch "
-                            "skips the attempt).", choice.name, error_reason(err))
+            failed_before = export_failed_before(model, choice.name) if choice.automatic else None
+            if failed_before:
+                log.info("Running on torch: this model could not run on %s before (%s).", choice.name, failed_before)
+            else:
+                try:
+                    with quiet_loading_bars():
+                        pipe, source = load_runtime_pipeline(model, choice.name)
+                    return cls(pipe, source, torch.device("cpu"), choice.name)
+                except Exception as err:  # noqa: BLE001 - a model the exporter cannot handle must not stop the default
+                    if not choice.automatic:
+                        raise
+                    remember_export_failure(model, choice.name, error_reason(err))
+                    log.warning("Could not run this model on %s (%s); running it on torch instead, now and next "
+                                "time (--backend %s tries again).", choice.name, error_reason(err), choice.name)
         source = resolve_model(model)
         torch_device = pick_device(device)
         try:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
-from latentdiff.errors import UserError
+from latentdiff.limits import check_threads
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -44,13 +44,10 @@ def mixed_precision_for(device: torch.device) -> str:
 def pick_num_threads(requested: int | None = None) -> int:
     """CPU threads for generation in this process: `requested` (--threads), else $OMP_NUM_THREADS, else the
     cores other processes leave free now (usable cores minus the 1-minute load average, rounded; at least 1).
-    Why by load: on the 2-core machine with another process holding a core, two torch threads ran eager
-    generation 5-35x slower than one, while on the idle machine two threads are faster
-    (benchmarks/bench_threads.py; README "Export and backends" has the numbers)."""
-    if requested is not None:
-        if requested < 1:
-            raise UserError(f"--threads must be at least 1 (got {requested}); leave it out to use the free cores.",
-                            field="threads")
+    Call it when the process starts, before its own work raises the load average. Why by load: on the 2-core
+    machine with another process holding a core, two torch threads ran eager generation 5-35x slower than one,
+    while on the idle machine two threads are faster (benchmarks/bench_threads.py; README "Export and backends")."""
+    if check_threads(requested) is not None:
         return int(requested)
     if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         return int(os.environ["OMP_NUM_THREADS"])
@@ -61,7 +58,8 @@ def pick_num_threads(requested: int | None = None) -> int:
 
 def use_threads(requested: int | None = None) -> int:
     """Set torch's intra-op threads (ONNX Runtime and OpenVINO sessions follow torch's count) to
-    `pick_num_threads(requested)` and return it."""
+    `pick_num_threads(requested)` and return it. With OpenMP the setting belongs to the calling thread: call it
+    in the thread that generates (the server's worker thread loads and generates in the same thread)."""
     threads = pick_num_threads(requested)
     torch.set_num_threads(threads)
     return threads

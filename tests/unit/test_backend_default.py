@@ -66,6 +66,20 @@ def test_an_automatic_onnx_that_cannot_export_falls_back_to_torch_and_says_so(no
     assert "running it on torch instead" in caplog.text and "aten::foo" in caplog.text
     with pytest.raises(RuntimeError, match="aten::foo"):  # asked for by name: the user hears the real error
         TextToImage.load(str(tiny_pipeline_dir), "cpu", "onnx")
+    calls = []
+    monkeypatch.setattr(exporter, "export_pipeline", lambda *a, **k: calls.append(a))
+    assert TextToImage.load(str(tiny_pipeline_dir), "cpu").backend == "torch"
+    assert calls == []  # the default remembers the failure instead of trying (and waiting) again
+
+
+@pytest.mark.slow  # exports the tiny model twice (~10 s)
+def test_a_damaged_cached_export_is_made_again(no_backend_env, tiny_pipeline_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENTDIFF_CACHE_DIR", str(tmp_path))
+    assert TextToImage.load(str(tiny_pipeline_dir), "cpu").backend == "onnx"
+    (unet_file,) = tmp_path.glob("exports/*-onnx/unet/model.onnx")
+    unet_file.write_bytes(b"not an onnx file")  # a disk error, a killed copy
+    again = TextToImage.load(str(tiny_pipeline_dir), "cpu")
+    assert again.backend == "onnx" and unet_file.stat().st_size > 1000
 
 
 def test_a_missing_model_is_reported_as_such_not_as_a_failed_export(no_backend_env, tmp_path):

@@ -91,6 +91,22 @@ def test_long_prompt_is_truncated_with_a_warning(pipeline, caplog):
                for rec in caplog.records)
 
 
+def test_a_long_prompt_is_reported_once_by_us_not_again_by_diffusers_or_the_tokenizer(pipeline, caplog):
+    with caplog.at_level(logging.WARNING):  # every logger
+        pipeline.generate(_request(["a green star on the left " * 20], steps=1))
+    notices = [rec for rec in caplog.records if "truncated" in rec.getMessage() or "longer than" in rec.getMessage()]
+    assert [rec.name for rec in notices] == ["latentdiff.generate"]
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp-2m", "unipc", "euler-a"])
+def test_a_multistep_sampler_gives_the_same_image_every_time(pipeline, scheduler):
+    """Schedulers keep per-run state; each batch gets a fresh copy of the one built per sampler."""
+    runs = [_pixels(pipeline.generate(_request(["a red circle", "a blue square"], seed=3, scheduler=scheduler)))
+            for _ in range(3)]
+    assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
+    assert pipeline._schedulers[scheduler]._step_index is None  # the kept one is copied, never stepped itself
+
+
 def test_progress_callback_sees_every_step_and_the_latents(pipeline):
     seen = []
     pipeline.generate(_request(["a"], num_images=3), batch_size=2,

@@ -150,8 +150,41 @@ def test_a_worker_is_only_reused_for_the_same_model_and_thread_settings(runtime_
     assert keep_alive.worker_key(GenerateConfig(model="a")) == key_a  # relative or absolute: one model
     assert keep_alive.worker_key(GenerateConfig(model="b")) != key_a
     assert keep_alive.worker_key(GenerateConfig(model="a", device="cpu")) != key_a
+    assert keep_alive.worker_key(GenerateConfig(model="a", threads=1)) != key_a
+    assert keep_alive.worker_key(GenerateConfig(model="a", backend="onnx")) != key_a
+    monkeypatch.setenv("LATENTDIFF_BACKEND", "openvino")
+    assert keep_alive.worker_key(GenerateConfig(model="a")) != key_a
+    monkeypatch.setenv("LATENTDIFF_BACKEND", "torch")  # as tests/conftest.py has it
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     assert keep_alive.worker_key(GenerateConfig(model="a")) != key_a
+
+
+def test_the_worker_binds_its_socket_before_importing_torch():
+    """A `generate` typed while the worker starts must find its socket and wait, not load the model again:
+    the worker's entry module imports neither torch nor diffusers (stages/generate_worker.py)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, latentdiff.stages.generate_worker; "
+             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_worker_starts_with_the_thread_count_of_the_call_that_left_it(runtime_dir, monkeypatch):
+    import subprocess
+
+    started = {}
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **kwargs: started.update(kwargs))
+    keep_alive.start_worker(GenerateConfig(model="a", keep_alive=60), "latentdiff.stages.generate_worker", threads=3)
+    assert started["env"]["OMP_NUM_THREADS"] == "3"
+
+
+def test_threads_below_one_are_refused_before_any_worker_is_asked(runtime_dir, capsys):
+    from latentdiff.stages import generate
+
+    assert generate.main(["a red circle", "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
 
 
 def test_keep_alive_flag_beats_the_environment(monkeypatch):

@@ -181,3 +181,12 @@ def test_a_bundled_name_this_install_lacks_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(model_source, "BUNDLED_MODELS", {"shapes": tmp_path / "shapes_model"})
     with pytest.raises(UserError, match="does not bundle the 'shapes' model"):
         model_source.resolve_model("shapes")
+
+
+def test_a_run_called_like_a_bundled_model_is_not_shadowed_by_it(tmp_path):
+    from latentdiff.server.models import ServedModel, find_model
+
+    bundled = ServedModel("latentdiff-shapes", tmp_path / "shapes_model", ("shapes",))
+    mine = ServedModel("shapes", tmp_path / "runs" / "shapes" / "pipeline")
+    assert find_model([bundled, mine], "shapes") is mine
+    assert find_model([bundled], "shapes") is bundled

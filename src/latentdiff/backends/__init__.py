@@ -16,7 +16,13 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: one process exports a model at a time
+except ImportError:  # Windows: no lock (two first uses at once may both export)
+    fcntl = None
 
 from latentdiff.config import BACKEND_ENV, BACKENDS
 from latentdiff.errors import UserError
@@ -66,8 +72,9 @@ def pick_backend(model: str | None, requested: str | None, device: str | None = 
 
 
 def exported_folder(model: str | None, backend: str, *, show_progress: bool = True):
-    """(export folder, ModelSource with the *source* model's name and hash) for `model` in `backend`'s format;
-    a pipeline folder is exported into the cache the first time and reused after."""
+    """(export folder, ModelSource with the *source* model's name and hash, whether it came ready from the
+    cache) for `model` in `backend`'s format; a pipeline folder is exported into the cache the first time and
+    reused after. One process exports at a time (a lock beside the folder); the others wait and reuse it."""
     from latentdiff.export.exporter import export_pipeline
     from latentdiff.export.layout import EXPORTER_VERSION, cached_export_dir, read_export_info
     from latentdiff.hashing import model_hash
@@ -75,27 +82,76 @@ def exported_folder(model: str | None, backend: str, *, show_progress: bool = Tr
 
     if model and (info := read_export_info(Path(model).expanduser())) is not None:
         folder = Path(model).expanduser().resolve()
-        return folder, ModelSource(folder, info.get("source_name") or folder.name, info.get("source_hash"))
+        return folder, ModelSource(folder, info.get("source_name") or folder.name, info.get("source_hash")), False
     source = resolve_model(model)
     source_hash = model_hash(source.path)
     folder = cached_export_dir(source_hash, backend)
-    info = read_export_info(folder)
-    if info is None or info.get("exporter_version") != EXPORTER_VERSION:
-        log.warning("Exporting %s for %s once (reused next time from %s).", source.name, backend, folder)
-        export_pipeline(source, folder, backend, source_hash=source_hash, show_progress=show_progress)
-    return folder, dataclasses.replace(source, hash=source_hash)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        info = read_export_info(folder)
+        cached = info is not None and info.get("exporter_version") == EXPORTER_VERSION
+        if not cached:
+            log.warning("Exporting %s for %s once (reused next time from %s).", source.name, backend, folder)
+            export_pipeline(source, folder, backend, source_hash=source_hash, show_progress=show_progress)
+            _failure_marker(folder).unlink(missing_ok=True)
+    return folder, dataclasses.replace(source, hash=source_hash), cached
+
+
+def _failure_marker(cached_folder: Path) -> Path:
+    return cached_folder.with_name(cached_folder.name + ".failed")
+
+
+def _cached_folder(model: str | None, backend: str) -> Path:
+    from latentdiff.export.layout import cached_export_dir
+    from latentdiff.hashing import model_hash
+    from latentdiff.model_source import resolve_model
+
+    return cached_export_dir(model_hash(resolve_model(model).path), backend)
+
+
+def export_failed_before(model: str | None, backend: str) -> str | None:
+    """Why an automatic export of `model` for `backend` failed before (by this exporter version), or None."""
+    from latentdiff.export.layout import EXPORTER_VERSION
+
+    try:
+        marker = json.loads(_failure_marker(_cached_folder(model, backend)).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker.get("reason") if marker.get("exporter_version") == EXPORTER_VERSION else None
+
+
+def remember_export_failure(model: str | None, backend: str, reason: str) -> None:
+    """So that the default does not try (and wait for) the same failing export at every call; an explicit
+    `--backend` still tries, and a success removes the marker."""
+    from latentdiff.export.layout import EXPORTER_VERSION
+
+    folder = _cached_folder(model, backend)
+    shutil.rmtree(folder, ignore_errors=True)  # a damaged export is not reused either
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _failure_marker(folder).write_text(json.dumps({"exporter_version": EXPORTER_VERSION, "reason": reason}) + "\n")
 
 
 def load_runtime_pipeline(model: str | None, backend: str):
-    """(diffusers StableDiffusionPipeline running on `backend`'s sessions, ModelSource)."""
+    """(diffusers StableDiffusionPipeline running on `backend`'s sessions, ModelSource). A cached export that
+    no longer loads (a damaged file) is made again once."""
     if not runtime_installed(backend):
         from latentdiff.backends.sessions import RUNTIME_MODULES
 
         package = RUNTIME_MODULES[backend]
         raise UserError(f"--backend {backend} needs the '{package}' package, which is not installed; run "
                         f"`pip install 'latentdiff[export]'` or use --backend torch.")
-    folder, source = exported_folder(model, backend)
-    return build_pipeline(folder, backend), source
+    folder, source, cached = exported_folder(model, backend)
+    try:
+        return build_pipeline(folder, backend), source
+    except UserError:
+        if not cached:
+            raise
+        log.warning("The cached %s export in %s does not load; exporting it again.", backend, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder, source, _ = exported_folder(model, backend)
+        return build_pipeline(folder, backend), source
 
 
 def build_pipeline(folder: Path, backend: str):
@@ -128,7 +184,7 @@ def build_pipeline(folder: Path, backend: str):
                          session(model_file(folder, "vae_encoder", backend)), FrozenDict(config("vae_decoder")))
         tokenizer = library_class("tokenizer").from_pretrained(folder / "tokenizer")
         scheduler = library_class("scheduler").from_pretrained(folder / "scheduler")
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - each runtime has its own error classes (ONNX Runtime's InvalidProtobuf...)
         from latentdiff.model_source import error_reason
 
         raise UserError(f"Could not load the {backend} export in '{folder}' ({error_reason(err)}); export it again "

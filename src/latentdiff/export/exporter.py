@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -123,9 +124,10 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
         from diffusers import StableDiffusionPipeline
 
         pipe = StableDiffusionPipeline.from_pretrained(source.path, dtype=torch.float32, use_safetensors=True)
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a private staging folder: two exports to one place never write into each other's files
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would become the export's own mode
     try:
         specs = _onnx_specs(pipe)
         for component, (module, args, inputs, outputs, axes) in tqdm(specs.items(), desc=f"exporting to {fmt}",

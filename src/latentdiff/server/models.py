@@ -46,8 +46,7 @@ class ServedModel:
     def answers_to(self, text: str) -> bool:
         """A1111 accepts a checkpoint's title, its name or its hash (modules/sd_models.py
         `get_closet_checkpoint_match`); clients that lower-case names (webuiapi) still match."""
-        return text.strip().lower() in {self.title.lower(), self.name.lower(), self.short_hash, self.sha256,
-                                        *self.aliases}
+        return text.strip().lower() in {self.title.lower(), self.name.lower(), self.short_hash, self.sha256}
 
 
 def find_pipeline_folders(models_dir: Path) -> list[Path]:
@@ -91,4 +90,8 @@ def discover_models(main_path: Path, main_name: str, models_dir: str | None) -> 
 
 
 def find_model(models: list[ServedModel], wanted: str) -> ServedModel | None:
-    return next((model for model in models if model.answers_to(wanted)), None)
+    """By title, name or hash first; a bundled model's short name (`shapes`) only when no model is called that,
+    so a models-dir run named `shapes` is not shadowed by the bundled one."""
+    alias = wanted.strip().lower()
+    return (next((model for model in models if model.answers_to(wanted)), None)
+            or next((model for model in models if alias in model.aliases), None))

@@ -46,8 +46,8 @@ class ServerState:
 
     def refresh_models(self) -> None:
         """Look for pipeline folders in --models-dir again (A1111's refresh-checkpoints)."""
-        current = self.current_model
-        found = discover_models(current.path, current.name, self.models_dir)
+        start = self.models[0] if self.models else self.current_model  # it decides whether bundled ones are offered
+        found = discover_models(start.path, start.name, self.models_dir)
         # the start model stays on offer even when another one is loaded now
         self.models = [*self.models[:1], *(m for m in found if m.path != self.models[0].path)] if self.models else found
 

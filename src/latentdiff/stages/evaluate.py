@@ -137,9 +137,13 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
     from latentdiff.evaluation.suite import evaluate_generations, evaluate_real_against_captions, evaluate_vae, sweep_row
     from latentdiff.pipeline import TextToImage
 
-    text_to_image = TextToImage.load(model, cfg.device, cfg.backend, cfg.threads)
-    # an exported text encoder has no torch weights to compare with the CLIP folder's: whether they match is unknown
+    text_to_image = TextToImage.load(model, cfg.device, cfg.backend)  # threads: set by run() before any work
     text_encoder = text_to_image.pipe.text_encoder if text_to_image.backend == "torch" else None
+    if text_encoder is None and any((text_to_image.source.path / "text_encoder").glob("*.safetensors")):
+        # onnx / openvino sessions hold no torch weights: compare the CLIP folder with the source pipeline's
+        from transformers import CLIPTextModel
+
+        text_encoder = CLIPTextModel.from_pretrained(text_to_image.source.path / "text_encoder")
     clip = _load_clip(clip_path, text_encoder) if clip_path else None
     num = len(real_ref.real.images)
     payload["protocol"].update({
@@ -199,8 +203,11 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     """Evaluate, write metrics.json, report.md, images and the resolved config; return the metrics."""
     from latentdiff.evaluation.frechet import check_enough_images
 
+    from latentdiff.runtime import use_threads
+
     kind, model = detect_model_kind(cfg.model)
     check_config(cfg)
+    use_threads(cfg.threads)  # before the feature extraction below loads the CPU (runtime.pick_num_threads)
     dataset = open_prepared(cfg.data)
     records = dataset.require_split(cfg.split)
     limited = 0 < cfg.num_samples < len(records)

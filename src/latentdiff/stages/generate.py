@@ -18,6 +18,7 @@ from pathlib import Path
 from latentdiff import keep_alive
 from latentdiff.config import GenerateConfig
 from latentdiff.errors import UserError
+from latentdiff.limits import check_threads
 from latentdiff.options import parse_config, run_reporting_errors, save_config
 
 DESCRIPTION = "Generate images from text with a trained pipeline (one PNG per image, parameters embedded)."
@@ -63,7 +64,10 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
         raise UserError("No prompt given; pass at least one prompt, e.g. `latentdiff generate \"a red circle\"`.")
     if cfg.init_image is not None:  # before loading the model: a wrong path fails in a moment
         request.init_image, request.strength = read_init_image(cfg.init_image), cfg.strength
-    text_to_image = text_to_image or TextToImage.load(cfg.model, cfg.device, cfg.backend, cfg.threads)
+    if text_to_image is None:  # the thread count is picked before this process's own work loads the CPU
+        from latentdiff.runtime import pick_num_threads
+
+        text_to_image = TextToImage.load(cfg.model, cfg.device, cfg.backend, pick_num_threads(cfg.threads))
     request = text_to_image.check_request(request)  # fills seed and size; fails fast on bad input
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +102,14 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     """A warm keep-alive worker answers when one holds this model; else generate in process and leave one."""
     cfg = parse_config(GenerateConfig, sys.argv[1:] if argv is None else list(argv), keep_alive.PROG, DESCRIPTION)
+    status = run_reporting_errors(lambda c: check_threads(c.threads), cfg, keep_alive.PROG)
+    if status != 0:
+        return status
     status = keep_alive.run_in_worker(cfg)
     if status is None:
         status = run_reporting_errors(run, cfg, keep_alive.PROG)
-        if status == 0:
-            keep_alive.start_worker(cfg, WORKER_MODULE)
+        if status == 0:  # the worker keeps the thread count this call used (torch is loaded by now)
+            import torch
+
+            keep_alive.start_worker(cfg, WORKER_MODULE, threads=torch.get_num_threads())
     return status

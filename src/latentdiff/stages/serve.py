@@ -103,14 +103,17 @@ def build(cfg: ServeConfig, api_key: str):
     from latentdiff.server.engine import PipelineEngine
     from latentdiff.server.hosts import HostPolicy
     from latentdiff.server.jobs import JobQueue
+    from latentdiff.runtime import pick_num_threads
 
     queue = JobQueue(None, max_queue=cfg.max_queue, max_batch_images=cfg.max_batch,
                      max_job_seconds=cfg.max_job_seconds)
-    queue.start(load_engine=lambda: PipelineEngine.load(cfg.model, cfg.device, cfg.backend, cfg.threads))  # the worker owns the model
+    # picked now, before loading raises the load average; set by each load in the worker thread that generates
+    threads = pick_num_threads(cfg.threads)
+    queue.start(load_engine=lambda: PipelineEngine.load(cfg.model, cfg.device, cfg.backend, threads))  # the worker owns the model
 
     def load_model(path: Path, name: str) -> PipelineEngine:
         # the name the model list gives it (it differs from the folder's when two folders share one)
-        engine = PipelineEngine.load(str(path), cfg.device, cfg.backend, cfg.threads)
+        engine = PipelineEngine.load(str(path), cfg.device, cfg.backend, threads)
         engine.text_to_image.source = dataclasses.replace(engine.text_to_image.source, name=name)
         return engine
 

@@ -139,8 +139,11 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
                 torch.onnx.export(module.eval(), args, str(onnx_path), input_names=inputs, output_names=outputs,
                                   dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
             if fmt == "openvino":
-                _onnx_to_openvino(onnx_path, model_file(staging, component, fmt), weights == "fp16")
-                onnx_path.unlink()
+                xml_path = model_file(staging, component, fmt)
+                _onnx_to_openvino(onnx_path, xml_path, weights == "fp16")
+                for intermediate in folder.iterdir():  # the ONNX file and any side files of its weights
+                    if intermediate not in (xml_path, xml_path.with_suffix(".bin")):
+                        intermediate.unlink()
             elif weights == "fp16":
                 _onnx_to_fp16(onnx_path)
             shutil.copy2(source.path / COMPONENTS[component] / "config.json", folder / "config.json")
@@ -174,8 +177,13 @@ def _onnx_to_fp16(onnx_path: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
-    onnx.save(model, str(onnx_path))
+    model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)  # loads external data too
+    # a model over protobuf's 2 GB was written with its weights in side files; they hold fp32 data now stale
+    side_files = [f for f in onnx_path.parent.iterdir() if f != onnx_path]
+    for stale in side_files:
+        stale.unlink()
+    onnx.save(model, str(onnx_path), save_as_external_data=bool(side_files), all_tensors_to_one_file=True,
+              location=onnx_path.name + "_data")
 
 
 def _require(module: str, package: str) -> None:

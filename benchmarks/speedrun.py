@@ -196,8 +196,7 @@ def measure_shapes(args, pipeline: Path, work: Path) -> dict:
                    "--num-samples", str(args.num_concepts), "--steps", str(args.steps), "--guidance", str(args.guidance),
                    "--backend", "torch"])
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"attributes": metrics.get("generated", {}).get("attributes"),
-            "prompt_fidelity": metrics.get("generated", {}).get("prompt_fidelity")}
+    return {"attributes": metrics["generation"]["attributes"], "prompt_fidelity": metrics["generation"]["prompt_fidelity"]}
 
 
 def main() -> int:

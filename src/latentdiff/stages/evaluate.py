@@ -18,6 +18,7 @@ from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import RUN_PIPELINE_DIRNAME, folder_kind, is_clip_folder
 from latentdiff.hashing import file_sha256, folder_hash
+from latentdiff.model_source import BUNDLED_MODELS
 from latentdiff.options import run_stage, save_config
 
 # torch, diffusers and the evaluation code are imported inside the functions that use them: a wrong option
@@ -38,6 +39,8 @@ def detect_model_kind(model: str) -> tuple[str, str]:
         raise UserError("No model given; pass --model with a pipeline, CLIP or VAE folder "
                         "(e.g. the `pipeline`, `clip` or `vae` folder written by `latentdiff train`).")
     path = Path(model).expanduser()
+    if not path.exists() and model in BUNDLED_MODELS:  # `--model shapes`: its folder, so its clip/ is found
+        path = BUNDLED_MODELS[model]
     if not path.exists():
         return "pipeline", model  # a hub id, or a typo: model_source says which in one sentence
     kind = folder_kind(path)

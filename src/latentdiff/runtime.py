@@ -45,8 +45,9 @@ def pick_num_threads(requested: int | None = None) -> int:
     """CPU threads for generation in this process: `requested` (--threads), else $OMP_NUM_THREADS, else the
     cores other processes leave free now (usable cores minus the 1-minute load average, rounded; at least 1).
     Call it when the process starts, before its own work raises the load average. Why by load: on the 2-core
-    machine with another process holding a core, two torch threads ran eager generation 5-35x slower than one,
-    while on the idle machine two threads are faster (benchmarks/bench_threads.py; README "Export and backends")."""
+    machine with another process holding a core, two torch threads ran eager generation 5-35x slower than one.
+    On the idle machine two threads gained nothing at 64x64 (torch 1.27 vs 1.26 images/s, onnx 2.61 vs 2.89);
+    larger images were not measured (benchmarks/bench_threads.py; README "Export and backends")."""
     if check_threads(requested) is not None:
         return int(requested)
     if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:

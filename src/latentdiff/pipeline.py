@@ -34,7 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
 from latentdiff import limits
-from latentdiff.backends import export_failed_before, load_runtime_pipeline, pick_backend, remember_export_failure
+from latentdiff.backends import load_for_choice, pick_backend
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
@@ -169,22 +169,10 @@ class TextToImage:
         if choice.name != "torch":
             if device and torch.device(device).type != "cpu":
                 raise UserError(f"--backend {choice.name} runs on the CPU; drop --device {device} or use --backend torch.")
-            if choice.automatic:
-                resolve_model(model)  # a missing model is the user's error on every backend: no fallback for it
-            failed_before = export_failed_before(model, choice.name) if choice.automatic else None
-            if failed_before:
-                log.info("Running on torch: this model could not run on %s before (%s).", choice.name, failed_before)
-            else:
-                try:
-                    with quiet_loading_bars():
-                        pipe, source = load_runtime_pipeline(model, choice.name)
-                    return cls(pipe, source, torch.device("cpu"), choice.name)
-                except Exception as err:  # noqa: BLE001 - a model the exporter cannot handle must not stop the default
-                    if not choice.automatic:
-                        raise
-                    remember_export_failure(model, choice.name, error_reason(err))
-                    log.warning("Could not run this model on %s (%s); running it on torch instead, now and next "
-                                "time (--backend %s tries again).", choice.name, error_reason(err), choice.name)
+            with quiet_loading_bars():
+                loaded = load_for_choice(model, choice)
+            if loaded is not None:
+                return cls(*loaded, torch.device("cpu"), choice.name)
         source = resolve_model(model)
         torch_device = pick_device(device)
         try:

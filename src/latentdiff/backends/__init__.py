@@ -111,7 +111,7 @@ def _cached_folder(model: str | None, backend: str) -> Path:
     return cached_export_dir(model_hash(resolve_model(model).path), backend)
 
 
-def export_failed_before(model: str | None, backend: str) -> str | None:
+def _export_failed_before(model: str | None, backend: str) -> str | None:
     """Why an automatic export of `model` for `backend` failed before (by this exporter version), or None."""
     from latentdiff.export.layout import EXPORTER_VERSION
 
@@ -122,7 +122,7 @@ def export_failed_before(model: str | None, backend: str) -> str | None:
     return marker.get("reason") if marker.get("exporter_version") == EXPORTER_VERSION else None
 
 
-def remember_export_failure(model: str | None, backend: str, reason: str) -> None:
+def _remember_export_failure(model: str | None, backend: str, reason: str) -> None:
     """So that the default does not try (and wait for) the same failing export at every call; an explicit
     `--backend` still tries, and a success removes the marker."""
     from latentdiff.export.layout import EXPORTER_VERSION
@@ -131,6 +131,29 @@ def remember_export_failure(model: str | None, backend: str, reason: str) -> Non
     shutil.rmtree(folder, ignore_errors=True)  # a damaged export is not reused either
     folder.parent.mkdir(parents=True, exist_ok=True)
     _failure_marker(folder).write_text(json.dumps({"exporter_version": EXPORTER_VERSION, "reason": reason}) + "\n")
+
+
+def load_for_choice(model: str | None, choice: BackendChoice):
+    """(pipeline on `choice`'s runtime sessions, ModelSource); None when an automatic choice cannot run this
+    model: the export failed now (warned, and remembered) or before (then not tried again), so the caller
+    runs torch. A backend asked for by name raises its error instead."""
+    from latentdiff.model_source import error_reason, resolve_model
+
+    if choice.automatic:
+        resolve_model(model)  # a missing model is the user's error on every backend: no fallback for it
+        failed_before = _export_failed_before(model, choice.name)
+        if failed_before:
+            log.info("Running on torch: this model could not run on %s before (%s).", choice.name, failed_before)
+            return None
+    try:
+        return load_runtime_pipeline(model, choice.name)
+    except Exception as err:  # noqa: BLE001 - a model the exporter cannot handle must not stop the default
+        if not choice.automatic:
+            raise
+        _remember_export_failure(model, choice.name, error_reason(err))
+        log.warning("Could not run this model on %s (%s); running it on torch instead, now and next time "
+                    "(--backend %s tries again).", choice.name, error_reason(err), choice.name)
+        return None
 
 
 def load_runtime_pipeline(model: str | None, backend: str):

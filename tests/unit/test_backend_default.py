@@ -39,16 +39,25 @@ def test_the_environment_variable_sets_it_and_a_wrong_value_says_what_to_do(monk
 
 
 @pytest.mark.slow  # exports the tiny model (~5 s)
-def test_the_default_generates_on_onnx_within_1_of_255_of_torch(no_backend_env, tiny_pipeline_dir):
+def test_the_default_generates_on_onnx_the_images_torch_draws(no_backend_env, tiny_pipeline_dir):
+    """The same pictures to the eye. Not pixel for pixel: a random, untrained model at CFG 7.5 amplifies the
+    runtimes' different float rounding, and how much depends on the CPU. On the development CPU the largest
+    difference was 1/255 over 120 images (2 samplers x 40 seeds x 3 prompts); on one CI CPU this test met 7/255.
+    The 1/255 promise is checked where it is made: the runtime's own API on this model (test_export.py) and the
+    trained bundled model (test_default_model.py)."""
     request = GenerationRequest(["a red circle", "two blue squares"], seed=5, steps=4)
     default = TextToImage.load(str(tiny_pipeline_dir))
     torch_images = TextToImage.load(str(tiny_pipeline_dir), backend="torch").generate(request)
     assert default.backend == "onnx"
     results = default.generate(request)
     assert "Backend: onnx" in results[0].infotext
-    for ours, reference in zip(results, torch_images):
-        difference = np.abs(np.asarray(ours.image, np.int16) - np.asarray(reference.image, np.int16))
-        assert difference.max() <= 1
+    pixels = [np.asarray(result.image, np.int16) for result in results]  # (64, 64, 3) each
+    for ours, reference in zip(pixels, torch_images):
+        difference = np.abs(ours - np.asarray(reference.image, np.int16))
+        summary = f"max {difference.max()}/255, mean {difference.mean():.4f}, {(difference > 1).mean():.2%} over 1"
+        # a wrong scheduler, scaling or guidance moves the mean by tens of levels; rounding by thousandths
+        assert difference.mean() < 0.25 and difference.max() <= 16, summary
+    assert np.abs(pixels[0] - pixels[1]).mean() > 5  # the prompts differ: the check above could fail
 
 
 def test_an_automatic_onnx_that_cannot_export_falls_back_to_torch_and_says_so(no_backend_env, tiny_pipeline_dir,

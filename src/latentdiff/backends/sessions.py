@@ -24,7 +24,7 @@ class OnnxSession:
     """onnxruntime.InferenceSession on the CPU execution provider."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort  # the optional `export` extra: imported only by a session that needs it
+        import onnxruntime as ort  # a core dependency, imported only by a session that needs it (keeps imports light)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()

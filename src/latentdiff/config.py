@@ -132,6 +132,10 @@ class UnetTrainConfig(TrainConfig):
     snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's choice; 0: off)")
     noise_offset: float = option(0.0, "std of a per-channel noise offset (0.05-0.1 helps very dark/bright images; 0: off)")
     caption_dropout: float = option(0.1, "fraction of steps trained on the empty prompt, for classifier-free guidance")
+    clip_skip: int = option(0, "condition on the text encoder's hidden states this many layers before its last "
+                               "(diffusers' clip_skip; AUTOMATIC1111's CLIP skip N+1); the saved pipeline keeps only the "
+                               "layers used, so it loads and draws unchanged. A small contrastive CLIP's last layers "
+                               "keep colour words but wash out shape and position words (0: all layers)")
     cache: bool = option(True, "encode images and captions once and cache them on disk (--no-cache: encode every step)")
     cache_dir: str = option("", "where the latent/text caches live (default: DATA/.latentdiff-cache)")
     validation_prompts: list[str] = option([], "prompts of the sample grid written at each validation (default: validation captions)")

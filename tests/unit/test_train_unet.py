@@ -190,3 +190,33 @@ def test_zero_terminal_snr_and_text_time_embedding_export_a_plain_pipeline(input
 def test_zero_terminal_snr_with_epsilon_is_one_sentence(inputs, tmp_path, capsys):
     err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--zero-terminal-snr"))
     assert "--prediction-type v_prediction" in err
+
+
+@pytest.mark.slow  # ~5 s: trains a U-Net a few steps
+def test_clip_skip_keeps_the_layers_used_and_draws_as_diffusers_clip_skip_does(inputs, tmp_path):
+    """The saved text encoder is the first layers of the CLIP's: its prompt embeddings are what diffusers'
+    `encode_prompt(..., clip_skip=1)` computes from the whole encoder (the penultimate hidden state through the
+    final layer norm), so the pipeline loads and draws unchanged, with no clip_skip argument."""
+    from diffusers import StableDiffusionPipeline
+
+    out = tmp_path / "pipeline"
+    assert train_unet.main(tiny_unet_argv(inputs, out, "--clip-skip", "1", "--cache-dir", str(tmp_path / "cache"))) == 0
+    full_encoder, _ = train_unet.load_text_encoder(inputs["clip"])
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    assert pipe.text_encoder.config.num_hidden_layers == full_encoder.config.num_hidden_layers - 1
+    prompts = ["a red square on the left", "a blue circle at the top"]
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours, _ = pipe.encode_prompt(prompts, "cpu", 1, False)  # (2, 77 or fewer tokens, width)
+        # diffusers' clip_skip path, written out: it reaches for `.text_model`, which transformers 5 removed
+        full = full_encoder(ids, output_hidden_states=True)
+        skipped = getattr(full_encoder, "text_model", full_encoder).final_layer_norm(full.hidden_states[-2])
+    torch.testing.assert_close(ours, skipped)
+    assert (ours - full.last_hidden_state).abs().max() > 1e-3  # skipping a layer changes the conditioning
+
+
+def test_clip_skip_past_the_text_encoders_layers_is_one_sentence(inputs, tmp_path, capsys):
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--clip-skip", "9"))
+    assert "--clip-skip 9 is more than the" in err and "pass at most" in err
+    assert not (tmp_path / "o").exists()

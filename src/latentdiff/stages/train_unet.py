@@ -60,6 +60,21 @@ def load_text_encoder(clip_dir: Path, allow_pickle: bool = False):
     return text_encoder, tokenizer
 
 
+def skip_last_layers(text_encoder, num_skipped: int, clip_dir: Path) -> None:
+    """Drop the last `num_skipped` transformer layers of a CLIPTextModel in place. Its output is then the hidden
+    state diffusers' `encode_prompt(..., clip_skip=num_skipped)` takes from the whole encoder (the final layer
+    norm still applies), so the saved pipeline needs no clip_skip argument to draw what it was trained on.
+    Why: a small CLIP trained contrastively on `shapes` makes "on the left" and "on the right" nearly the same
+    after its first layer (docs/speedrun.md), and a U-Net cannot follow words it does not receive."""
+    encoder = getattr(text_encoder, "text_model", text_encoder).encoder  # transformers 4 wraps the tower
+    num_layers = len(encoder.layers)
+    if num_skipped > num_layers:
+        raise UserError(f"--clip-skip {num_skipped} is more than the {num_layers} layers of the text encoder in "
+                        f"{clip_dir}; pass at most {num_layers} ({num_layers} conditions on the token embeddings alone).")
+    encoder.layers = encoder.layers[:num_layers - num_skipped]
+    text_encoder.config.num_hidden_layers = num_layers - num_skipped
+
+
 def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
     """The checks that need no model (and no torch): (the --clip folder, the --vae folder)."""
     clip_dir = _require_folder(cfg.clip, "--clip", "latentdiff train-clip")
@@ -70,6 +85,8 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
     if cfg.zero_terminal_snr and cfg.prediction_type != "v_prediction":
         raise UserError("--zero-terminal-snr needs --prediction-type v_prediction: at pure noise the noise itself is "
                         "known, so only a v (or x0) target carries information.")
+    if cfg.clip_skip < 0:
+        raise UserError(f"--clip-skip must be 0 (all layers) or a positive number of last layers to skip (got {cfg.clip_skip}).")
     if not 0 <= cfg.caption_dropout < 1:
         raise UserError(f"--caption-dropout must be in [0, 1) (got {cfg.caption_dropout}); 0.1 is the usual choice.")
     return clip_dir, vae_dir
@@ -86,6 +103,8 @@ def build_components(cfg: UnetTrainConfig):
     from latentdiff.runtime import seed_everything
 
     text_encoder, tokenizer = load_text_encoder(clip_dir, cfg.allow_pickle)
+    if cfg.clip_skip:
+        skip_last_layers(text_encoder, cfg.clip_skip, clip_dir)
     vae = load_vae(str(vae_dir), allow_pickle=cfg.allow_pickle)
     check_image_size(vae, dataset.image_size, cfg.data)
     text_width, latent_channels = text_encoder.config.hidden_size, vae.config.latent_channels

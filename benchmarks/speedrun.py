@@ -196,7 +196,8 @@ def measure_shapes(args, pipeline: Path, work: Path) -> dict:
                    "--num-samples", str(args.num_concepts), "--steps", str(args.steps), "--guidance", str(args.guidance),
                    "--backend", "torch"])
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"attributes": metrics["generation"]["attributes"], "prompt_fidelity": metrics["generation"]["prompt_fidelity"]}
+    return {"attributes": metrics["generation"]["attributes"], "prompt_fidelity": metrics["generation"]["prompt_fidelity"],
+            "vae_ceiling": metrics["vae"].get("attributes", {}).get("accuracy")}  # the reconstructions' attributes
 
 
 def main() -> int:

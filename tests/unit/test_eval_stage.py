@@ -61,6 +61,10 @@ def test_vae_folder_gets_reconstruction_metrics(tiny_pipeline_dir, shapes_dir, t
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["vae"]["psnr_db"] == pytest.approx(vae["psnr_db"])
     assert "PSNR" in (tmp_path / "report.md").read_text() and (tmp_path / "samples_grid.png").is_file()
+    # shapes data: the analyser reads the reconstructions too; a random VAE's lose the real images' 1.0
+    assert vae["attributes"]["num_images"]["colors"] == NUM_SAMPLES
+    assert vae["attributes"]["accuracy"]["colors"] < 0.5
+    assert "attributes of the reconstructions: colors" in (tmp_path / "report.md").read_text()
 
 
 def _error(cfg) -> str:

@@ -171,7 +171,10 @@ def _vae_section(vae: dict[str, Any]) -> list[str]:
             f"{_fmt(vae.get('delta_e2000_saturated'), 2)} | hue shifts show here first |",
             f"| fd_lite0, {fid['num_images']} reconstructions vs originals | {_fmt(fid['fd_lite0'])} | |",
             f"| fd_lite0, {fid['num_images_half']} reconstructions vs the other {fid['num_images_half']} real | "
-            f"{_fmt(fid['fd_lite0_half'])} | noise floor {_fmt(fid['noise_floor'])} |", ""]
+            f"{_fmt(fid['fd_lite0_half'])} | noise floor {_fmt(fid['noise_floor'])} |",
+            *[f"| attributes of the reconstructions: {category} ({vae['attributes']['num_images'][category]} images) | "
+              f"{_fmt(accuracy)} | what a generation in this latent space can reach at most |"
+              for category, accuracy in vae.get("attributes", {}).get("accuracy", {}).items()], ""]
 
 
 def write_report(out_dir: Path, payload: dict[str, Any], *, title: str, grid_caption: str | None) -> Path:

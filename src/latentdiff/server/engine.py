@@ -17,7 +17,8 @@ from PIL import Image
 
 from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
 from latentdiff.errors import UserError
-from latentdiff.pipeline import GenerationRequest, TextToImage, save_png
+from latentdiff.generation import GenerationRequest, save_png
+from latentdiff.pipeline import TextToImage
 from latentdiff.server.budget import RequestCost
 from latentdiff.server.errors import ApiError
 from latentdiff.server.jobs import JobImage, JobParams, StepCallback

@@ -54,7 +54,8 @@ def read_init_image(path: str):
 def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
     """Generate, write the PNGs (+ grid) and the resolved config; return the image paths written.
     `text_to_image`: an already loaded `TextToImage` for `cfg.model` (the keep-alive worker's), else loaded here."""
-    from latentdiff.pipeline import GenerationRequest, TextToImage, image_grid, progress_bar, save_png
+    from latentdiff.generation import GenerationRequest, image_grid, save_png
+    from latentdiff.pipeline import TextToImage, progress_bar
 
     request = GenerationRequest(prompts=list(cfg.prompts), negative_prompt=cfg.negative_prompt,
                                 num_images=cfg.num_images, seed=cfg.seed, steps=cfg.steps, guidance=cfg.guidance,

@@ -7,7 +7,7 @@ import pytest
 from latentdiff import limits
 from latentdiff.errors import UserError
 from latentdiff.pipeline import GenerationRequest
-from latentdiff.server.jobs import JobParams
+from latentdiff.server.job_types import JobParams
 
 
 def test_cli_and_server_give_the_images_of_a_request_the_same_seeds_wrapping_at_uint32():

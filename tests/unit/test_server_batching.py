@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from latentdiff.server.engine import PipelineEngine
-from latentdiff.server.jobs import CANCELLED, DONE, JobParams, JobQueue
+from latentdiff.server.job_types import CANCELLED, DONE, JobParams
+from latentdiff.server.jobs import JobQueue
 
 STEPS = 3
 

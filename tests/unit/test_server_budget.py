@@ -43,7 +43,7 @@ def test_a_request_past_the_default_budget_gets_413_and_never_runs(server):
 
 
 def test_the_default_budget_lets_requests_at_the_native_size_through(server, tiny_pipeline_dir):
-    from latentdiff.server.jobs import JobParams
+    from latentdiff.server.job_types import JobParams
 
     client, _ = server
     state = client.app.state.latentdiff

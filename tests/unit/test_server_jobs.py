@@ -180,7 +180,8 @@ def test_info_reports_model_defaults_limits_and_queue(server):
 
 
 def test_finished_jobs_history_is_bounded_by_count_and_bytes(server):
-    from latentdiff.server.jobs import JobParams, JobQueue
+    from latentdiff.server.job_types import JobParams
+    from latentdiff.server.jobs import JobQueue
 
     _, served = server
     params = [JobParams(f"p{i}", "", i, 2, 7.5, "euler", 32, 32, 1) for i in range(4)]

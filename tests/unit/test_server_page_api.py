@@ -72,7 +72,8 @@ def test_history_leaves_out_cancelled_jobs(server):
 
 
 def test_history_keeps_only_the_newest_jobs(server):
-    from latentdiff.server.jobs import JobParams, JobQueue
+    from latentdiff.server.job_types import JobParams
+    from latentdiff.server.jobs import JobQueue
 
     _, served = server
     queue = JobQueue(served.engine, finished_jobs_kept=2)  # the fixture's queue is idle: one model user at a time

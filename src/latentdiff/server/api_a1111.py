@@ -20,7 +20,7 @@ from PIL import Image
 from latentdiff import __version__
 from latentdiff.diffusion.schedulers import SCHEDULERS
 from latentdiff.server.state import get_state
-from latentdiff.server.jobs import CANCELLED, FAILED
+from latentdiff.server.job_types import CANCELLED, FAILED
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
 from latentdiff.infotext import parse_infotext_fields

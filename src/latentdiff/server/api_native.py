@@ -25,7 +25,7 @@ from latentdiff import limits
 from latentdiff.server.state import get_state
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
-from latentdiff.server.jobs import DONE, Job
+from latentdiff.server.job_types import DONE, Job
 from latentdiff.server.schemas import GenerateRequest, usable_schedulers
 
 router = APIRouter(prefix="/api", tags=["latentdiff"], responses=error_responses(*GUARDS))

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from latentdiff.server.state import get_state
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
-from latentdiff.server.jobs import CANCELLED, FAILED
+from latentdiff.server.job_types import CANCELLED, FAILED
 from latentdiff.server.schemas import ImagesGenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=error_responses(*GUARDS, openai=True))

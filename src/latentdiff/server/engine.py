@@ -21,7 +21,7 @@ from latentdiff.generation import GenerationRequest, save_png
 from latentdiff.pipeline import TextToImage
 from latentdiff.server.budget import RequestCost
 from latentdiff.server.errors import ApiError
-from latentdiff.server.jobs import JobImage, JobParams, StepCallback
+from latentdiff.server.job_types import JobImage, JobParams, StepCallback
 from latentdiff.server.preview import fit_latent_to_rgb, latents_to_png
 from latentdiff.server.schemas import ModelDefaults
 

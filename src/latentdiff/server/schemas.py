@@ -23,7 +23,7 @@ from latentdiff.diffusion.schedulers import SCHEDULERS, check_scheduler_name, sc
 from latentdiff.errors import UserError
 from latentdiff import limits
 from latentdiff.server.errors import ApiError
-from latentdiff.server.jobs import JobParams
+from latentdiff.server.job_types import JobParams
 
 Side = Annotated[int, Field(ge=limits.MIN_IMAGE_SIDE, le=limits.MAX_REQUEST_IMAGE_SIDE, multiple_of=limits.IMAGE_SIDE_MULTIPLE)]
 Steps = Annotated[int, Field(ge=1, le=limits.MAX_STEPS)]

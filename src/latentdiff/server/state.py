@@ -18,7 +18,8 @@ from fastapi import Request
 
 from latentdiff.server.budget import check_cost, default_max_cost
 from latentdiff.server.errors import ApiError
-from latentdiff.server.jobs import Job, JobParams, JobQueue, QueueFull
+from latentdiff.server.job_types import Job, JobParams
+from latentdiff.server.jobs import JobQueue, QueueFull
 from latentdiff.server.models import ServedModel, discover_models, find_model
 
 

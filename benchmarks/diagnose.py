@@ -135,7 +135,9 @@ def main() -> int:
         print(f"{row['t']:<5} {row['true']:.4f}  {row['other']:.4f}  {row['empty']:.4f}  {row['gain_vs_other']:+.1%}")
 
     if args.swap_prompt:
-        swaps = [tuple(pair.split(":", 1)) for pair in args.swaps.split(",")]
+        if not all(pair.count(":") == 1 for pair in args.swaps.split(",")):
+            raise SystemExit(f"--swaps takes WORD:OTHER pairs separated by commas (got {args.swaps!r}), e.g. left:right,red:blue")
+        swaps = [tuple(pair.split(":")) for pair in args.swaps.split(",")]
         result["word_separation"] = word_separation(pipe.text_encoder, pipe.tokenizer, args.swap_prompt, swaps)
         print(f"text encoder output change when one word of {args.swap_prompt!r} is swapped, after layer 0 (embeddings) .. last")
         for row in result["word_separation"]:

@@ -43,8 +43,8 @@ def test_the_default_generates_on_onnx_the_images_torch_draws(no_backend_env, ti
     """The same pictures to the eye. Not pixel for pixel: a random, untrained model at CFG 7.5 amplifies the
     runtimes' different float rounding, and how much depends on the CPU. On the development CPU the largest
     difference was 1/255 over 120 images (2 samplers x 40 seeds x 3 prompts); on one CI CPU this test met 7/255.
-    The 1/255 promise is checked where it is made: the runtime's own API on this model (test_export.py) and the
-    trained bundled model (test_default_model.py)."""
+    The 1/255 promise is checked where it is made: test_export.py (the runtime's own API, and the onnx backend with
+    DDIM and Euler a, on this model) and test_default_model.py (the default on the trained bundled model)."""
     request = GenerationRequest(["a red circle", "two blue squares"], seed=5, steps=4)
     default = TextToImage.load(str(tiny_pipeline_dir))
     torch_images = TextToImage.load(str(tiny_pipeline_dir), backend="torch").generate(request)

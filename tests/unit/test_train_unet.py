@@ -214,6 +214,11 @@ def test_clip_skip_keeps_the_layers_used_and_draws_as_diffusers_clip_skip_does(i
         skipped = getattr(full_encoder, "text_model", full_encoder).final_layer_norm(full.hidden_states[-2])
     torch.testing.assert_close(ours, skipped)
     assert (ours - full.last_hidden_state).abs().max() > 1e-3  # skipping a layer changes the conditioning
+    # evaluate still knows the run's CLIP folder as the one that conditions this U-Net (its CLIP score note)
+    from latentdiff.evaluation.clip_score import text_tower_matches
+    from latentdiff.models.clip import load_clip
+
+    assert text_tower_matches(load_clip(str(inputs["clip"]))[0], pipe.text_encoder)
 
 
 def test_clip_skip_past_the_text_encoders_layers_is_one_sentence(inputs, tmp_path, capsys):

@@ -87,6 +87,20 @@ def test_resuming_with_different_options_is_refused(tmp_path):
         train(ToyTask(), _cfg(tmp_path, lr=0.5), tmp_path)
 
 
+def test_a_run_started_before_an_option_existed_resumes_when_the_option_is_at_its_default(tmp_path):
+    """A checkpoint written by an older latentdiff lacks the options added since; they count as their defaults."""
+    with pytest.raises(RuntimeError):
+        train(ToyTask(crash_at_step=5), _cfg(tmp_path), tmp_path)
+    for step, folder in checkpoint.list_checkpoints(tmp_path):
+        state_file = folder / checkpoint.STATE_FILE
+        state = json.loads(state_file.read_text())
+        del state["config"]["max_grad_norm"]  # as if the option came after the run started
+        state_file.write_text(json.dumps(state))
+    with pytest.raises(UserError, match=r"different options \(max_grad_norm\)"):
+        train(ToyTask(), _cfg(tmp_path, max_grad_norm=0.5), tmp_path)  # not the default: not what the run did
+    assert train(ToyTask(), _cfg(tmp_path), tmp_path).step == 12
+
+
 def test_validation_and_logs_are_written(tmp_path):
     train(ToyTask(), _cfg(tmp_path), tmp_path)
     assert json.loads((tmp_path / "toy_metrics.json").read_text())["step"] == 12

@@ -36,10 +36,12 @@ def clip_retrieval(model, tokenizer, processor, images: list[Image.Image],
 
 
 def text_tower_matches(model, text_encoder) -> bool:
-    """Whether a CLIP folder's text tower has exactly the weights of a pipeline's text encoder (so the
-    CLIP score is measured with the CLIP that conditions the U-Net)."""
+    """Whether a CLIP folder's text tower has exactly the weights of a pipeline's text encoder, or of its first
+    layers (a pipeline trained with `train-unet --clip-skip`), so the CLIP score is measured with the CLIP
+    that conditions the U-Net."""
     clip_state = model.text_model.state_dict()
     pipe_state = getattr(text_encoder, "text_model", text_encoder).state_dict()
-    if clip_state.keys() != pipe_state.keys():
+    skipped = clip_state.keys() - pipe_state.keys()
+    if not pipe_state.keys() <= clip_state.keys() or not all(k.startswith("encoder.layers.") for k in skipped):
         return False
-    return all(torch.equal(clip_state[k].float().cpu(), pipe_state[k].float().cpu()) for k in clip_state)
+    return all(torch.equal(clip_state[k].float().cpu(), pipe_state[k].float().cpu()) for k in pipe_state)

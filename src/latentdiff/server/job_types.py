@@ -76,7 +76,6 @@ class Engine(Protocol):
         ...
 
 
-
 @dataclass
 class Job:
     params: JobParams

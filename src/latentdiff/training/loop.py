@@ -15,6 +15,7 @@ with weights bit-identical (on CPU) to a run that was never interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -177,7 +178,12 @@ class _Run:
             return
         state = json.loads((latest / checkpoint.STATE_FILE).read_text())
         saved, now = state["config"], self._config_record()
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        # An option added after the run started is missing from its record: the run behaved as its default does
+        # (new options default to the old behaviour), so it counts as that default.
+        defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                    for f in dataclasses.fields(self.cfg)}
+        changed = sorted(k for k in set(saved) | set(now)
+                         if saved.get(k, defaults.get(k)) != now.get(k))
         if changed:
             raise UserError(f"{self.out_dir} holds an interrupted run started with different options "
                             f"({', '.join(changed)}); rerun with the same options to resume, or use a new --out.")

@@ -82,8 +82,12 @@ def test_page_generates_shows_progress_and_the_result(browser, tiny_pipeline_dir
         assert download_info.value.suggested_filename.startswith("latentdiff-")
         assert "done" in page.inner_text("#status") and page.is_enabled("#generate")
 
-        # cancel a long job from the page
+        # cancel a long job from the page: 4 images of 150 steps at 64x64, 8x the work of the job above, so it is
+        # still running when the click lands (150 steps of 2 images at 32x32 once finished first on an idle CPU)
         page.fill("#steps", "150")
+        page.fill("#width", "64")
+        page.fill("#height", "64")
+        page.fill("#num_images", "4")
         page.click("#generate")
         page.wait_for_function("() => /step \\d+ \\/ 150/.test(document.getElementById('status').textContent)",
                                timeout=60_000)

@@ -39,12 +39,15 @@ def test_the_environment_variable_sets_it_and_a_wrong_value_says_what_to_do(monk
 
 
 @pytest.mark.slow  # exports the tiny model (~5 s)
-def test_the_default_generates_on_onnx_the_images_torch_draws(no_backend_env, tiny_pipeline_dir):
-    """The same pictures to the eye. Not pixel for pixel: a random, untrained model at CFG 7.5 amplifies the
-    runtimes' different float rounding, and how much depends on the CPU. On the development CPU the largest
-    difference was 1/255 over 120 images (2 samplers x 40 seeds x 3 prompts); on one CI CPU this test met 7/255.
-    The 1/255 promise is checked where it is made: test_export.py (the runtime's own API, and the onnx backend with
-    DDIM and Euler a, on this model) and test_default_model.py (the default on the trained bundled model)."""
+def test_the_default_generates_on_onnx_the_images_torch_draws(no_backend_env, tiny_pipeline_dir, monkeypatch, tmp_path):
+    """The same pictures to the eye: mean difference under 0.25/255, max 16/255 (here: at most 1/255 over 120
+    images). This check caught a real fault once: with the suite's shared export cache, the README walkthrough's
+    stand-in pipeline (the same weights, another folder) left an export under the same key, and the default
+    drew 37% of pixels more than 1/255 away (mean 1.41, max 9). The cache key covers the weights only (left
+    open). The 1/255 promise itself is checked in test_export.py (the runtime's own API, and the onnx backend
+    with DDIM and Euler a, on this model) and test_default_model.py (the default on the trained bundled model)."""
+    # its own export cache, so no other test's export of these weights is found under the same key
+    monkeypatch.setenv("LATENTDIFF_CACHE_DIR", str(tmp_path))
     request = GenerationRequest(["a red circle", "two blue squares"], seed=5, steps=4)
     default = TextToImage.load(str(tiny_pipeline_dir))
     torch_images = TextToImage.load(str(tiny_pipeline_dir), backend="torch").generate(request)

@@ -73,7 +73,9 @@ def conditioning_gain(pipe, dataset, num_images: int) -> list[dict]:
 @torch.no_grad()
 def word_separation(text_encoder, tokenizer, prompt: str, swaps: list[tuple[str, str]]) -> list[dict]:
     """Per swap (word, other): after each layer k (0: the embeddings), max over tokens of |h - h'| / |h|."""
-    tower = getattr(text_encoder, "text_model", text_encoder)  # transformers 4 wraps the tower
+    from latentdiff.models.clip import text_tower
+
+    tower = text_tower(text_encoder)
     rows = []
     for word, other in swaps:
         if f" {word} " not in f" {prompt} ":

@@ -2,7 +2,9 @@
 
 - `files_sha256(paths)`: one SHA-256 over files' bytes in the given order (streamed, 1 MiB at a time);
 - `model_hash(pipeline_dir)`: AUTOMATIC1111's short model hash of a pipeline folder (PNG infotext, APIs);
-- `folder_hash(dir)`: the same short form over any folder's safetensors (a CLIP or VAE folder in reports).
+- `folder_hash(dir)`: the same short form over any folder's safetensors (a CLIP or VAE folder in reports);
+- `pipeline_hash(pipeline_dir)`: the weights and every file beside them that changes the pictures (configs,
+  tokenizer, scheduler): what a cached export is keyed by.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Iterable
 
 SHORT_HASH_LENGTH = 10  # AUTOMATIC1111's shorthash
 HASHED_COMPONENTS = ("unet", "vae", "text_encoder")
+# The folders whose other files (configs, vocabulary, merges) change what the same weights draw
+CONFIGURED_COMPONENTS = HASHED_COMPONENTS + ("tokenizer", "scheduler")
 CHUNK_BYTES = 1 << 20
 
 
@@ -66,6 +70,22 @@ def model_sha256(model_dir: str | Path) -> str:
     files = weight_files(model_dir)
     stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _hash_files(stamp)
+
+
+def pipeline_hash(model_dir: str | Path) -> str:
+    """Short SHA-256 over the weights (as `model_sha256`) and every other file of the pipeline's components
+    plus `model_index.json`, with their relative paths: two folders with the same weights and another
+    tokenizer, scheduler or config get different hashes, so neither is handed the other's export."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256(model_sha256(model_dir).encode())
+    others = [model_dir / "model_index.json"] + [
+        path for component in CONFIGURED_COMPONENTS for path in sorted((model_dir / component).rglob("*"))
+        if path.is_file() and path.suffix != ".safetensors"]
+    for path in others:
+        if path.is_file():
+            digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
+            update_with_file(digest, path)
+    return digest.hexdigest()[:SHORT_HASH_LENGTH]
 
 
 @lru_cache(maxsize=64)

@@ -194,6 +194,37 @@ def test_backend_on_a_pipeline_folder_exports_once_then_reuses(tiny_pipeline_dir
     assert len(list((cache_dir / "exports").glob("*-onnx/unet/model.onnx"))) == 1
 
 
+def test_a_folder_with_the_same_weights_and_another_tokenizer_gets_its_own_export(tiny_pipeline_dir, exports,
+                                                                                   monkeypatch, tmp_path):
+    """The cache is keyed by the weights and the files beside them: the same weights with another vocabulary
+    draw other pictures, so they must not be handed the first folder's export (they were, once)."""
+    import shutil
+
+    import latentdiff.export.exporter as exporter
+    from latentdiff.pipeline import TextToImage
+
+    calls = []
+
+    def export_by_copy(source, out_dir, fmt, **kwargs):
+        calls.append(source.path)
+        shutil.copytree(exports[fmt], out_dir)
+        return out_dir
+
+    monkeypatch.setattr(exporter, "export_pipeline", export_by_copy)
+    monkeypatch.setenv("LATENTDIFF_CACHE_DIR", str(tmp_path / "cache"))
+    same, retokenized = tmp_path / "same", tmp_path / "retokenized"
+    shutil.copytree(tiny_pipeline_dir, same)
+    shutil.copytree(tiny_pipeline_dir, retokenized)
+    path = retokenized / "tokenizer" / "tokenizer.json"  # two merged tokens swap ids, as two trainings once did
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('"ed</w>"', '"@swap@"').replace('"er</w>"', '"ed</w>"').replace('"@swap@"', '"er</w>"'),
+                    encoding="utf-8")
+    loaded = [TextToImage.load(str(folder), backend="onnx") for folder in (tiny_pipeline_dir, same, retokenized)]
+    assert len({model.model_hash for model in loaded}) == 1  # A1111's model hash: the weights only
+    assert calls == [tiny_pipeline_dir.resolve(), retokenized.resolve()]  # the identical copy reused the first
+    assert len(list((tmp_path / "cache" / "exports").glob("*-onnx/unet/model.onnx"))) == 2
+
+
 def test_generate_cli_with_onnx_backend_writes_infotext(tiny_pipeline_dir, exports, tmp_path):
     from PIL import Image
 

@@ -193,7 +193,7 @@ def test_zero_terminal_snr_with_epsilon_is_one_sentence(inputs, tmp_path, capsys
 
 
 @pytest.mark.slow  # ~5 s: trains a U-Net a few steps
-def test_clip_skip_keeps_the_layers_used_and_draws_as_diffusers_clip_skip_does(inputs, tmp_path):
+def test_clip_skip_keeps_the_layers_used_and_draws_as_diffusers_clip_skip_does(inputs, tmp_path, caplog):
     """The saved text encoder is the first layers of the CLIP's: its prompt embeddings are what diffusers'
     `encode_prompt(..., clip_skip=1)` computes from the whole encoder (the penultimate hidden state through the
     final layer norm), so the pipeline loads and draws unchanged, with no clip_skip argument."""
@@ -219,6 +219,16 @@ def test_clip_skip_keeps_the_layers_used_and_draws_as_diffusers_clip_skip_does(i
     from latentdiff.models.clip import load_clip
 
     assert text_tower_matches(load_clip(str(inputs["clip"]))[0], pipe.text_encoder)
+    # continuing it with the full CLIP would condition its U-Net on other embeddings: said, with the fix
+    caplog.clear()
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert train_unet.main(tiny_unet_argv(inputs, tmp_path / "full", "--init", str(out), *cache)) == 0
+    warned = [r.getMessage() for r in caplog.records if "text-encoder layers" in r.getMessage()]
+    assert len(warned) == 1 and f"on {full_encoder.config.num_hidden_layers - 1} text-encoder layers" in warned[0]
+    assert f"pass --clip {out}" in warned[0]
+    caplog.clear()
+    assert train_unet.main(tiny_unet_argv(inputs, tmp_path / "same", "--init", str(out), "--clip", str(out), *cache)) == 0
+    assert not [r for r in caplog.records if "text-encoder layers" in r.getMessage()]
 
 
 def test_clip_skip_past_the_text_encoders_layers_is_one_sentence(inputs, tmp_path, capsys):

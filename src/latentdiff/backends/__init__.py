@@ -77,15 +77,15 @@ def exported_folder(model: str | None, backend: str, *, show_progress: bool = Tr
     reused after. One process exports at a time (a lock beside the folder); the others wait and reuse it."""
     from latentdiff.export.exporter import export_pipeline
     from latentdiff.export.layout import EXPORTER_VERSION, cached_export_dir, read_export_info
-    from latentdiff.hashing import model_hash
+    from latentdiff.hashing import model_hash, pipeline_hash
     from latentdiff.model_source import ModelSource, resolve_model
 
     if model and (info := read_export_info(Path(model).expanduser())) is not None:
         folder = Path(model).expanduser().resolve()
         return folder, ModelSource(folder, info.get("source_name") or folder.name, info.get("source_hash")), False
     source = resolve_model(model)
-    source_hash = model_hash(source.path)
-    folder = cached_export_dir(source_hash, backend)
+    source_hash = model_hash(source.path)  # A1111's model hash, what the infotext shows
+    folder = cached_export_dir(pipeline_hash(source.path), backend)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.with_name(folder.name + ".lock"), "a") as lock:
         if fcntl is not None:
@@ -105,10 +105,10 @@ def _failure_marker(cached_folder: Path) -> Path:
 
 def _cached_folder(model: str | None, backend: str) -> Path:
     from latentdiff.export.layout import cached_export_dir
-    from latentdiff.hashing import model_hash
+    from latentdiff.hashing import pipeline_hash
     from latentdiff.model_source import resolve_model
 
-    return cached_export_dir(model_hash(resolve_model(model).path), backend)
+    return cached_export_dir(pipeline_hash(resolve_model(model).path), backend)
 
 
 def _export_failed_before(model: str | None, backend: str) -> str | None:

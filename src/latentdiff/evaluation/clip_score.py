@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from latentdiff.evaluation.retrieval import retrieval_metrics
+from latentdiff.models.clip import text_tower
 from latentdiff.models.clip_embeddings import encode_images, encode_texts
 
 CLIP_SCORE_SCALE = 100.0
@@ -40,7 +41,7 @@ def text_tower_matches(model, text_encoder) -> bool:
     layers (a pipeline trained with `train-unet --clip-skip`), so the CLIP score is measured with the CLIP
     that conditions the U-Net."""
     clip_state = model.text_model.state_dict()
-    pipe_state = getattr(text_encoder, "text_model", text_encoder).state_dict()
+    pipe_state = text_tower(text_encoder).state_dict()
     skipped = clip_state.keys() - pipe_state.keys()
     if not pipe_state.keys() <= clip_state.keys() or not all(k.startswith("encoder.layers.") for k in skipped):
         return False

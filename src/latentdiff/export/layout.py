@@ -62,6 +62,7 @@ def cache_root() -> Path:
     return Path(base).expanduser() / "latentdiff"
 
 
-def cached_export_dir(source_hash: str, fmt: str) -> Path:
-    """One folder per model weights (their hash) and format: a retrained model gets a new export."""
-    return cache_root() / "exports" / f"{source_hash}-{fmt}"
+def cached_export_dir(pipeline_hash: str, fmt: str) -> Path:
+    """One folder per pipeline (`hashing.pipeline_hash`: weights, configs, tokenizer, scheduler) and format:
+    a retrained or reconfigured model gets a new export."""
+    return cache_root() / "exports" / f"{pipeline_hash}-{fmt}"

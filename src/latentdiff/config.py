@@ -231,6 +231,8 @@ SCHEDULER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpmpp-2m", "dpmp
 DEFAULT_SCHEDULER = "dpmpp-2m"
 DEFAULT_GENERATION_STEPS = 25
 DEFAULT_GUIDANCE = 7.5  # classifier-free guidance scale (Ho & Salimans 2022); <= 1 turns guidance off
+GUIDANCE_HELP = (f"classifier-free guidance scale (<= 1: off; default: the model's own, from its latentdiff_model.json, "
+                 f"else {DEFAULT_GUIDANCE})")
 
 
 @dataclass
@@ -243,7 +245,7 @@ class GenerateConfig:
     num_images: int = option(1, "images per prompt")
     seed: int | None = option(None, "seed of the first image; image i uses seed+i (default: random, printed)")
     steps: int = option(DEFAULT_GENERATION_STEPS, "denoising steps")
-    guidance: float = option(DEFAULT_GUIDANCE, "classifier-free guidance scale (<= 1: off)")
+    guidance: float | None = option(None, GUIDANCE_HELP)
     scheduler: str = option(DEFAULT_SCHEDULER, f"sampler: {', '.join(SCHEDULER_NAMES)}")
     width: int | None = option(None, "image width in pixels (default: the model's training size)")
     height: int | None = option(None, "image height in pixels (default: the model's training size)")
@@ -293,7 +295,7 @@ class EvaluateConfig:
     split: str = option("test", "the split measured on", choices=("train", "validation", "test"))
     num_samples: int = option(0, "images of the split used, in file order, one generated per caption (0: all)")
     steps: int = option(DEFAULT_GENERATION_STEPS, "denoising steps")
-    guidance: float = option(DEFAULT_GUIDANCE, "classifier-free guidance scale (<= 1: off)")
+    guidance: float | None = option(None, GUIDANCE_HELP)
     scheduler: str = option(DEFAULT_SCHEDULER, f"sampler: {', '.join(SCHEDULER_NAMES)}")
     seed: int = option(0, "seed of the first generated image; image i uses seed+i")
     guidance_sweep: list[float] = option([], "also measure fidelity and CLIP score at these guidance scales (e.g. 1,3,5,7)")

@@ -13,7 +13,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from latentdiff import limits
-from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
+from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
 from latentdiff.infotext import PNG_TEXT_KEY, Infotext
 
 DEFAULT_STRENGTH = 0.75  # img2img: AUTOMATIC1111's default denoising strength
@@ -26,7 +26,7 @@ class GenerationRequest:
     num_images: int = 1  # per prompt
     seed: int | None = None  # image i (prompt-major order) gets limits.image_seed(seed, i); None or -1: random
     steps: int = DEFAULT_GENERATION_STEPS
-    guidance: float = DEFAULT_GUIDANCE
+    guidance: float | None = None  # None: the model's own (latentdiff_model.json), else DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
     width: int | None = None  # None: the model's training size
     height: int | None = None

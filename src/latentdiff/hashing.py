@@ -74,11 +74,12 @@ def model_sha256(model_dir: str | Path) -> str:
 
 def pipeline_hash(model_dir: str | Path) -> str:
     """Short SHA-256 over the weights (as `model_sha256`) and every other file of the pipeline's components
-    plus `model_index.json`, with their relative paths: two folders with the same weights and another
-    tokenizer, scheduler or config get different hashes, so neither is handed the other's export."""
+    plus its top-level JSON files (`model_index.json`, `latentdiff_model.json`), with their relative paths: two
+    folders with the same weights and another tokenizer, scheduler or config get different hashes, so neither
+    is handed the other's export."""
     model_dir = Path(model_dir)
     digest = hashlib.sha256(model_sha256(model_dir).encode())
-    others = [model_dir / "model_index.json"] + [
+    others = sorted(model_dir.glob("*.json")) + [
         path for component in CONFIGURED_COMPONENTS for path in sorted((model_dir / component).rglob("*"))
         if path.is_file() and path.suffix != ".safetensors"]
     for path in others:

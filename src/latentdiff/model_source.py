@@ -14,6 +14,7 @@ from pathlib import Path
 
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import MODEL_INDEX
+from latentdiff.limits import MAX_GUIDANCE
 from latentdiff.models.weights import pickle_only_files
 
 # the package folder that holds the bundled small trained pipeline (`latentdiff generate` with no --model)
@@ -21,7 +22,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 # the bundled models by name (`--model shapes`): emoji is the default one, shapes draws compositional scenes
 BUNDLED_MODELS = {"emoji": DEFAULT_MODEL_DIR, "shapes": Path(__file__).resolve().parent / "shapes_model"}
 BUNDLED_NAMES = {"emoji": "latentdiff-default", "shapes": "latentdiff-shapes"}  # what infotext calls each
-# beside model_index.json: what latentdiff calls the model (diffusers ignores files it does not know)
+# beside model_index.json: what latentdiff calls the model, and the guidance scale it draws best at (diffusers
+# ignores files it does not know): {"name": "shapes", "guidance": 2.0}
 MODEL_INFO = "latentdiff_model.json"
 # the folder `latentdiff train` exports into (runs/NAME/pipeline): its parent folder names the run
 PIPELINE_FOLDER_NAME = "pipeline"
@@ -85,13 +87,28 @@ def write_model_name(out_dir: Path, name: str | None = None) -> None:
     (Path(out_dir) / MODEL_INFO).write_text(json.dumps({"name": name or run_name(out_dir)}, indent=2) + "\n")
 
 
+def model_info(folder: Path) -> dict:
+    """The folder's `latentdiff_model.json` ({} when it has none or it is not a JSON object)."""
+    try:
+        info = json.loads((Path(folder) / MODEL_INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def model_name_of(folder: Path) -> str:
     """The name stored by `write_model_name`, else the run's name from the folder's path."""
-    try:
-        name = json.loads((Path(folder) / MODEL_INFO).read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        name = None
+    name = model_info(folder).get("name")
     return name.strip() if isinstance(name, str) and name.strip() else run_name(folder)
+
+
+def model_guidance(folder: Path) -> float | None:
+    """The guidance scale stored as "guidance" in the folder's `latentdiff_model.json`: the one its maker
+    measured best (the bundled models': `latentdiff evaluate --guidance-sweep`), or None."""
+    guidance = model_info(folder).get("guidance")
+    if isinstance(guidance, (int, float)) and not isinstance(guidance, bool) and 0 <= guidance <= MAX_GUIDANCE:
+        return float(guidance)
+    return None
 
 
 def _download(hub_id: str) -> Path:

@@ -40,7 +40,7 @@ from latentdiff.generation import DEFAULT_STRENGTH, GeneratedImage, GenerationRe
 from latentdiff.infotext import Infotext
 from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
 from latentdiff.models.smallest_size import smallest_image_side
-from latentdiff.model_source import ModelSource, error_reason, resolve_model
+from latentdiff.model_source import ModelSource, error_reason, model_guidance, resolve_model
 from latentdiff.models.weights import quiet_loading_bars
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype, use_threads
 
@@ -147,6 +147,13 @@ class TextToImage:
         sample_size = sample_size if isinstance(sample_size, int) else sample_size[0]
         return int(sample_size) * self.vae_scale_factor
 
+    @functools.cached_property
+    def default_guidance(self) -> float:
+        """The guidance scale of a request that names none: the model's own (`model_source.model_guidance`; the
+        bundled models draw best well below 7.5), else DEFAULT_GUIDANCE, as in diffusers."""
+        guidance = model_guidance(self.source.path)
+        return DEFAULT_GUIDANCE if guidance is None else guidance
+
     @property
     def max_prompt_tokens(self) -> int:
         return int(self.pipe.tokenizer.model_max_length)
@@ -170,9 +177,10 @@ class TextToImage:
         if not 1 <= request.steps <= self.max_steps:
             raise UserError(f"--steps must be between 1 and {self.max_steps}, the model's training timesteps "
                             f"(got {request.steps}); 20-50 is typical.", "steps")
-        if not math.isfinite(request.guidance) or request.guidance < 0:
-            raise UserError(f"--guidance must be a number >= 0 (got {request.guidance}); {DEFAULT_GUIDANCE} is "
-                            f"typical, <= 1 turns guidance off.", "guidance")
+        guidance = self.default_guidance if request.guidance is None else request.guidance
+        if not math.isfinite(guidance) or guidance < 0:
+            raise UserError(f"--guidance must be a number >= 0 (got {guidance}); {self.default_guidance:g} is "
+                            f"this model's default, <= 1 turns guidance off.", "guidance")
         check_scheduler_name(request.scheduler)
         width = self.default_size if request.width is None else request.width
         height = self.default_size if request.height is None else request.height
@@ -201,7 +209,8 @@ class TextToImage:
         if not 0 <= seed <= limits.MAX_SEED:
             raise UserError(f"--seed must be between 0 and {limits.MAX_SEED}, or -1 for a random one (got {seed}).",
                             "seed")
-        return dataclasses.replace(request, prompts=list(request.prompts), seed=seed, width=width, height=height)
+        return dataclasses.replace(request, prompts=list(request.prompts), seed=seed, width=width, height=height,
+                                   guidance=guidance)
 
     # ---------------------------------------------------------------- step 2: text
 

@@ -361,3 +361,25 @@ def test_a_trained_pipeline_is_called_by_its_run_not_pipeline(tiny_pipeline_dir,
     shutil.move(run_pipeline, moved)  # the name travels with the folder
     result = TextToImage.load(str(moved), "cpu").generate(_request(["a red circle"]))[0]
     assert parse_infotext(result.infotext).model_name == "shapes"
+
+
+def test_a_model_draws_at_its_own_guidance_unless_another_is_asked(tiny_pipeline_dir, tmp_path):
+    """"guidance" in latentdiff_model.json (the bundled models': the best scale of a guidance sweep) is what
+    generate, evaluate and the server use when none is asked; an asked scale wins; a malformed one is ignored."""
+    from latentdiff.model_source import MODEL_INFO
+    from latentdiff.server.engine import PipelineEngine
+
+    model = shutil.copytree(tiny_pipeline_dir, tmp_path / "model")
+    (model / MODEL_INFO).write_text(json.dumps({"name": "mine", "guidance": 3}))
+    loaded = TextToImage.load(str(model), "cpu")
+    assert loaded.default_guidance == 3.0 and PipelineEngine(loaded).defaults.guidance == 3.0
+    own = loaded.generate(_request(["a red circle"], seed=1))[0]
+    asked = {scale: loaded.generate(_request(["a red circle"], seed=1, guidance=scale))[0] for scale in (3, 7.5)}
+    assert parse_infotext(own.infotext).guidance == 3.0
+    assert np.array_equal(np.asarray(own.image), np.asarray(asked[3].image))
+    assert parse_infotext(asked[7.5].infotext).guidance == 7.5
+    assert not np.array_equal(np.asarray(own.image), np.asarray(asked[7.5].image))
+    assert TextToImage.load(str(tiny_pipeline_dir), "cpu").default_guidance == 7.5  # none stored: diffusers' 7.5
+    for malformed in ("high", True, -1, 1e9):
+        (model / MODEL_INFO).write_text(json.dumps({"name": "mine", "guidance": malformed}))
+        assert TextToImage.load(str(model), "cpu").default_guidance == 7.5

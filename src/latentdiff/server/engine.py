@@ -15,7 +15,7 @@ import io
 
 from PIL import Image
 
-from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
+from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
 from latentdiff.errors import UserError
 from latentdiff.generation import GenerationRequest, save_png
 from latentdiff.pipeline import TextToImage
@@ -62,7 +62,8 @@ class PipelineEngine:
     @property
     def defaults(self) -> ModelDefaults:
         size = self.text_to_image.default_size
-        return ModelDefaults(width=size, height=size, steps=DEFAULT_GENERATION_STEPS, guidance=DEFAULT_GUIDANCE,
+        return ModelDefaults(width=size, height=size, steps=DEFAULT_GENERATION_STEPS,
+                             guidance=self.text_to_image.default_guidance,
                              scheduler=DEFAULT_SCHEDULER)
 
     def check(self, params: JobParams, field_names: dict[str, str] | None = None) -> None:

@@ -70,7 +70,7 @@ def check_config(cfg: EvaluateConfig) -> None:
         raise UserError(f"--batch-size must be at least 1 (got {cfg.batch_size}).")
     if cfg.steps < 1:
         raise UserError(f"--steps must be at least 1 (got {cfg.steps}).")
-    for value in [cfg.guidance, *cfg.guidance_sweep]:
+    for value in [*([] if cfg.guidance is None else [cfg.guidance]), *cfg.guidance_sweep]:
         if not math.isfinite(value) or value < 0:
             raise UserError(f"Guidance scales must be numbers >= 0 (got {value}); e.g. --guidance-sweep 1,3,5,7.")
     check_scheduler_name(cfg.scheduler)
@@ -148,17 +148,18 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
 
         text_encoder = CLIPTextModel.from_pretrained(text_to_image.source.path / "text_encoder")
     clip = _load_clip(clip_path, text_encoder) if clip_path else None
+    guidance = text_to_image.default_guidance if cfg.guidance is None else cfg.guidance
     num = len(real_ref.real.images)
     payload["protocol"].update({
         "model_hash": text_to_image.model_hash, "model_name": text_to_image.model_name, "backend": text_to_image.backend,
         "seeds": f"{cfg.seed}..{cfg.seed + num - 1} (caption i uses seed+i, CPU generators)",
-        "steps": cfg.steps, "scheduler": cfg.scheduler, "guidance": cfg.guidance,
+        "steps": cfg.steps, "scheduler": cfg.scheduler, "guidance": guidance,
         "generated_size": f"{text_to_image.default_size}x{text_to_image.default_size}", "batch_size": cfg.batch_size,
         "dtype": str(text_to_image.pipe.unet.dtype).replace("torch.", ""),
         "clip": clip.path if clip else None,
     })
     common = dict(seed=cfg.seed, steps=cfg.steps, scheduler=cfg.scheduler, batch_size=cfg.batch_size, clip=clip)
-    generation, results = evaluate_generations(text_to_image, real_ref, extractor, guidance=cfg.guidance, **common)
+    generation, results = evaluate_generations(text_to_image, real_ref, extractor, guidance=guidance, **common)
     payload["generation"] = generation
     payload["real_reference"] = evaluate_real_against_captions(real_ref, clip)
     if clip is None:
@@ -181,9 +182,9 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
         result.save(samples / f"{i:05d}-{result.seed}.png")
     if cfg.guidance_sweep:
         rows = []
-        for guidance in cfg.guidance_sweep:
-            metrics = generation if guidance == cfg.guidance else \
-                evaluate_generations(text_to_image, real_ref, extractor, guidance=guidance, **common)[0]
+        for swept in cfg.guidance_sweep:
+            metrics = generation if swept == guidance else \
+                evaluate_generations(text_to_image, real_ref, extractor, guidance=swept, **common)[0]
             rows.append(sweep_row(metrics))
         payload["guidance_sweep"] = rows
         plot_guidance_sweep(rows, out_dir / SWEEP_PLOT_FILENAME)

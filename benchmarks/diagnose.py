@@ -83,7 +83,9 @@ def word_separation(text_encoder, tokenizer, prompt: str, swaps: list[tuple[str,
         swapped = f" {prompt} ".replace(f" {word} ", f" {other} ", 1).strip()
         ids = tokenizer([prompt, swapped], padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
-        states = text_encoder(ids, output_hidden_states=True).hidden_states  # (layers + 1) x (2, L, D)
+        # (layers + 1) x (2, L, D); transformers returns none at all for a text encoder cut to 0 layers
+        # (`train-unet --clip-skip` of every layer), whose only state is the embeddings'
+        states = text_encoder(ids, output_hidden_states=True).hidden_states or (tower.embeddings(ids),)
         change = []
         for hidden in states:
             normed = tower.final_layer_norm(hidden)

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from latentdiff.evaluation.retrieval import retrieval_metrics
-from latentdiff.models.clip import text_tower
 from latentdiff.models.clip_embeddings import encode_images, encode_texts
 
 CLIP_SCORE_SCALE = 100.0
@@ -40,6 +39,10 @@ def text_tower_matches(model, text_encoder) -> bool:
     """Whether a CLIP folder's text tower has exactly the weights of a pipeline's text encoder, or of its first
     layers (a pipeline trained with `train-unet --clip-skip`), so the CLIP score is measured with the CLIP
     that conditions the U-Net."""
+    # imported here: models.clip imports transformers' CLIPImageProcessor, which warns about torchvision unless
+    # loaded inside models.weights.quiet_loading_bars, as the CLIP loaders do
+    from latentdiff.models.clip import text_tower
+
     clip_state = model.text_model.state_dict()
     pipe_state = text_tower(text_encoder).state_dict()
     skipped = clip_state.keys() - pipe_state.keys()

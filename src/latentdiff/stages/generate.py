@@ -77,7 +77,7 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
     seeds = f"seed {request.seed}" + (f" (images use {request.seed}..{last_seed})" if num_total > 1 else "")
     print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {text_to_image.model_name} "
           f"({text_to_image.backend}), "
-          f"{request.scheduler}, {request.steps} steps, {seeds}"
+          f"{request.scheduler}, {request.steps} steps, guidance {request.guidance:g}, {seeds}"
           + (f", from {cfg.init_image} at strength {cfg.strength:g}." if request.init_image is not None else "."))
 
     with progress_bar("denoising") as on_step:

@@ -88,6 +88,7 @@ def check_same_images(folder: Path) -> None:
     from latentdiff.pipeline import GenerationRequest, TextToImage
 
     ours = TextToImage.load(str(folder), "cpu", "torch")  # the default backend (onnx) may move a pixel by 1/255
+    guidance = ours.default_guidance  # the bundle's own (latentdiff_model.json); diffusers would take 7.5
     image = ours.generate(GenerationRequest(["a red apple"], seed=0, steps=4, scheduler="ddim"))[0].image
     plain = StableDiffusionPipeline.from_pretrained(folder)
     dtypes = {name: next(getattr(plain, name).parameters()).dtype for name in ("unet", "vae", "text_encoder")}
@@ -97,7 +98,8 @@ def check_same_images(folder: Path) -> None:
 
     plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
     plain.set_progress_bar_config(disable=True)
-    theirs = plain("a red apple", num_inference_steps=4, generator=torch.Generator("cpu").manual_seed(0)).images[0]
+    theirs = plain("a red apple", num_inference_steps=4, guidance_scale=guidance,
+                   generator=torch.Generator("cpu").manual_seed(0)).images[0]
     difference = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(theirs, dtype=np.int16)).max()
     print(f"latentdiff vs plain diffusers, same seed: max pixel difference {difference}")
     if difference > 0:  # same weights, kernels and noise (pipeline.py keeps diffusers' plain weights)

@@ -21,7 +21,8 @@ def test_it_is_found_by_name_and_everything_bundled_fits_in_60_mb():
 
     source = resolve_model("shapes")
     assert source.path == SHAPES_DIR.resolve() and source.name == "latentdiff-shapes"
-    # it draws best at guidance 2 (all attributes 0.78 of the test scenes, 0.49 at diffusers' 7.5: docs/speedrun.md)
+    # it draws best at guidance 2 (docs/speedrun.md: the model before its last 95 minutes got all attributes of
+    # the test scenes right 0.78 of the time at 2, 0.49 at diffusers' 7.5)
     assert model_guidance(SHAPES_DIR) == 2.0
     total = sum(f.stat().st_size for folder in BUNDLED_MODELS.values() for f in folder.rglob("*") if f.is_file())
     assert total <= MAX_BUNDLED_BYTES
@@ -47,8 +48,8 @@ def test_it_draws_the_asked_colours_and_counts():
                "two green triangles": ("green", 2)}
     right, total = hits(prompts, lambda want, objects: len(objects) == want[1] and all(o.color == want[0] for o in objects))
     # A model that ignored the prompt would get the colour right about 1 time in 6 and the count about 6 in 10:
-    # about 0.8 hits of 8 (5 or more: under 0.1%). The bundled model gets 6 at its guidance 2 and 7 at 7.5 (test
-    # split at 2: colour 0.95, count 0.94; docs/speedrun.md); a retrained one must not draw less of what it is asked.
+    # about 0.8 hits of 8 (5 or more: under 0.1%). The bundled model gets 7 at its guidance 2 (test split: colour
+    # 0.99, count 0.98; docs/speedrun.md); a retrained one must not draw less of what it is asked.
     assert right >= 5, f"{right} of {total} images had the asked colour and count"
 
 
@@ -69,6 +70,6 @@ def test_it_draws_the_asked_shape():
                "a large blue star": "star", "a large red diamond": "diamond", "a large purple circle": "circle",
                "a large purple square": "square", "a large green diamond": "diamond"}
     right, total = hits(prompts, lambda want, objects: len(objects) == 1 and objects[0].shape == want)
-    # One of five shapes by chance: about 3 hits of 16. The bundled model gets 16 at its own guidance (2; 13 at
-    # 7.5); circles and squares, told apart by how much of their box they fill, were its last confusion.
+    # One of five shapes by chance: about 3 hits of 16. The bundled model gets 15 at its own guidance (2; test
+    # split: 0.95); circles and squares, told apart by how much of their box they fill, were its last confusion.
     assert right >= 12, f"{right} of {total} images had the asked shape"

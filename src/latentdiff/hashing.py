@@ -79,11 +79,10 @@ def pipeline_hash(model_dir: str | Path) -> str:
     is handed the other's export."""
     model_dir = Path(model_dir)
     digest = hashlib.sha256(model_sha256(model_dir).encode())
-    others = sorted(model_dir.glob("*.json")) + [
-        path for component in CONFIGURED_COMPONENTS for path in sorted((model_dir / component).rglob("*"))
-        if path.is_file() and path.suffix != ".safetensors"]
-    for path in others:
-        if path.is_file():
+    candidates = [*sorted(model_dir.glob("*.json")),
+                  *(path for component in CONFIGURED_COMPONENTS for path in sorted((model_dir / component).rglob("*")))]
+    for path in candidates:
+        if path.is_file() and path.suffix != ".safetensors":  # the weights are in model_sha256 already
             digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
             update_with_file(digest, path)
     return digest.hexdigest()[:SHORT_HASH_LENGTH]

@@ -45,8 +45,9 @@ def test_the_default_generates_on_onnx_the_images_torch_draws(no_backend_env, ti
     stand-in pipeline (the same weights, another folder, a tokenizer whose ties the `tokenizers` trainer had
     broken otherwise) left an export under the same key, and the default drew 37% of pixels more than 1/255
     away (mean 1.41, max 9). Both are mended: the key covers the tokenizer and configs (test_export.py) and
-    the tokenizer's training is deterministic (test_tokenizer.py). The 1/255 promise itself is checked in test_export.py (the runtime's own API, and the onnx backend
-    with DDIM and Euler a, on this model) and test_default_model.py (the default on the trained bundled model)."""
+    the tokenizer's training is deterministic (test_tokenizer.py). The 1/255 promise itself is checked in
+    test_export.py (the runtime's own API, and the onnx backend with DDIM and Euler a, on this model) and
+    test_default_model.py (the default on the trained bundled model)."""
     # its own export cache, so no other test's export of these weights is found under the same key
     monkeypatch.setenv("LATENTDIFF_CACHE_DIR", str(tmp_path))
     request = GenerationRequest(["a red circle", "two blue squares"], seed=5, steps=4)

@@ -70,7 +70,7 @@ def check_config(cfg: EvaluateConfig) -> None:
         raise UserError(f"--batch-size must be at least 1 (got {cfg.batch_size}).")
     if cfg.steps < 1:
         raise UserError(f"--steps must be at least 1 (got {cfg.steps}).")
-    for value in [*([] if cfg.guidance is None else [cfg.guidance]), *cfg.guidance_sweep]:
+    for value in [g for g in (cfg.guidance, *cfg.guidance_sweep) if g is not None]:  # None: the model's own
         if not math.isfinite(value) or value < 0:
             raise UserError(f"Guidance scales must be numbers >= 0 (got {value}); e.g. --guidance-sweep 1,3,5,7.")
     check_scheduler_name(cfg.scheduler)

@@ -165,6 +165,9 @@ class VaeTrainConfig(TrainConfig):
     decoder_only: bool = option(False, "train only the decoder (the encoder, and so the latent space a U-Net was "
                                        "trained in, stays fixed), as Stable Diffusion's ft-MSE VAE was fine-tuned")
     kl_weight: float = option(1e-6, "weight of the KL term relative to the per-pixel reconstruction loss (LDM: 1e-6)")
+    latent_channels: int = option(0, "channels of each latent cell when training from a preset: more keep more of each "
+                                     "image for the decoder (Stable Diffusion 4, SD3 16) and the U-Net models them "
+                                     "unchanged in speed (0: the preset's, 4)")
     scaling_images: int = option(1024, "training images whose latents' std sets the exported scaling_factor (1/std)")
     validation_images: int = option(256, "validation images used for PSNR (0: all)")
     checkpoint_every: int = option(200, "write resumable training state every N optimizer steps (0: only at the end)")

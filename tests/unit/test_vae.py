@@ -205,3 +205,18 @@ def test_decoder_only_keeps_the_encoder_and_the_scaling_factor(data_dir, tmp_pat
     capsys.readouterr()
     assert train_vae.main(["--data", str(data_dir), "--out", str(tmp_path / "x"), "--decoder-only"]) == 2
     assert "--init" in capsys.readouterr().err
+
+
+def test_latent_channels_size_a_new_vae_and_are_refused_with_init(data_dir, tmp_path, capsys):
+    out = tmp_path / "vae8"
+    argv = ["--data", str(data_dir), "--out", str(out), "--preset", "tiny", "--max-steps", "1", "--batch-size", "4",
+            "--validate-every", "0", "--checkpoint-every", "0", "--latent-channels", "8"]
+    assert train_vae.main(argv) == 0
+    vae = AutoencoderKL.from_pretrained(out)
+    assert vae.config.latent_channels == 8
+    pixels = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert vae.encode(pixels).latent_dist.mode().shape == (1, 8, IMAGE_SIZE // 4, IMAGE_SIZE // 4)
+
+    capsys.readouterr()
+    assert train_vae.main(argv[:2] + ["--out", str(tmp_path / "x"), "--init", str(out), "--latent-channels", "16"]) == 2
+    assert "--latent-channels sets the size of a new VAE" in capsys.readouterr().err

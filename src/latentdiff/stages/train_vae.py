@@ -9,6 +9,8 @@ grids, TensorBoard logs and resumable training state.
 
 from __future__ import annotations
 
+import dataclasses
+
 from latentdiff.config import VaeTrainConfig
 from latentdiff.presets import VAE_PRESETS, lookup_preset
 from latentdiff.data.prepared import open_prepared
@@ -31,10 +33,18 @@ def build_task(cfg: VaeTrainConfig):
     dataset = open_prepared(cfg.data)
     dataset.require_split("train")
     dataset.require_split("validation")
+    if cfg.latent_channels < 0:
+        raise UserError(f"--latent-channels must be 0 (the preset's) or positive (got {cfg.latent_channels}).")
     if cfg.init:
+        if cfg.latent_channels:
+            raise UserError("--latent-channels sets the size of a new VAE; a VAE given with --init keeps its own. "
+                            "Drop one of the two.")
         vae = load_vae(cfg.init, allow_pickle=cfg.allow_pickle)
     else:
-        vae = vae_from_preset(lookup_preset(VAE_PRESETS, cfg.preset, "VAE"))
+        preset = lookup_preset(VAE_PRESETS, cfg.preset, "VAE")
+        if cfg.latent_channels:
+            preset = dataclasses.replace(preset, latent_channels=cfg.latent_channels)
+        vae = vae_from_preset(preset)
     check_image_size(vae, dataset.image_size, cfg.data)
     factor = downsampling_factor(vae)
     if cfg.crop_size and (cfg.crop_size < factor or cfg.crop_size % factor):

@@ -124,13 +124,11 @@ def measure_vae(pipeline: Path, dataset) -> dict:
     from diffusers import AutoencoderKL
 
     from latentdiff.evaluation.samples import load_real, to_tensor
-    from latentdiff.evaluation.vae_metrics import colour_error, psnr, reconstruct, ssim
+    from latentdiff.evaluation.vae_metrics import reconstruct, reconstruction_metrics
 
     originals = to_tensor(load_real(dataset.require_split("test")).images)  # (N, 3, H, W) in [0, 1]
     reconstructions = reconstruct(AutoencoderKL.from_pretrained(pipeline, subfolder="vae").eval(), originals)
-    return {"psnr_db": round(float(psnr(reconstructions, originals).mean()), 2),
-            "ssim": round(float(ssim(reconstructions, originals).mean()), 4),
-            **{k: round(v, 3) for k, v in colour_error(reconstructions, originals).items()}}
+    return {k: round(v, 4) for k, v in reconstruction_metrics(reconstructions, originals).items()}
 
 
 def real_features(features, dataset, split: str, records):
@@ -214,14 +212,18 @@ def main() -> int:
     parser.add_argument("--unet", default="--preset small", help="extra train-unet flags")
     parser.add_argument("--num-concepts", type=int, default=50, help="concepts (images) generated per language")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps of the measurement")
-    parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale of the measurement")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale of the measurement (default: the model's own, from its "
+                             "latentdiff_model.json, else 7.5, the scale of every earlier record)")
     parser.add_argument("--eval-batch-size", type=int, default=25)
     parser.add_argument("--work", default=None, help="default: runs/speedrun/NAME (rerun to resume)")
     parser.add_argument("--measure", default=None, metavar="PIPELINE",
                         help="only measure this pipeline folder (e.g. src/latentdiff/default_model), train nothing")
     args = parser.parse_args()
 
+    from latentdiff.config import DEFAULT_GUIDANCE
     from latentdiff.data.prepared import open_prepared
+    from latentdiff.model_source import model_guidance
 
     dataset = open_prepared(args.data)
     work = Path(args.work or REPO / "runs" / "speedrun" / args.name)
@@ -241,6 +243,9 @@ def main() -> int:
         pipeline = work / "pipeline"
         payload.update(train_chain(args, work))
         payload["load_average_end_of_training"] = os.getloadavg()[0]
+    if args.guidance is None:
+        stored = model_guidance(pipeline)
+        args.guidance = DEFAULT_GUIDANCE if stored is None else stored
     payload["parameters"] = parameter_counts(work, pipeline)
     payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "scheduler": "dpmpp-2m", "seed": SEED,
                            "num_concepts": args.num_concepts, "features": "EfficientNet-Lite0"}

@@ -23,7 +23,7 @@ from latentdiff.evaluation.clip_score import clip_retrieval, clip_score, encode_
 from latentdiff.evaluation.frechet import frechet_distance, split_halves
 from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
 from latentdiff.evaluation.samples import RealSet, generate_for_captions, to_tensor
-from latentdiff.evaluation.vae_metrics import colour_error, psnr, reconstruct, ssim
+from latentdiff.evaluation.vae_metrics import reconstruct, reconstruction_metrics
 
 
 @dataclass
@@ -109,12 +109,7 @@ def evaluate_vae(vae, ref: RealReference, extractor) -> tuple[dict[str, Any], li
     most a U-Net generating in this latent space can score (a crop-trained decoder once capped shape at 0.65)."""
     originals = to_tensor(ref.real.images)  # (N, 3, H, W) in [0, 1]
     reconstructions = reconstruct(vae, originals)
-    metrics = {
-        "psnr_db": float(psnr(reconstructions, originals).double().mean()),
-        "ssim": float(ssim(reconstructions, originals).double().mean()),
-        **colour_error(reconstructions, originals),
-        "fidelity": fidelity(extractor(reconstructions), ref),
-    }
+    metrics = {**reconstruction_metrics(reconstructions, originals), "fidelity": fidelity(extractor(reconstructions), ref)}
     arrays = (reconstructions.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # (N, H, W, 3)
     if is_shapes_dataset(ref.real.attributes):
         metrics["attributes"] = attribute_accuracy(list(arrays), ref.real.attributes, ref.real.captions)

@@ -85,3 +85,10 @@ def colour_error(reconstructed: torch.Tensor, original: torch.Tensor) -> dict[st
     return {"delta_e2000": float(delta.mean()),
             "delta_e2000_saturated": float(delta[saturated].mean()) if saturated.any() else float("nan"),
             "saturated_fraction": float(saturated.double().mean())}
+
+
+def reconstruction_metrics(reconstructed: torch.Tensor, original: torch.Tensor) -> dict[str, float]:
+    """(B, 3, H, W) in [0, 1] -> mean PSNR (dB), mean SSIM and the colour errors of `colour_error`."""
+    return {"psnr_db": float(psnr(reconstructed, original).double().mean()),
+            "ssim": float(ssim(reconstructed, original).double().mean()),
+            **colour_error(reconstructed, original)}

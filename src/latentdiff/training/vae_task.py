@@ -20,7 +20,7 @@ from PIL import Image
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
-from latentdiff.evaluation.vae_metrics import colour_error, psnr, reconstruct, ssim
+from latentdiff.evaluation.vae_metrics import psnr, reconstruct, reconstruction_metrics
 from latentdiff.losses.vae import vae_loss
 from latentdiff.models.vae import VaeForTraining
 
@@ -118,10 +118,8 @@ class VaeTask:
         originals = (torch.cat(list(_batches(self.validation_split, count, EVAL_BATCH_SIZE))) + 1) / 2  # (N, 3, H, W) in [0, 1]
         # Decoded from the posterior mean (no sampling), so the same weights always score the same.
         reconstructions = reconstruct(model.vae, originals, batch_size=EVAL_BATCH_SIZE)  # (N, 3, H, W) in [0, 1]
-        psnr_db = psnr(reconstructions, originals)  # (N,)
-        metrics = {"psnr_db": float(psnr_db.mean()), "psnr_db_min": float(psnr_db.min()),
-                   "ssim": float(ssim(reconstructions, originals).mean()), **colour_error(reconstructions, originals),
-                   "num_images": float(count)}
+        metrics = {**reconstruction_metrics(reconstructions, originals),
+                   "psnr_db_min": float(psnr(reconstructions, originals).min()), "num_images": float(count)}
         folder = Path(out_dir) / VALIDATION_DIRNAME
         folder.mkdir(parents=True, exist_ok=True)
         grid = reconstruction_grid(originals[:GRID_IMAGES], reconstructions[:GRID_IMAGES])

@@ -162,6 +162,9 @@ class VaeTrainConfig(TrainConfig):
                                "to reconstruct whole images, as Stable Diffusion's VAE (256 px crops) does (0: whole images)")
     colour_weight: float = option(0.0, "weight of an L1 term on the mean colours of 4x4-pixel cells, against hue "
                                        "shifts of flat areas that a per-pixel loss barely sees (0: off)")
+    colour_space: str = option("rgb", "space of the --colour-weight term: rgb, or lab (CIELAB, where equal distances "
+                                      "look about equally different, as the CIEDE2000 error we measure)",
+                               choices=("rgb", "lab"))
     decoder_only: bool = option(False, "train only the decoder (the encoder, and so the latent space a U-Net was "
                                        "trained in, stays fixed), as Stable Diffusion's ft-MSE VAE was fine-tuned")
     kl_weight: float = option(1e-6, "weight of the KL term relative to the per-pixel reconstruction loss (LDM: 1e-6)")

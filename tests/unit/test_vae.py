@@ -65,6 +65,26 @@ def test_loss_terms():
     assert float(loss1 - loss0) == pytest.approx(0.1 * logs["kl"])
 
 
+def test_lab_colour_term_measures_cielab_differences():
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    from latentdiff.losses.vae import LAB_SCALE, colour_loss
+
+    def flat(rgb):  # a flat (1, 3, 8, 8) image of one sRGB colour in [0, 1], given in the VAE's [-1, 1]
+        return torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 8, 8) * 2 - 1
+
+    red, orange = (0.9, 0.1, 0.1), (0.9, 0.5, 0.1)
+    expected = np.abs(rgb2lab(np.array([[red]])) - rgb2lab(np.array([[orange]]))).mean() / LAB_SCALE
+    assert float(colour_loss(flat(red), flat(orange), "lab")) == pytest.approx(expected, rel=1e-3)
+    # The red turned orange is the more visible change (CIEDE2000 24.5 against 12.5) than a light grey made
+    # darker, but the sRGB term scores it lower (0.13 against 0.2 per channel); the Lab term agrees with the eye.
+    light, grey = (0.9, 0.9, 0.9), (0.7, 0.7, 0.7)
+    assert float(deltaE_ciede2000(rgb2lab(np.array([[red]])), rgb2lab(np.array([[orange]])))[0, 0]) > \
+        float(deltaE_ciede2000(rgb2lab(np.array([[light]])), rgb2lab(np.array([[grey]])))[0, 0])
+    assert float(colour_loss(flat(red), flat(orange), "rgb")) < float(colour_loss(flat(light), flat(grey), "rgb"))
+    assert float(colour_loss(flat(red), flat(orange), "lab")) > float(colour_loss(flat(light), flat(grey), "lab"))
+
+
 def test_scaling_factor_is_one_over_the_latents_std(data_dir):
     vae = tiny_vae().eval()
     with torch.no_grad():  # a near-deterministic encoder (logvar -30): sampled latents = posterior means
@@ -186,6 +206,12 @@ def test_colour_term_and_crops_train_and_a_bad_crop_is_one_sentence(data_dir, tm
     capsys.readouterr()
     assert train_vae.main(argv[:-4] + ["--crop-size", "6", "--out", str(tmp_path / "bad")]) == 2
     assert "--crop-size must be 0 (whole images) or a multiple" in capsys.readouterr().err
+
+    lab = tmp_path / "lab"
+    assert train_vae.main(argv[:2] + ["--out", str(lab)] + argv[4:] + ["--colour-space", "lab"]) == 0
+    assert json.loads((lab / "validation_metrics.json").read_text())["delta_e2000"] > 0
+    assert train_vae.main(argv[:2] + ["--out", str(tmp_path / "x"), "--colour-space", "lab"]) == 2
+    assert "add --colour-weight" in capsys.readouterr().err
 
 
 def test_decoder_only_keeps_the_encoder_and_the_scaling_factor(data_dir, tmp_path, capsys):

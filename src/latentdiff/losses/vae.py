@@ -14,7 +14,11 @@ make the latents unit-variance, which is why the diffusion model rescales them b
 Colour term (optional, `colour_weight`): L1 between the two images average-pooled over COLOUR_POOL x
 COLOUR_POOL pixel cells. A per-pixel loss is dominated by edges and fine detail; a shift of an area's mean
 colour (a red apple turned orange, a flat emoji face turned yellow) is a small per-pixel error spread over
-many pixels, which this term weighs as a person sees it.
+many pixels, which this term weighs as a person sees it. `colour_space="lab"` compares the cells' colours in
+CIELAB (kornia's differentiable sRGB -> Lab, the space of the CIEDE2000 error we measure) instead of sRGB:
+equal steps there are about equally visible, while in sRGB a hue shift of a saturated red costs less than
+a barely visible change of a dark grey. Lab values are divided by LAB_SCALE so that the term is O(1) like
+the sRGB one (L spans 0-100, as sRGB in [-1, 1] spans 2).
 
 Normalisation: LDM sums both terms over elements per image; we average the reconstruction over pixels and
 divide the per-image KL sum by the same number of pixel values, so the ratio of the two terms, and
@@ -30,6 +34,8 @@ RECONSTRUCTION_LOSSES = ("l1", "mse")
 DEFAULT_RECONSTRUCTION_LOSS = "l1"
 DEFAULT_KL_WEIGHT = 1e-6  # LDM's kl_weight for its KL-regularised autoencoders
 COLOUR_POOL = 4  # pixels per side of the cells whose mean colours the colour term compares
+COLOUR_SPACES = ("rgb", "lab")
+LAB_SCALE = 50.0  # CIELAB units per unit of the Lab colour term: L's 0-100 becomes 0-2, sRGB's [-1, 1] range
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -47,14 +53,24 @@ def kl_per_pixel_value(posterior, num_pixel_values: int) -> torch.Tensor:
     return posterior.kl().mean() / num_pixel_values
 
 
-def colour_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 between the mean colours of COLOUR_POOL x COLOUR_POOL cells: (B, 3, H, W) -> scalar."""
-    return F.l1_loss(F.avg_pool2d(reconstruction, COLOUR_POOL), F.avg_pool2d(target, COLOUR_POOL))
+def colour_loss(reconstruction: torch.Tensor, target: torch.Tensor, space: str = "rgb") -> torch.Tensor:
+    """L1 between the mean colours of COLOUR_POOL x COLOUR_POOL cells, in sRGB or CIELAB / LAB_SCALE:
+    (B, 3, H, W) in [-1, 1] -> scalar."""
+    cells_rec, cells_target = F.avg_pool2d(reconstruction, COLOUR_POOL), F.avg_pool2d(target, COLOUR_POOL)
+    if space == "rgb":
+        return F.l1_loss(cells_rec, cells_target)
+    if space == "lab":
+        from kornia.color import rgb_to_lab
+
+        # (B, 3, H/4, W/4) sRGB in [0, 1] -> Lab; the decoder's output is clamped like the saved images
+        lab = lambda cells: rgb_to_lab(((cells + 1) / 2).clamp(0, 1)) / LAB_SCALE  # noqa: E731
+        return F.l1_loss(lab(cells_rec), lab(cells_target))
+    raise ValueError(f"unknown colour space {space!r}; choose one of {COLOUR_SPACES}")
 
 
 def vae_loss(decoded: torch.Tensor, pixels: torch.Tensor, posterior, *, kl_weight: float = DEFAULT_KL_WEIGHT,
              reconstruction: str = DEFAULT_RECONSTRUCTION_LOSS,
-             colour_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+             colour_weight: float = 0.0, colour_space: str = "rgb") -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch: `pixels` (B, 3, H, W) in [-1, 1], `decoded` the VAE's reconstruction of
     them from a latent sampled from `posterior` (the encoder's DiagonalGaussianDistribution)."""
     rec = reconstruction_loss(decoded, pixels, reconstruction)
@@ -62,7 +78,7 @@ def vae_loss(decoded: torch.Tensor, pixels: torch.Tensor, posterior, *, kl_weigh
     loss = rec + kl_weight * kl
     logs = {"reconstruction": float(rec.detach()), "kl": float(kl.detach())}
     if colour_weight > 0:
-        colour = colour_loss(decoded, pixels)
+        colour = colour_loss(decoded, pixels, colour_space)
         loss = loss + colour_weight * colour
         logs["colour"] = float(colour.detach())
     return loss, logs

@@ -52,6 +52,9 @@ def build_task(cfg: VaeTrainConfig):
                         f"(got {cfg.crop_size}); e.g. --crop-size {max(factor, dataset.image_size // 2 // factor * factor)}.")
     if cfg.colour_weight < 0:
         raise UserError(f"--colour-weight must be 0 (off) or positive (got {cfg.colour_weight}).")
+    if cfg.colour_space != "rgb" and not cfg.colour_weight:
+        raise UserError(f"--colour-space {cfg.colour_space} sets the space of the colour term, which is off; "
+                        f"add --colour-weight (e.g. 1).")
     if cfg.decoder_only and not cfg.init:
         raise UserError("--decoder-only fine-tunes the decoder of a trained VAE: pass the VAE (or pipeline) folder "
                         "with --init.")
@@ -59,7 +62,8 @@ def build_task(cfg: VaeTrainConfig):
         raise UserError(f"--kl-weight must be 0 or more (got {cfg.kl_weight}); LDM uses 1e-6.")
     return VaeTask(vae, dataset, reconstruction_loss=cfg.reconstruction_loss, kl_weight=cfg.kl_weight,
                    scaling_images=cfg.scaling_images, validation_images=cfg.validation_images,
-                   crop_size=cfg.crop_size, colour_weight=cfg.colour_weight, decoder_only=cfg.decoder_only)
+                   crop_size=cfg.crop_size, colour_weight=cfg.colour_weight, colour_space=cfg.colour_space,
+                   decoder_only=cfg.decoder_only)
 
 
 def run(cfg: VaeTrainConfig):

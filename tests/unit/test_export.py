@@ -194,6 +194,36 @@ def test_backend_on_a_pipeline_folder_exports_once_then_reuses(tiny_pipeline_dir
     assert len(list((cache_dir / "exports").glob("*-onnx/unet/model.onnx"))) == 1
 
 
+def test_two_first_uses_at_once_export_once_and_the_second_reuses_it(tiny_pipeline_dir, exports, tmp_path, monkeypatch):
+    import shutil
+    import threading
+    import time
+
+    import latentdiff.export.exporter as exporter
+    from latentdiff.backends import exported_folder
+
+    monkeypatch.setenv("LATENTDIFF_CACHE_DIR", str(tmp_path / "cache"))
+    calls, results = [], []
+
+    def slow_export_by_copy(source, out_dir, fmt, **kwargs):  # long enough for the other caller to arrive
+        calls.append(fmt)
+        time.sleep(1.0)
+        shutil.copytree(exports[fmt], out_dir)
+        return out_dir
+
+    monkeypatch.setattr(exporter, "export_pipeline", slow_export_by_copy)
+    callers = [threading.Thread(target=lambda: results.append(exported_folder(str(tiny_pipeline_dir), "onnx",
+                                                                              show_progress=False)))
+               for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert calls == ["onnx"]  # the second waited for the lock and found the export made
+    assert sorted(cached for _, _, cached in results) == [False, True]
+    assert results[0][0] == results[1][0]
+
+
 def test_a_folder_with_the_same_weights_and_another_tokenizer_gets_its_own_export(tiny_pipeline_dir, exports,
                                                                                    monkeypatch, tmp_path):
     """The cache is keyed by the weights and the files beside them: the same weights with another vocabulary

@@ -19,10 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-try:
-    import fcntl  # POSIX: one process exports a model at a time
-except ImportError:  # Windows: no lock (two first uses at once may both export)
-    fcntl = None
+from filelock import FileLock  # one process exports a model at a time (POSIX and Windows; diffusers' own dependency)
 
 from latentdiff.config import BACKEND_ENV, BACKENDS
 from latentdiff.errors import UserError
@@ -87,9 +84,8 @@ def exported_folder(model: str | None, backend: str, *, show_progress: bool = Tr
     source_hash = model_hash(source.path)  # A1111's model hash, what the infotext shows
     folder = cached_export_dir(pipeline_hash(source.path), backend)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(folder.name + ".lock"), "a") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+    # Released on leaving the block, and by the OS if this process dies while exporting.
+    with FileLock(folder.with_name(folder.name + ".lock")):
         info = read_export_info(folder)
         cached = info is not None and info.get("exporter_version") == EXPORTER_VERSION
         if not cached:

@@ -221,9 +221,8 @@ def main() -> int:
                         help="only measure this pipeline folder (e.g. src/latentdiff/default_model), train nothing")
     args = parser.parse_args()
 
-    from latentdiff.config import DEFAULT_GUIDANCE
     from latentdiff.data.prepared import open_prepared
-    from latentdiff.model_source import model_guidance
+    from latentdiff.model_source import guidance_for
 
     dataset = open_prepared(args.data)
     work = Path(args.work or REPO / "runs" / "speedrun" / args.name)
@@ -244,8 +243,7 @@ def main() -> int:
         payload.update(train_chain(args, work))
         payload["load_average_end_of_training"] = os.getloadavg()[0]
     if args.guidance is None:
-        stored = model_guidance(pipeline)
-        args.guidance = DEFAULT_GUIDANCE if stored is None else stored
+        args.guidance = guidance_for(pipeline)
     payload["parameters"] = parameter_counts(work, pipeline)
     payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "scheduler": "dpmpp-2m", "seed": SEED,
                            "num_concepts": args.num_concepts, "features": "EfficientNet-Lite0"}

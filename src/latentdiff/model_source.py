@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from latentdiff.config import DEFAULT_GUIDANCE
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import MODEL_INDEX
 from latentdiff.limits import MAX_GUIDANCE
@@ -109,6 +110,13 @@ def model_guidance(folder: Path) -> float | None:
     if isinstance(guidance, (int, float)) and not isinstance(guidance, bool) and 0 <= guidance <= MAX_GUIDANCE:
         return float(guidance)
     return None
+
+
+def guidance_for(folder: Path) -> float:
+    """The guidance scale a model is run at when none is given: its own (`model_guidance`), else
+    DEFAULT_GUIDANCE, as in diffusers."""
+    guidance = model_guidance(folder)
+    return DEFAULT_GUIDANCE if guidance is None else guidance
 
 
 def _download(hub_id: str) -> Path:

@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from latentdiff import limits
 from latentdiff.backends import load_for_choice, pick_backend
-from latentdiff.config import DEFAULT_GUIDANCE
 from latentdiff.diffusion.schedulers import check_scheduler_name, make_scheduler
 from latentdiff.errors import UserError
 from latentdiff.hashing import model_hash
@@ -40,7 +39,7 @@ from latentdiff.generation import DEFAULT_STRENGTH, GeneratedImage, GenerationRe
 from latentdiff.infotext import Infotext
 from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
 from latentdiff.models.smallest_size import smallest_image_side
-from latentdiff.model_source import ModelSource, error_reason, model_guidance, resolve_model
+from latentdiff.model_source import ModelSource, error_reason, guidance_for, resolve_model
 from latentdiff.models.weights import quiet_loading_bars
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype, use_threads
 
@@ -149,10 +148,9 @@ class TextToImage:
 
     @functools.cached_property
     def default_guidance(self) -> float:
-        """The guidance scale of a request that names none: the model's own (`model_source.model_guidance`; the
+        """The guidance scale of a request that names none: the model's own (`model_source.guidance_for`; the
         bundled models draw best well below 7.5), else DEFAULT_GUIDANCE, as in diffusers."""
-        guidance = model_guidance(self.source.path)
-        return DEFAULT_GUIDANCE if guidance is None else guidance
+        return guidance_for(self.source.path)
 
     @property
     def max_prompt_tokens(self) -> int:

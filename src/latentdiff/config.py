@@ -14,6 +14,12 @@ from latentdiff.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_JOB_SECONDS,
 from latentdiff.options import option, positional
 from latentdiff.presets import CLIP_PRESETS, PRESET_NAMES, UNET_PRESETS, VAE_PRESETS, recipe_help
 
+# The VAE loss's choices and default, here (not in losses.vae) so that the CLI lists them without importing torch
+VAE_RECONSTRUCTION_LOSSES = ("l1", "mse")
+VAE_RECONSTRUCTION_LOSS = "l1"  # sharper than mse, as in LDM
+VAE_COLOUR_SPACES = ("rgb", "lab")
+VAE_KL_WEIGHT = 1e-6  # LDM's kl_weight for its KL-regularised autoencoders
+
 
 # ----------------------------------------------------------------------------------------------
 # Stage configs
@@ -155,8 +161,8 @@ class VaeTrainConfig(TrainConfig):
     lr: float | None = recipe_option(VAE_PRESETS, "lr")
     warmup_steps: int | None = recipe_option(VAE_PRESETS, "warmup_steps")
     ema_decay: float | None = recipe_option(VAE_PRESETS, "ema_decay")
-    reconstruction_loss: str = option("l1", "pixel reconstruction loss: l1 (sharper, as in LDM) or mse (what PSNR measures)",
-                                      choices=("l1", "mse"))
+    reconstruction_loss: str = option(VAE_RECONSTRUCTION_LOSS, "pixel reconstruction loss: l1 (sharper, as in LDM) or mse (what PSNR measures)",
+                                      choices=VAE_RECONSTRUCTION_LOSSES)
     crop_size: int = option(0, "train on random square crops of this many pixels (a multiple of the VAE's downsampling "
                                "factor): the VAE is fully convolutional, so each step costs less and still learns "
                                "to reconstruct whole images, as Stable Diffusion's VAE (256 px crops) does (0: whole images)")
@@ -164,10 +170,10 @@ class VaeTrainConfig(TrainConfig):
                                        "shifts of flat areas that a per-pixel loss barely sees (0: off)")
     colour_space: str = option("rgb", "space of the --colour-weight term: rgb, or lab (CIELAB, where equal distances "
                                       "look about equally different, as the CIEDE2000 error we measure)",
-                               choices=("rgb", "lab"))
+                               choices=VAE_COLOUR_SPACES)
     decoder_only: bool = option(False, "train only the decoder (the encoder, and so the latent space a U-Net was "
                                        "trained in, stays fixed), as Stable Diffusion's ft-MSE VAE was fine-tuned")
-    kl_weight: float = option(1e-6, "weight of the KL term relative to the per-pixel reconstruction loss (LDM: 1e-6)")
+    kl_weight: float = option(VAE_KL_WEIGHT, "weight of the KL term relative to the per-pixel reconstruction loss (LDM: 1e-6)")
     latent_channels: int = option(0, "channels of each latent cell when training from a preset: more keep more of each "
                                      "image for the decoder (Stable Diffusion 4, SD3 16) and the U-Net models them "
                                      "unchanged in speed (0: the preset's, 4)")

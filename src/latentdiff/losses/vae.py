@@ -30,11 +30,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-RECONSTRUCTION_LOSSES = ("l1", "mse")
-DEFAULT_RECONSTRUCTION_LOSS = "l1"
-DEFAULT_KL_WEIGHT = 1e-6  # LDM's kl_weight for its KL-regularised autoencoders
+from latentdiff.config import VAE_COLOUR_SPACES as COLOUR_SPACES
+from latentdiff.config import VAE_KL_WEIGHT as DEFAULT_KL_WEIGHT
+from latentdiff.config import VAE_RECONSTRUCTION_LOSS as DEFAULT_RECONSTRUCTION_LOSS
+from latentdiff.config import VAE_RECONSTRUCTION_LOSSES as RECONSTRUCTION_LOSSES
+
 COLOUR_POOL = 4  # pixels per side of the cells whose mean colours the colour term compares
-COLOUR_SPACES = ("rgb", "lab")
 LAB_SCALE = 50.0  # CIELAB units per unit of the Lab colour term: L's 0-100 becomes 0-2, sRGB's [-1, 1] range
 
 

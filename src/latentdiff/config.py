@@ -142,6 +142,11 @@ class UnetTrainConfig(TrainConfig):
                                "(diffusers' clip_skip; AUTOMATIC1111's CLIP skip N+1); the saved pipeline keeps only the "
                                "layers used, so it loads and draws unchanged. A small contrastive CLIP's last layers "
                                "keep colour words but wash out shape and position words (0: all layers)")
+    block_out_channels: list[int] = option([], "channels of a new U-Net at each resolution, one per level of the "
+                                               "preset (small: 32,64,128): the width ablation of docs/speedrun.md "
+                                               "(empty: the preset's)")
+    layers_per_block: int = option(0, "ResNet (and attention) layers per level of a new U-Net: its depth (0: the "
+                                      "preset's, 1 for small)")
     cache: bool = option(True, "encode images and captions once and cache them on disk (--no-cache: encode every step)")
     cache_dir: str = option("", "where the latent/text caches live (default: DATA/.latentdiff-cache)")
     validation_prompts: list[str] = option([], "prompts of the sample grid written at each validation (default: validation captions)")

@@ -115,6 +115,21 @@ def test_vae_with_other_latent_channels(inputs, trained, tmp_path, capsys):
     assert "8 latent channels" in err and "--vae" in err
 
 
+def test_block_out_channels_and_layers_per_block_size_a_new_unet(inputs, trained, tmp_path, capsys):
+    out = tmp_path / "wide"
+    assert train_unet.main(tiny_unet_argv(inputs, out, "--block-out-channels", "64,96", "--layers-per-block", "2",
+                                          "--max-steps", "1")) == 0
+    config = json.loads((out / "unet" / "config.json").read_text())
+    assert config["block_out_channels"] == [64, 96] and config["layers_per_block"] == 2
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--block-out-channels", "64,80"))
+    assert "2 widths" in err and "multiple of 32" in err and "64,80" in err
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--block-out-channels", "64"))
+    assert "2 widths" in err
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--layers-per-block", "2", "--init", str(trained[0])))
+    assert "--init" in err and "--layers-per-block" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_folders(inputs, tmp_path, capsys):
     err = _error(capsys, tiny_unet_argv({**inputs, "clip": tmp_path / "nope"}, tmp_path / "o"))
     assert "--clip" in err and "nope" in err

@@ -9,14 +9,16 @@ size the VAE cannot encode) is checked before any encoding or training starts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from pathlib import Path
 
 from latentdiff.config import UnetTrainConfig
 from latentdiff.options import run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
-from latentdiff.presets import UNET_PRESETS, lookup_preset
+from latentdiff.presets import UNET_PRESETS, UnetPreset, lookup_preset
 from latentdiff.training.runner import require_data_and_out, run_training_stage
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,37 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
         raise UserError(f"--clip-skip must be 0 (all layers) or a positive number of last layers to skip (got {cfg.clip_skip}).")
     if not 0 <= cfg.caption_dropout < 1:
         raise UserError(f"--caption-dropout must be in [0, 1) (got {cfg.caption_dropout}); 0.1 is the usual choice.")
+    check_unet_size(cfg)
     return clip_dir, vae_dir
+
+
+def check_unet_size(cfg: UnetTrainConfig) -> None:
+    """--block-out-channels and --layers-per-block size a new U-Net; an --init one keeps its own."""
+    if not (cfg.block_out_channels or cfg.layers_per_block):
+        return
+    if cfg.init:
+        raise UserError("--block-out-channels and --layers-per-block size a new U-Net, so drop them or --init (whose "
+                        "U-Net keeps its own size).")
+    if cfg.layers_per_block < 0:
+        raise UserError(f"--layers-per-block must be 0 (the preset's) or positive (got {cfg.layers_per_block}).")
+    if cfg.block_out_channels:
+        preset = lookup_preset(UNET_PRESETS, cfg.preset, "U-Net")
+        levels, unit = len(preset.block_out_channels), math.lcm(preset.attention_head_dim, preset.norm_num_groups)
+        if len(cfg.block_out_channels) != levels or any(w <= 0 or w % unit for w in cfg.block_out_channels):
+            raise UserError(f"--block-out-channels needs {levels} widths, one per level of the {cfg.preset} preset, each a "
+                            f"multiple of {unit} (its head size and norm groups), such as "
+                            f"{','.join(str(2 * w) for w in preset.block_out_channels)}; got "
+                            f"{','.join(map(str, cfg.block_out_channels))}.")
+
+
+def unet_preset(cfg: UnetTrainConfig) -> UnetPreset:
+    """The --preset row with the --block-out-channels and --layers-per-block given."""
+    preset = lookup_preset(UNET_PRESETS, cfg.preset, "U-Net")
+    if cfg.block_out_channels:
+        preset = dataclasses.replace(preset, block_out_channels=tuple(cfg.block_out_channels))
+    if cfg.layers_per_block:
+        preset = dataclasses.replace(preset, layers_per_block=cfg.layers_per_block)
+    return preset
 
 
 def warn_if_conditioning_changes(cfg: UnetTrainConfig, num_layers: int) -> None:
@@ -135,7 +167,7 @@ def build_components(cfg: UnetTrainConfig):
         check_unet_fits(unet, text_width=text_width, latent_channels=latent_channels, clip_dir=str(clip_dir),
                         vae_dir=str(vae_dir), init=cfg.init)
     else:
-        preset = lookup_preset(UNET_PRESETS, cfg.preset, "U-Net")
+        preset = unet_preset(cfg)
         seed_everything(cfg.seed)  # the same --seed gives the same initial weights
         unet = unet_from_preset(preset, latent_channels=latent_channels,
                                 sample_size=dataset.image_size // downsampling_factor(vae),

@@ -88,7 +88,8 @@ def colour_error(reconstructed: torch.Tensor, original: torch.Tensor) -> dict[st
 
 
 def reconstruction_metrics(reconstructed: torch.Tensor, original: torch.Tensor) -> dict[str, float]:
-    """(B, 3, H, W) in [0, 1] -> mean PSNR (dB), mean SSIM and the colour errors of `colour_error`."""
-    return {"psnr_db": float(psnr(reconstructed, original).double().mean()),
+    """(B, 3, H, W) in [0, 1] -> mean and worst PSNR (dB), mean SSIM and the colour errors of `colour_error`."""
+    per_image_psnr = psnr(reconstructed, original)  # (B,)
+    return {"psnr_db": float(per_image_psnr.double().mean()), "psnr_db_min": float(per_image_psnr.min()),
             "ssim": float(ssim(reconstructed, original).double().mean()),
             **colour_error(reconstructed, original)}

@@ -20,7 +20,7 @@ from PIL import Image
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
-from latentdiff.evaluation.vae_metrics import psnr, reconstruct, reconstruction_metrics
+from latentdiff.evaluation.vae_metrics import reconstruct, reconstruction_metrics
 from latentdiff.losses.vae import vae_loss
 from latentdiff.models.vae import VaeForTraining
 
@@ -119,8 +119,7 @@ class VaeTask:
         originals = (torch.cat(list(_batches(self.validation_split, count, EVAL_BATCH_SIZE))) + 1) / 2  # (N, 3, H, W) in [0, 1]
         # Decoded from the posterior mean (no sampling), so the same weights always score the same.
         reconstructions = reconstruct(model.vae, originals, batch_size=EVAL_BATCH_SIZE)  # (N, 3, H, W) in [0, 1]
-        metrics = {**reconstruction_metrics(reconstructions, originals),
-                   "psnr_db_min": float(psnr(reconstructions, originals).min()), "num_images": float(count)}
+        metrics = {**reconstruction_metrics(reconstructions, originals), "num_images": float(count)}
         folder = Path(out_dir) / VALIDATION_DIRNAME
         folder.mkdir(parents=True, exist_ok=True)
         grid = reconstruction_grid(originals[:GRID_IMAGES], reconstructions[:GRID_IMAGES])

@@ -1,0 +1,103 @@
+"""A prepared emoji dataset cut to fewer training images: the memorisation test of docs/speedrun.md.
+
+    python benchmarks/emoji_subset.py --data runs/speedrun/emoji --num-images 200 --out runs/speedrun/emoji-s200 \
+        [--english-only]
+
+The training split keeps `--num-images` emoji spread evenly over it, chosen as `speedrun.py --measure` chooses its
+`train_spread` concepts, so the 50 that the measurement asks for are inside every subset of 50, 100, 200, ...
+(the even spread of 50 is a sub-spread of those). Validation and test are copied whole. `--english-only` keeps
+only each training image's English caption: the issue's "English-only captions vs all 14 languages on the same
+images" ablation. A U-Net trained on the subset is then measured on the FULL data (`speedrun.py --measure
+PIPELINE --data runs/speedrun/emoji`): each concept is still ranked among all 3,382 training images.
+
+    python benchmarks/emoji_subset.py --data runs/speedrun/emoji --grid OUT.png --models A B ... [--guidance 3]
+
+draws the first 12 of those 50 concepts from their English names with each pipeline (one row each, the seeds and
+steps of `speedrun.py --measure`) under a row of the real images: what a person sees beside the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from multilingual_agreement import LANGUAGES, concepts
+from speedrun import SEED
+
+
+def write_subset(data: Path, out: Path, num_images: int, english_only: bool) -> int:
+    from latentdiff.data.prepared import open_prepared
+
+    records = open_prepared(str(data)).require_split("train")
+    chosen = {record.path.name for record, _ in concepts(records, LANGUAGES, num_images, spread=True)}
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "train").mkdir(parents=True)
+    for name in ("manifest.json", "latentdiff_config.json"):
+        shutil.copy(data / name, out / name)
+    for split in ("validation", "test"):
+        shutil.copytree(data / split, out / split)
+    kept = []
+    for line in (data / "train" / "metadata.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["file_name"] not in chosen:
+            continue
+        if english_only:
+            english = [i for i, language in enumerate(row["language"]) if language == "en"]
+            row["language"], row["text"] = ["en"] * len(english), [row["text"][i] for i in english]
+        shutil.copy(data / "train" / row["file_name"], out / "train" / row["file_name"])
+        kept.append(json.dumps(row, ensure_ascii=False))
+    (out / "train" / "metadata.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return len(kept)
+
+
+def write_grid(data: Path, out: Path, models: list[str], guidance: float, num_concepts: int = 12) -> None:
+    from PIL import Image
+
+    from latentdiff.config import DEFAULT_SCHEDULER
+    from latentdiff.data.prepared import open_prepared
+    from latentdiff.evaluation.samples import generate_for_captions
+    from latentdiff.pipeline import TextToImage
+
+    chosen = concepts(open_prepared(str(data)).require_split("train"), LANGUAGES, 50, spread=True)[:num_concepts]
+    rows = [[Image.open(record.path).convert("RGB") for record, _ in chosen]]
+    for model in models:
+        pipeline = TextToImage.load(model, "cpu", "torch")
+        generated = generate_for_captions(pipeline, [names["en"] for _, names in chosen], seed=SEED, steps=20,
+                                          guidance=guidance, scheduler=DEFAULT_SCHEDULER, batch_size=num_concepts,
+                                          desc=Path(model).name)
+        rows.append([image.image for image in generated])  # the very images `speedrun.py --measure` scores
+    side = rows[0][0].width
+    grid = Image.new("RGB", (side * len(chosen), side * len(rows)), "white")
+    for y, row in enumerate(rows):
+        for x, image in enumerate(row):
+            grid.paste(image.resize((side, side)), (x * side, y * side))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    print(f"wrote {out}: the real images, then one row per model: {', '.join(models)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="a prepared emoji dataset (prepare-data emoji --languages all)")
+    parser.add_argument("--out", help="the subset's folder (replaced if it exists)")
+    parser.add_argument("--num-images", type=int, default=200, help="training images kept, spread over the split")
+    parser.add_argument("--english-only", action="store_true", help="keep only the English caption of each image")
+    parser.add_argument("--grid", help="instead: write this PNG of --models' drawings of the measured concepts")
+    parser.add_argument("--models", nargs="+", default=[], help="pipeline folders, one grid row each")
+    parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale of the grid")
+    args = parser.parse_args()
+    if args.grid:
+        write_grid(Path(args.data), Path(args.grid), args.models, args.guidance)
+        return 0
+    if not args.out:
+        parser.error("pass --out (the subset to write) or --grid (a picture of --models)")
+    count = write_subset(Path(args.data), Path(args.out), args.num_images, args.english_only)
+    print(f"wrote {args.out}: {count} training images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from multilingual_agreement import LANGUAGES, concepts
-from speedrun import SEED
+from speedrun import MEASURE_CONCEPTS, MEASURE_STEPS, SEED
 
 
 def write_subset(data: Path, out: Path, num_images: int, english_only: bool) -> int:
@@ -53,20 +53,22 @@ def write_subset(data: Path, out: Path, num_images: int, english_only: bool) -> 
     return len(kept)
 
 
-def write_grid(data: Path, out: Path, models: list[str], guidance: float, num_concepts: int = 12) -> None:
+def write_grid(data: Path, out: Path, models: list[str], guidance: float | None, num_concepts: int = 12) -> None:
     from PIL import Image
 
     from latentdiff.config import DEFAULT_SCHEDULER
     from latentdiff.data.prepared import open_prepared
     from latentdiff.evaluation.samples import generate_for_captions
+    from latentdiff.model_source import guidance_for
     from latentdiff.pipeline import TextToImage
 
-    chosen = concepts(open_prepared(str(data)).require_split("train"), LANGUAGES, 50, spread=True)[:num_concepts]
+    chosen = concepts(open_prepared(str(data)).require_split("train"), LANGUAGES, MEASURE_CONCEPTS,
+                      spread=True)[:num_concepts]
     rows = [[Image.open(record.path).convert("RGB") for record, _ in chosen]]
     for model in models:
         pipeline = TextToImage.load(model, "cpu", "torch")
-        generated = generate_for_captions(pipeline, [names["en"] for _, names in chosen], seed=SEED, steps=20,
-                                          guidance=guidance, scheduler=DEFAULT_SCHEDULER, batch_size=num_concepts,
+        generated = generate_for_captions(pipeline, [names["en"] for _, names in chosen], seed=SEED, steps=MEASURE_STEPS,
+                                          guidance=guidance_for(model) if guidance is None else guidance, scheduler=DEFAULT_SCHEDULER, batch_size=num_concepts,
                                           desc=Path(model).name)
         rows.append([image.image for image in generated])  # the very images `speedrun.py --measure` scores
     side = rows[0][0].width
@@ -87,7 +89,8 @@ def main() -> int:
     parser.add_argument("--english-only", action="store_true", help="keep only the English caption of each image")
     parser.add_argument("--grid", help="instead: write this PNG of --models' drawings of the measured concepts")
     parser.add_argument("--models", nargs="+", default=[], help="pipeline folders, one grid row each")
-    parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale of the grid")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale of the grid (default: each model's own, as `speedrun.py --measure`)")
     args = parser.parse_args()
     if args.grid:
         write_grid(Path(args.data), Path(args.grid), args.models, args.guidance)

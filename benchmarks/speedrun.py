@@ -41,6 +41,8 @@ from results_file import write_results
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "speedrun"
 SEED = 0
+MEASURE_STEPS = 20  # denoising steps of the measurement
+MEASURE_CONCEPTS = 50  # concepts (images) generated per language
 MIN_STAGE_MINUTES = 0.5
 
 
@@ -210,8 +212,8 @@ def main() -> int:
     parser.add_argument("--clip", default="--preset small", help="extra train-clip flags")
     parser.add_argument("--vae", default="--preset small", help="extra train-vae flags")
     parser.add_argument("--unet", default="--preset small", help="extra train-unet flags")
-    parser.add_argument("--num-concepts", type=int, default=50, help="concepts (images) generated per language")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps of the measurement")
+    parser.add_argument("--num-concepts", type=int, default=MEASURE_CONCEPTS, help="concepts (images) generated per language")
+    parser.add_argument("--steps", type=int, default=MEASURE_STEPS, help="denoising steps of the measurement")
     parser.add_argument("--guidance", type=float, default=None,
                         help="guidance scale of the measurement (default: the model's own, from its "
                              "latentdiff_model.json, else 7.5, the scale of every earlier record)")

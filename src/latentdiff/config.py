@@ -19,6 +19,8 @@ VAE_RECONSTRUCTION_LOSSES = ("l1", "mse")
 VAE_RECONSTRUCTION_LOSS = "l1"  # sharper than mse, as in LDM
 VAE_COLOUR_SPACES = ("rgb", "lab")
 VAE_KL_WEIGHT = 1e-6  # LDM's kl_weight for its KL-regularised autoencoders
+# How train-unet draws training timesteps: the names of diffusers' compute_density_for_timestep_sampling
+UNET_TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,6 +137,12 @@ class UnetTrainConfig(TrainConfig):
                                             "it with trailing timesteps (Lin et al. 2024; needs --prediction-type v_prediction)")
     text_time_embedding: bool = option(False, "also add an attention-pooled text embedding to the time embedding "
                                               "(diffusers addition_embed_type='text'), so every ResNet block sees the prompt")
+    timestep_sampling: str = option("uniform", "how training timesteps are drawn: uniformly (DDPM), or logit-normal "
+                                               "(SD3, Esser et al. 2024: t/T = sigmoid(N(--logit-mean, --logit-std)); "
+                                               "a positive mean trains more at high noise, where the drawing takes shape)",
+                                    choices=UNET_TIMESTEP_SAMPLINGS)
+    logit_mean: float = option(0.0, "mean of the normal behind --timestep-sampling logit_normal (0: centred on t = T/2)")
+    logit_std: float = option(1.0, "std of the normal behind --timestep-sampling logit_normal")
     snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's choice; 0: off)")
     noise_offset: float = option(0.0, "std of a per-channel noise offset (0.05-0.1 helps very dark/bright images; 0: off)")
     caption_dropout: float = option(0.1, "fraction of steps trained on the empty prompt, for classifier-free guidance")

@@ -1,4 +1,4 @@
-"""The diffusion objective: targets for each prediction type, min-SNR-gamma weights, noise offset."""
+"""The diffusion objective: targets for each prediction type, min-SNR-gamma weights, noise offset, timestep sampling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentdiff.diffusion.training_schedule import pipeline_scheduler, training_scheduler
-from latentdiff.losses.diffusion import diffusion_loss, diffusion_target, min_snr_weights, sample_noise
+from latentdiff.losses.diffusion import diffusion_loss, diffusion_target, min_snr_weights, sample_noise, sample_timesteps
 
 
 def _batch(seed=0):
@@ -73,6 +73,29 @@ def test_noise_offset_shifts_whole_channels_and_is_seeded():
     # per-(sample, channel) means: ~N(0, 1/64) without offset, ~N(0, 1/64 + 0.25) with it
     assert plain.mean(dim=(2, 3)).std() < 0.2
     assert offset.mean(dim=(2, 3)).std() > 0.4
+
+
+def test_uniform_timesteps_are_the_draws_of_earlier_runs():
+    """The default draws exactly what it always drew, so older runs resume and reproduce unchanged."""
+    scheduler = training_scheduler("v_prediction")
+    drawn = sample_timesteps(64, scheduler, torch.Generator().manual_seed(5), torch.device("cpu"))
+    assert torch.equal(drawn, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(5)))
+
+
+def test_logit_normal_timesteps_lean_where_the_mean_puts_them():
+    scheduler = training_scheduler("v_prediction")
+
+    def draw(mean, seed=0):
+        return sample_timesteps(4096, scheduler, torch.Generator().manual_seed(seed), torch.device("cpu"),
+                                "logit_normal", logit_mean=mean, logit_std=1.0)
+
+    centred, high = draw(0.0), draw(1.0)
+    assert centred.dtype == torch.int64 and 0 <= int(centred.min()) and int(high.max()) <= 999
+    assert torch.equal(high, draw(1.0))  # seeded
+    # sigmoid(N(0, 1)) has median 1/2; sigmoid(N(1, 1)) has median sigmoid(1) = 0.73
+    assert abs(float(centred.float().median()) - 500) < 30
+    assert abs(float(high.float().median()) - 731) < 30
+    assert float((high >= 900).float().mean()) > 2 * float((centred >= 900).float().mean())
 
 
 def test_pipeline_scheduler_keeps_betas_and_prediction_type():

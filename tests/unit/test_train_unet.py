@@ -139,12 +139,13 @@ def test_missing_folders(inputs, tmp_path, capsys):
 
 @pytest.mark.slow  # 6 s: trains, then resumes
 def test_resume_after_losing_the_last_checkpoint_is_bit_identical(inputs, tmp_path):
-    """The U-Net task draws everything from the loop's generator: a run resumed from step 2 exports the same
-    weights (EMA included) as the uninterrupted run."""
+    """The U-Net task draws everything from the loop's generator (logit-normal timesteps included): a run
+    resumed from step 2 exports the same weights (EMA included) as the uninterrupted run."""
     from safetensors.torch import load_file
 
     out = tmp_path / "resume"
     argv = tiny_unet_argv(inputs, out, "--checkpoint-every", "2", "--keep-checkpoints", "3",
+                          "--timestep-sampling", "logit_normal", "--logit-mean", "1",
                           "--num-validation-prompts", "0", "--cache-dir", str(tmp_path / "cache"))
     assert train_unet.main(argv) == 0
     weights = out / "unet" / "diffusion_pytorch_model.safetensors"
@@ -200,6 +201,11 @@ def test_zero_terminal_snr_and_text_time_embedding_export_a_plain_pipeline(input
     images = [np.asarray(pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0])
               for prompt in ("a red square", "a blue circle")]
     assert np.isfinite(images[0]).all() and not np.array_equal(images[0], images[1])
+
+
+def test_logit_std_must_be_positive(inputs, tmp_path, capsys):
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--timestep-sampling", "logit_normal", "--logit-std", "0"))
+    assert "--logit-std must be positive" in err
 
 
 def test_zero_terminal_snr_with_epsilon_is_one_sentence(inputs, tmp_path, capsys):

@@ -6,6 +6,8 @@ noise it is trained to remove. The noising itself is diffusers' (`DDPMScheduler.
 - min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", eq. 8):
   weight each timestep's MSE by min(SNR(t), gamma) / SNR(t) for epsilon targets and
   min(SNR(t), gamma) / (SNR(t) + 1) for v targets, so easy low-noise steps stop dominating the gradient.
+- timestep sampling: uniform (DDPM), or logit-normal (Esser et al. 2024, "Scaling Rectified Flow
+  Transformers", sec. 3.1), which spends more steps where its mean puts them.
 - noise offset (Guttenberg 2023, "Diffusion with offset noise"): add offset * N(0, 1) per (sample, channel)
   to the noise, so the model can learn to change an image's mean brightness.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import DDPMScheduler
-from diffusers.training_utils import compute_snr
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
 
 def sample_noise(latents: torch.Tensor, generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
@@ -28,9 +30,17 @@ def sample_noise(latents: torch.Tensor, generator: torch.Generator, noise_offset
 
 
 def sample_timesteps(batch_size: int, scheduler: DDPMScheduler, generator: torch.Generator,
-                     device: torch.device) -> torch.Tensor:
-    """Uniform integer timesteps in [0, num_train_timesteps), (B,)."""
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator, device=generator.device)
+                     device: torch.device, sampling: str = "uniform", logit_mean: float = 0.0,
+                     logit_std: float = 1.0) -> torch.Tensor:
+    """Integer timesteps in [0, num_train_timesteps), (B,): uniform, or logit-normal as in SD3 (diffusers'
+    density, the fraction u in (0, 1) mapped to the index floor(u * T), as its SD3 training script does)."""
+    num_timesteps = scheduler.config.num_train_timesteps
+    if sampling == "uniform":
+        t = torch.randint(0, num_timesteps, (batch_size,), generator=generator, device=generator.device)
+    else:
+        u = compute_density_for_timestep_sampling(sampling, batch_size, logit_mean=logit_mean, logit_std=logit_std,
+                                                  device=generator.device, generator=generator)  # (B,) in (0, 1)
+        t = (u * num_timesteps).long().clamp(max=num_timesteps - 1)  # a float32 sigmoid can round to 1.0
     return t.to(device)
 
 

@@ -91,6 +91,8 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
     if cfg.zero_terminal_snr and cfg.prediction_type != "v_prediction":
         raise UserError("--zero-terminal-snr needs --prediction-type v_prediction: at pure noise the noise itself is "
                         "known, so only a v (or x0) target carries information.")
+    if cfg.logit_std <= 0:
+        raise UserError(f"--logit-std must be positive (got {cfg.logit_std}); 1.0 is SD3's choice.")
     if cfg.clip_skip < 0:
         raise UserError(f"--clip-skip must be 0 (all layers) or a positive number of last layers to skip (got {cfg.clip_skip}).")
     if not 0 <= cfg.caption_dropout < 1:

@@ -154,7 +154,8 @@ class DiffusionTask:
         self._to(device)
         latents, embeddings = self._inputs(batch, generator)
         noise = sample_noise(latents, generator, self.cfg.noise_offset)  # (B, C, h, w)
-        timesteps = sample_timesteps(latents.shape[0], self.noise_scheduler, generator, device)  # (B,)
+        timesteps = sample_timesteps(latents.shape[0], self.noise_scheduler, generator, device, self.cfg.timestep_sampling,
+                                     self.cfg.logit_mean, self.cfg.logit_std)  # (B,)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
         prediction = model(noisy, timesteps, encoder_hidden_states=embeddings).sample

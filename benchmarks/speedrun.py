@@ -166,7 +166,8 @@ def measure_emoji(args, pipeline_dir: Path, dataset) -> dict:
                                        real_features(features, dataset, split, records), records,
                                        dataset.image_size, seed=SEED, steps=args.steps, guidance=args.guidance,
                                        batch_size=args.eval_batch_size)
-        result[key] = {"languages": {k: {"top1": v["top1"], "top5": v["top5"]} for k, v in rows.items()},
+        result[key] = {"languages": {k: {name: v[name] for name in ("top1", "top5", "top1_group", "top5_group")}
+                                     for k, v in rows.items()},
                          "num_concepts": len(chosen), "num_real_images": len(records), **chance,
                          "vae_ceiling": vae_ceiling(pipeline_dir, dataset, features, chosen, records, split)}
     return result
@@ -260,6 +261,8 @@ def main() -> int:
     for split, row in payload.get("emoji", {}).items():
         shown = "  ".join(f"{lang} {v['top5']:.2f}/{v['top1']:.2f}" for lang, v in row["languages"].items())
         print(f"{split} top-5/top-1: {shown}  (chance top-5 {row['chance_top5']:.3f})")
+        grouped = "  ".join(f"{lang} {v['top5_group']:.2f}" for lang, v in row["languages"].items())
+        print(f"{split} top-5 on the concept's group (skin tones as one): {grouped}  (chance {row['chance_top5_group']:.3f})")
     return 0
 
 

@@ -29,15 +29,7 @@ CLIP_FLAGS="${CLIP_FLAGS:---preset small --batch-size 256 --num-workers 4}"
 VAE_FLAGS="${VAE_FLAGS:---preset small --latent-channels 8 --crop-size 32 --colour-weight 1 --colour-space lab --batch-size 64 --num-workers 4}"
 UNET_FLAGS="${UNET_FLAGS:---preset small --block-out-channels 96,192,384 --layers-per-block 2 --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --batch-size 256 --lr 4e-4 --warmup-steps 200 --num-workers 4}"
 
-"$PYTHON" - <<'PY'
-import os, sys, torch
-if not torch.cuda.is_available():
-    if os.environ.get("GPU_CHECK_ALLOW_CPU") == "1":
-        sys.exit(0)
-    sys.exit("gpu_emoji.sh: no CUDA GPU is visible to torch; run it on a machine with one "
-             "(on a CPU, runs/default.sh is the recipe).")
-print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, bf16 supported: {torch.cuda.is_bf16_supported()}")
-PY
+"$PYTHON" "$REPO/scripts/require_cuda.py" gpu_emoji.sh "on a CPU, runs/default.sh is the recipe"
 
 if [ ! -f "$WORK/data/manifest.json" ]; then
   "$PYTHON" -m latentdiff prepare-data emoji --languages all --image-size 64 --out "$WORK/data"

@@ -17,14 +17,7 @@ BATCH="${BATCH:-64}"
 MP="${MIXED_PRECISION:-bf16}"
 EXTRA="${EXTRA:-}"
 
-"$PYTHON" - <<'PY'
-import os, sys, torch
-if not torch.cuda.is_available():
-    if os.environ.get("GPU_CHECK_ALLOW_CPU") == "1":  # only to check this script itself on a CPU machine
-        sys.exit(0)
-    sys.exit("gpu_check.sh: no CUDA GPU is visible to torch; run it on a machine with one.")
-print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, bf16 supported: {torch.cuda.is_bf16_supported()}")
-PY
+"$PYTHON" "$(dirname "${BASH_SOURCE[0]}")/require_cuda.py" gpu_check.sh
 
 [ -f "$WORK/data/manifest.json" ] || "$PYTHON" -m latentdiff prepare-data shapes --num-images "${NUM_IMAGES:-20000}" --image-size 64 \
   --format webdataset --out "$WORK/data"

@@ -139,7 +139,8 @@ class UnetTrainConfig(TrainConfig):
                                               "(diffusers addition_embed_type='text'), so every ResNet block sees the prompt")
     timestep_sampling: str = option("uniform", "how training timesteps are drawn: uniformly (DDPM), or logit-normal "
                                                "(SD3, Esser et al. 2024: t/T = sigmoid(N(--logit-mean, --logit-std)); "
-                                               "a positive mean trains more at high noise, where the drawing takes shape)",
+                                               "a positive mean trains more at high noise; mean 1 spoiled the "
+                                               "emoji drawings, docs/speedrun.md)",
                                     choices=UNET_TIMESTEP_SAMPLINGS)
     logit_mean: float = option(0.0, "mean of the normal behind --timestep-sampling logit_normal (0: centred on t = T/2)")
     logit_std: float = option(1.0, "std of the normal behind --timestep-sampling logit_normal")

@@ -1,7 +1,8 @@
 """The bundled default model (src/latentdiff/default_model, made by runs/default.sh): it is where the package
 looks without configuration, its weights are float16 safetensors within the size budget, and they load
-and generate: 64x64 images that depend on the prompt, identical to what plain diffusers makes on the torch
-backend and within 1/255 of it on the default (onnx on a CPU)."""
+and generate: 64x64 images that depend on the prompt, identical to what plain diffusers makes (at the model's own
+guidance, which latentdiff uses when none is asked) on the torch backend and within 1/255 of it on the default
+(onnx on a CPU)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def test_plain_diffusers_loads_it_in_float32_and_makes_the_same_image(pipeline):
         assert next(getattr(plain, name).parameters()).dtype == torch.float32, name
     plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
     plain.set_progress_bar_config(disable=True)
-    theirs = plain("a red apple", num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    theirs = plain("a red apple", num_inference_steps=STEPS, guidance_scale=pipeline.default_guidance,
+                   generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert np.array_equal(np.asarray(ours), np.asarray(theirs))  # same weights, kernels and noise
 
 
@@ -86,7 +88,8 @@ def test_the_default_backend_stays_within_1_of_255_of_plain_diffusers(monkeypatc
     plain = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR)
     plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
     plain.set_progress_bar_config(disable=True)
-    theirs = plain("a red apple", num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    theirs = plain("a red apple", num_inference_steps=STEPS, guidance_scale=default.default_guidance,
+                   generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert np.abs(np.asarray(ours, np.int16) - np.asarray(theirs, np.int16)).max() <= 1
 
 

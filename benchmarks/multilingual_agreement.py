@@ -98,13 +98,13 @@ def main() -> int:
     parser.add_argument("--num-concepts", type=int, default=60, help="test images (concepts) asked in every language")
     parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated; English must come first")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: latentdiff's)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: latentdiff's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's own, as `latentdiff generate` uses)")
     parser.add_argument("--seed", type=int, default=0, help="concept i uses seed + i in every language")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER
+    from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
     from latentdiff.data.prepared import open_prepared
     from latentdiff.evaluation.features import FEATURE_EXTRACTOR_NAME, Lite0Features
     from latentdiff.evaluation.samples import load_real, to_tensor
@@ -114,7 +114,6 @@ def main() -> int:
     if languages[0] != "en":
         raise SystemExit("--languages must start with en: every language is scored against the English name's image")
     steps = args.steps or DEFAULT_GENERATION_STEPS
-    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
     dataset = open_prepared(args.data)
     records = dataset.require_split(args.split)
     chosen = concepts(records, languages, args.num_concepts)
@@ -124,6 +123,7 @@ def main() -> int:
 
     started = time.perf_counter()
     pipeline = TextToImage.load(args.model, "cpu", "torch")  # the protocol of the recorded numbers
+    guidance = pipeline.default_guidance if args.guidance is None else args.guidance  # latentdiff_model.json's, or 7.5
     features = Lite0Features()
     real_features = features(to_tensor(load_real(records).images, dataset.image_size))
     rows, chance = score_languages(pipeline, features, chosen, languages, real_features, records, dataset.image_size,

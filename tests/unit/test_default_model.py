@@ -103,3 +103,25 @@ def test_bundled_clip_has_both_towers_and_matches_the_pipeline_text_encoder(pipe
     assert encoder_weights
     for name, tensor in encoder_weights.items():  # the U-Net's conditioning is this CLIP's text tower
         assert torch.equal(text_weights[name.removeprefix("text_model.")], tensor), name
+
+
+def _red_minus_blue(image) -> float:
+    """Mean R - B (0..1 scale) over the image's saturated pixels (max - min channel > 0.3): red/orange > 0 > blue."""
+    pixels = np.asarray(image, dtype=np.float32).reshape(-1, 3) / 255
+    saturated = pixels[(pixels.max(1) - pixels.min(1)) > 0.3]
+    return float((saturated[:, 0] - saturated[:, 2]).mean()) if len(saturated) else 0.0
+
+
+def test_a_red_apple_comes_out_red_and_redder_than_a_whale(pipeline):
+    """What a user checks first: the colour of the asked emoji. Eight seeds each, 20 steps, the model's own guidance.
+    Measured 2026-12-02: the apple's R - B is 0.65-0.79 at every seed, the whale's -0.59-0.67 and lower at
+    each seed. A model that ignored the prompt would make the apple redder at about half the seeds."""
+    from latentdiff.pipeline import GenerationRequest
+
+    seeds = 8
+    apple, whale = (pipeline.generate(GenerationRequest([prompt], num_images=seeds, seed=0, steps=20))
+                    for prompt in ("red apple", "spouting whale"))
+    apple_red = [_red_minus_blue(r.image) for r in apple]
+    whale_red = [_red_minus_blue(r.image) for r in whale]
+    assert all(value > 0.4 for value in apple_red), apple_red  # red or orange at every seed
+    assert sum(a > w for a, w in zip(apple_red, whale_red)) >= 7, (apple_red, whale_red)

@@ -108,3 +108,18 @@ def test_cli_reports_a_missing_dataset_without_traceback(tmp_path, capsys):
     assert train_clip.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "prepare-data" in err and "Traceback" not in err
+
+
+def test_loading_a_clip_folder_prints_no_torchvision_advice_or_per_tensor_bar(trained):
+    # train-unet, evaluate and train-clip --init all load a CLIP folder this way. Without torchvision (which the
+    # CPU torch wheel cannot have beside it) transformers 5 told users to install it whenever CLIPImageProcessor
+    # was named, and drew a "Loading weights" bar for a model that loads in a second.
+    import subprocess
+    import sys
+
+    code = ("from latentdiff.models.clip import load_clip; "
+            f"model, tokenizer, processor = load_clip({str(trained)!r}); print(type(processor).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ImageProcessor" in done.stdout
+    assert "torchvision" not in done.stderr and "Loading weights" not in done.stderr, done.stderr

@@ -39,8 +39,7 @@ def text_tower_matches(model, text_encoder) -> bool:
     """Whether a CLIP folder's text tower has exactly the weights of a pipeline's text encoder, or of its first
     layers (a pipeline trained with `train-unet --clip-skip`), so the CLIP score is measured with the CLIP
     that conditions the U-Net."""
-    # imported here: models.clip imports transformers' CLIPImageProcessor, which warns about torchvision unless
-    # loaded inside models.weights.quiet_loading_bars, as the CLIP loaders do
+    # imported here: importing transformers' CLIP classes takes seconds
     from latentdiff.models.clip import text_tower
 
     clip_state = model.text_model.state_dict()

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+try:  # transformers 5: the PIL backend by its own name. Naming CLIPImageProcessor without torchvision warns
+    # "install torchvision", which cannot be installed beside the CPU torch wheel; the PIL backend is what that
+    # name falls back to anyway, and is saved as a plain CLIPImageProcessor.
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+except ImportError:  # transformers 4
+    from transformers import CLIPImageProcessor
 
 from latentdiff.errors import UserError
 from latentdiff.presets import ClipPreset
-from latentdiff.models.weights import refuse_pickle_only
+from latentdiff.models.weights import quiet_loading_bars, refuse_pickle_only
 
 # OpenAI CLIP's pixel statistics: kept for models trained from scratch too, so every CLIP folder we
 # write normalises images the way the whole CLIP ecosystem expects.
@@ -21,12 +28,8 @@ MLP_RATIO = 4  # transformer MLP width / model width, as in CLIP and ViT
 def make_image_processor(image_size: int):
     """A `CLIPImageProcessor` that resizes the short side to `image_size`, center-crops a square and
     normalises with CLIP's mean/std: the one transform used in training, validation and at inference."""
-    try:  # transformers 5 without torchvision: the PIL backend, saved as a plain CLIPImageProcessor
-        from transformers import CLIPImageProcessorPil as Processor
-    except ImportError:
-        from transformers import CLIPImageProcessor as Processor
-    return Processor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                     image_mean=list(CLIP_IMAGE_MEAN), image_std=list(CLIP_IMAGE_STD), do_center_crop=True)
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                              image_mean=list(CLIP_IMAGE_MEAN), image_std=list(CLIP_IMAGE_STD), do_center_crop=True)
 
 
 def build_clip(preset: ClipPreset, tokenizer):
@@ -92,7 +95,8 @@ def load_clip(init: str, allow_pickle: bool = False):
                         f"written by `latentdiff train-clip`.")
     source = str(folder) if folder.is_dir() else init
     try:
-        model = CLIPModel.from_pretrained(source, use_safetensors=None if allow_pickle else True)
+        with quiet_loading_bars():  # a per-tensor "Loading weights" bar for a model that loads in a second
+            model = CLIPModel.from_pretrained(source, use_safetensors=None if allow_pickle else True)
         tokenizer = CLIPTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

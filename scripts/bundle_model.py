@@ -133,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             info["guidance"] = args.guidance
         (staged / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
+        # The limit is the package's: a candidate bundled outside it (to measure before it replaces one) is not held to it.
         others = sum(folder_bytes(folder) for folder in BUNDLED_MODELS.values()
                      if folder.is_dir() and folder.resolve() != out.resolve())
         size = folder_bytes(staged) + others
-        if size > MAX_BUNDLE_BYTES:
+        if out.resolve() in names and size > MAX_BUNDLE_BYTES:
             raise SystemExit(f"the bundled models would take {size / 2**20:.1f} MiB, over the "
                              f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB limit")
         if out.exists():

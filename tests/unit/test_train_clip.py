@@ -123,3 +123,23 @@ def test_loading_a_clip_folder_prints_no_torchvision_advice_or_per_tensor_bar(tr
     assert done.returncode == 0, done.stderr
     assert "ImageProcessor" in done.stdout
     assert "torchvision" not in done.stderr and "Loading weights" not in done.stderr, done.stderr
+
+
+def test_loading_a_clip_folder_with_a_missing_weight_still_says_so(trained, tmp_path):
+    # Hiding the loading bar must not hide transformers' report of weights a checkpoint lacks (they are random).
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "clip"
+    shutil.copytree(trained, folder)
+    weights = load_file(folder / "model.safetensors")
+    missing = next(name for name in weights if name.startswith("vision_model."))
+    del weights[missing]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    code = f"from latentdiff.models.clip import load_clip; load_clip({str(folder)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert missing in done.stderr, done.stderr

@@ -16,7 +16,7 @@ except ImportError:  # transformers 4
 
 from latentdiff.errors import UserError
 from latentdiff.presets import ClipPreset
-from latentdiff.models.weights import quiet_loading_bars, refuse_pickle_only
+from latentdiff.models.weights import no_loading_bars, refuse_pickle_only
 
 # OpenAI CLIP's pixel statistics: kept for models trained from scratch too, so every CLIP folder we
 # write normalises images the way the whole CLIP ecosystem expects.
@@ -95,7 +95,7 @@ def load_clip(init: str, allow_pickle: bool = False):
                         f"written by `latentdiff train-clip`.")
     source = str(folder) if folder.is_dir() else init
     try:
-        with quiet_loading_bars():  # a per-tensor "Loading weights" bar for a model that loads in a second
+        with no_loading_bars():  # a per-tensor bar for a model that loads in a second; a load report still prints
             model = CLIPModel.from_pretrained(source, use_safetensors=None if allow_pickle else True)
         tokenizer = CLIPTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError) as err:

@@ -71,20 +71,30 @@ def load_diffusers_component(model_cls, init: str, *, subfolder: str, allow_pick
 
 
 @contextlib.contextmanager
-def quiet_loading_bars():
-    """Loading a small pipeline takes a second; diffusers' and transformers' per-component bars are noise."""
+def no_loading_bars():
+    """Loading a small model takes a second; diffusers' and transformers' per-component and per-tensor bars are
+    noise. Warnings (such as transformers' report of weights missing from a checkpoint) still print."""
     diffusers_on = diffusers_logging.is_progress_bar_enabled()
     transformers_on = transformers_logging.is_progress_bar_enabled()
-    transformers_verbosity = transformers_logging.get_verbosity()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    # transformers warns that image processors fall back to PIL without torchvision: a pipeline loads none
-    transformers_logging.set_verbosity_error()
     try:
         yield
     finally:
-        transformers_logging.set_verbosity(transformers_verbosity)
         if diffusers_on:
             diffusers_logging.enable_progress_bar()
         if transformers_on:
             transformers_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_loading_bars():
+    """`no_loading_bars`, and transformers' warnings off: importing the pipeline classes makes transformers warn
+    that image processors fall back to PIL without torchvision, and a pipeline loads none."""
+    transformers_verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        with no_loading_bars():
+            yield
+    finally:
+        transformers_logging.set_verbosity(transformers_verbosity)

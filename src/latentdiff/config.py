@@ -156,6 +156,10 @@ class UnetTrainConfig(TrainConfig):
                                                "(empty: the preset's)")
     layers_per_block: int = option(0, "ResNet (and attention) layers per level of a new U-Net: its depth (0: the "
                                       "preset's, 1 for small)")
+    cross_attention_levels: list[int] = option([], "1 or 0 per level of a new U-Net, from the finest resolution down: "
+                                                   "whether that level's blocks attend to the text (CrossAttnDownBlock2D) "
+                                                   "or are plain ResNet blocks (DownBlock2D); where attention sits "
+                                                   "(empty: the preset's, 0,1,1 for small)")
     cache: bool = option(True, "encode images and captions once and cache them on disk (--no-cache: encode every step)")
     cache_dir: str = option("", "where the latent/text caches live (default: DATA/.latentdiff-cache)")
     validation_prompts: list[str] = option([], "prompts of the sample grid written at each validation (default: validation captions)")

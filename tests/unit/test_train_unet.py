@@ -130,6 +130,23 @@ def test_block_out_channels_and_layers_per_block_size_a_new_unet(inputs, trained
     assert not (tmp_path / "o").exists()
 
 
+def test_cross_attention_levels_place_the_text_attention(inputs, trained, tmp_path, capsys):
+    out = tmp_path / "attn"
+    # tiny is (False, True): attention at the coarse level only; 1,1 adds it at the fine level too
+    assert train_unet.main(tiny_unet_argv(inputs, out, "--cross-attention-levels", "1,1", "--max-steps", "1")) == 0
+    config = json.loads((out / "unet" / "config.json").read_text())
+    assert config["down_block_types"] == ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+    assert config["up_block_types"] == ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    default = json.loads((trained[0] / "unet" / "config.json").read_text())
+    assert default["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D"]
+    for bad in ("1", "1,2"):
+        err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--cross-attention-levels", bad))
+        assert "--cross-attention-levels needs 2 values" in err and "0,1" in err
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--cross-attention-levels", "1,1", "--init", str(trained[0])))
+    assert "--init" in err and "--cross-attention-levels" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_folders(inputs, tmp_path, capsys):
     err = _error(capsys, tiny_unet_argv({**inputs, "clip": tmp_path / "nope"}, tmp_path / "o"))
     assert "--clip" in err and "nope" in err

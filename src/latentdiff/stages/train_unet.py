@@ -102,16 +102,24 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
 
 
 def check_unet_size(cfg: UnetTrainConfig) -> None:
-    """--block-out-channels and --layers-per-block size a new U-Net; an --init one keeps its own."""
-    if not (cfg.block_out_channels or cfg.layers_per_block):
+    """--block-out-channels, --layers-per-block and --cross-attention-levels shape a new U-Net; an --init one
+    keeps its own."""
+    if not (cfg.block_out_channels or cfg.layers_per_block or cfg.cross_attention_levels):
         return
     if cfg.init:
-        raise UserError("--block-out-channels and --layers-per-block size a new U-Net, so drop them or --init (whose "
-                        "U-Net keeps its own size).")
+        raise UserError("--block-out-channels, --layers-per-block and --cross-attention-levels shape a new U-Net, so "
+                        "drop them or --init (whose U-Net keeps its own shape).")
     if cfg.layers_per_block < 0:
         raise UserError(f"--layers-per-block must be 0 (the preset's) or positive (got {cfg.layers_per_block}).")
+    preset = lookup_preset(UNET_PRESETS, cfg.preset, "U-Net")
+    if cfg.cross_attention_levels:
+        levels = len(preset.cross_attention_levels)
+        if len(cfg.cross_attention_levels) != levels or any(v not in (0, 1) for v in cfg.cross_attention_levels):
+            raise UserError(f"--cross-attention-levels needs {levels} values of 1 (attend to the text) or 0 (plain "
+                            f"ResNet blocks), one per level of the {cfg.preset} preset from the finest resolution "
+                            f"down, such as {','.join(str(int(a)) for a in preset.cross_attention_levels)}; got "
+                            f"{','.join(map(str, cfg.cross_attention_levels))}.")
     if cfg.block_out_channels:
-        preset = lookup_preset(UNET_PRESETS, cfg.preset, "U-Net")
         levels, unit = len(preset.block_out_channels), math.lcm(preset.attention_head_dim, preset.norm_num_groups)
         if len(cfg.block_out_channels) != levels or any(w <= 0 or w % unit for w in cfg.block_out_channels):
             raise UserError(f"--block-out-channels needs {levels} widths, one per level of the {cfg.preset} preset, each a "
@@ -121,12 +129,14 @@ def check_unet_size(cfg: UnetTrainConfig) -> None:
 
 
 def unet_preset(cfg: UnetTrainConfig) -> UnetPreset:
-    """The --preset row with the --block-out-channels and --layers-per-block given."""
+    """The --preset row with the --block-out-channels, --layers-per-block and --cross-attention-levels given."""
     preset = lookup_preset(UNET_PRESETS, cfg.preset, "U-Net")
     if cfg.block_out_channels:
         preset = dataclasses.replace(preset, block_out_channels=tuple(cfg.block_out_channels))
     if cfg.layers_per_block:
         preset = dataclasses.replace(preset, layers_per_block=cfg.layers_per_block)
+    if cfg.cross_attention_levels:
+        preset = dataclasses.replace(preset, cross_attention_levels=tuple(bool(v) for v in cfg.cross_attention_levels))
     return preset
 
 

@@ -121,10 +121,10 @@ def guidance_for(folder: Path) -> float:
 
 def _download(hub_id: str) -> Path:
     """Fetch (or find in the local Hugging Face cache) only the files the pipeline needs."""
-    from diffusers import StableDiffusionPipeline  # only for hub ids: a local --model needs no diffusers here
+    from latentdiff.models.weights import stable_diffusion_pipeline_class  # only for hub ids: no diffusers otherwise
 
     try:
-        return Path(StableDiffusionPipeline.download(hub_id, use_safetensors=True))
+        return Path(stable_diffusion_pipeline_class().download(hub_id, use_safetensors=True))
     except Exception as err:  # network, auth, missing repo: all mean "cannot get this id"
         raise UserError(f"Could not get '{hub_id}' from the Hugging Face Hub or its local cache ({error_reason(err)}); "
                         f"check the id and your network, or pass a local pipeline folder.") from err

@@ -40,7 +40,7 @@ from latentdiff.infotext import Infotext
 from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
 from latentdiff.models.smallest_size import smallest_image_side
 from latentdiff.model_source import ModelSource, error_reason, guidance_for, resolve_model
-from latentdiff.models.weights import quiet_loading_bars
+from latentdiff.models.weights import quiet_loading_bars, stable_diffusion_pipeline_class
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype, use_threads
 
 log = logging.getLogger("latentdiff.generate")
@@ -93,9 +93,7 @@ class TextToImage:
         runtime sessions (None: leave the process's setting; the commands pass runtime.pick_num_threads')."""
         if threads is not None:
             use_threads(threads)
-        # imported here, quietly: importing the pipeline classes makes transformers warn about torchvision
-        with quiet_loading_bars():
-            from diffusers import StableDiffusionPipeline
+        StableDiffusionPipeline = stable_diffusion_pipeline_class()
 
         choice = pick_backend(model, backend, device)
         if choice.name != "torch":

@@ -147,6 +147,20 @@ def test_cross_attention_levels_place_the_text_attention(inputs, trained, tmp_pa
     assert not (tmp_path / "o").exists()
 
 
+def test_training_prints_no_torchvision_advice(inputs, tmp_path):
+    # The sample grid and the export build a StableDiffusionPipeline; importing that class made transformers 5
+    # tell users to install torchvision (which the CPU torch wheel cannot have beside it) in every training log.
+    import subprocess
+    import sys
+
+    argv = tiny_unet_argv(inputs, tmp_path / "run", "--max-steps", "1")
+    done = subprocess.run([sys.executable, "-m", "latentdiff", "train-unet", *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "model_index.json").exists()
+    assert "torchvision" not in done.stderr + done.stdout, done.stderr
+
+
 def test_missing_folders(inputs, tmp_path, capsys):
     err = _error(capsys, tiny_unet_argv({**inputs, "clip": tmp_path / "nope"}, tmp_path / "o"))
     assert "--clip" in err and "nope" in err

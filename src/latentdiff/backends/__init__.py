@@ -178,12 +178,12 @@ def build_pipeline(folder: Path, backend: str):
     would load them from the source folder, networks as runtime sessions."""
     import diffusers
     import transformers
-    from diffusers import StableDiffusionPipeline
     from diffusers.configuration_utils import FrozenDict
 
     from latentdiff.backends.components import RuntimeTextEncoder, RuntimeUNet, RuntimeVae
     from latentdiff.backends.sessions import SESSIONS
     from latentdiff.export.layout import model_file
+    from latentdiff.models.weights import stable_diffusion_pipeline_class
 
     index = json.loads((folder / "model_index.json").read_text())
     session = SESSIONS[backend]
@@ -208,7 +208,7 @@ def build_pipeline(folder: Path, backend: str):
 
         raise UserError(f"Could not load the {backend} export in '{folder}' ({error_reason(err)}); export it again "
                         f"with `latentdiff export`.") from err
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    pipe = stable_diffusion_pipeline_class()(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)

@@ -98,3 +98,16 @@ def quiet_loading_bars():
             yield
     finally:
         transformers_logging.set_verbosity(transformers_verbosity)
+
+
+def stable_diffusion_pipeline_class():
+    """diffusers' `StableDiffusionPipeline`, imported with transformers' warnings off: importing it makes
+    transformers warn that an image processor falls back to PIL without torchvision (latentdiff needs none, and
+    a user told to install it would get a CUDA torch beside the CPU one)."""
+    transformers_verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        from diffusers import StableDiffusionPipeline
+    finally:
+        transformers_logging.set_verbosity(transformers_verbosity)
+    return StableDiffusionPipeline

@@ -247,9 +247,9 @@ class DiffusionTask:
 
     def pipeline(self, model):
         """A StableDiffusionPipeline assembled in memory around `model` (no copy of the weights)."""
-        from diffusers import StableDiffusionPipeline  # here: importing it makes transformers warn about torchvision
+        from latentdiff.models.weights import stable_diffusion_pipeline_class
 
-        return StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+        return stable_diffusion_pipeline_class()(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
                                        unet=model, scheduler=pipeline_scheduler(self.noise_scheduler),
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 

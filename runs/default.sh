@@ -10,7 +10,9 @@
 #   5. the U-Net again from that export, UNET_MORE_STEPS more at lr 1e-3 (a warm restart of the cosine schedule),
 #      and the VAE's decoder again, VAE_FINISH_STEPS more on whole images with the colour term in CIELAB
 #      (the encoder and latent space stay fixed, so the U-Net still fits). docs/speedrun.md, "More passes".
-#   6. scripts/bundle_model.py: the pipeline (+ the CLIP folder, for CLIP retrieval) into the package folder
+#   6. the U-Net once more from that, UNET_MORE2_STEPS at lr 1e-3 with an EMA of its weights (decay 0.999; the
+#      export is the average). docs/speedrun.md, "More passes, again".
+#   7. scripts/bundle_model.py: the pipeline (+ the CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
 #
 #   bash runs/default.sh [WORK_DIR]        (default WORK_DIR: runs/default/, git-ignored; rerun to resume)
@@ -20,14 +22,15 @@
 #
 # The VAE and U-Net stages stop on time (--max-minutes: the LR schedule is fitted to the measured speed), as the
 # bundled model was trained; on another machine they take the same time and do a different number of steps.
-# Here they ended at VAE steps 2,637 + 1,673 + 279 and U-Net step 11,083; the two stages after them run by steps.
+# Here they ended at VAE steps 2,637 + 1,673 + 279 and U-Net step 11,083; the stages after them run by steps.
 #
 # Threads: OMP_NUM_THREADS=1 here (each stage ran with one torch thread beside another job on the 2-core
 # development VM; two threads per process thrash when another process holds a core, docs/presets.md).
 #
 # Wall time on the 2-core AMD EPYC development VM (CPU only, fp32): CLIP 12.4 min (2 threads, 2026-11-27),
 # VAE 82 min, U-Net 180 min (plus its latent/text cache), 2026-12-01/02; then on its Intel Xeon successor the
-# U-Net 95 min more and the decoder 70 min more, side by side, 2026-12-02.
+# U-Net 95 min more and the decoder 70 min more, side by side, 2026-12-02; then the U-Net 115 min more (beside
+# ablation runs), the afternoon of 2026-12-02.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +42,7 @@ LD=("$PYTHON" -m latentdiff)
 CLIP_STEPS=3000  # batch 32: 96,000 image-caption pairs, ~28 epochs of the 3,382 training images
 UNET_MORE_STEPS=17022  # batch 32: about 161 more passes over each training image (95 min on the Xeon)
 VAE_FINISH_STEPS=4646  # batch 16 whole images (70 min on the Xeon)
+UNET_MORE2_STEPS=18722  # batch 32: about 177 more passes over each training image (115 min on the Xeon)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -60,7 +64,7 @@ fi
   --preset small --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 \
   --warmup-steps 100 --batch-size 32 --max-steps 1000000 --max-minutes 180 --validate-every 1000 --checkpoint-every 250
 
-# Step counts, not minutes, from here: these two ran on a faster CPU (an Intel Xeon, 2.9-3.3 U-Net steps/s) than the
+# Step counts, not minutes, from here: these ran on a faster CPU (an Intel Xeon, 2.9-3.3 U-Net steps/s) than the
 # stages above (an AMD EPYC, about 1.1), and the step count fixes the cosine schedule.
 "${LD[@]}" train-unet --init "$WORK/run/pipeline" --clip "$WORK/run/clip" --vae "$WORK/run/vae" --data "$WORK/data" \
   --out "$WORK/run/pipeline-more" --seed 2 --prediction-type v_prediction --zero-terminal-snr --text-time-embedding \
@@ -69,8 +73,13 @@ fi
   --colour-weight 1 --colour-space lab --data "$WORK/data" --out "$WORK/run/vae-finish" --seed 3 \
   --max-steps "$VAE_FINISH_STEPS" --validate-every 800
 
+"${LD[@]}" train-unet --init "$WORK/run/pipeline-more" --clip "$WORK/run/clip" --vae "$WORK/run/vae-finish" \
+  --data "$WORK/data" --out "$WORK/run/pipeline-more2" --seed 4 --prediction-type v_prediction --zero-terminal-snr \
+  --text-time-embedding --lr 1e-3 --warmup-steps 100 --batch-size 32 --ema-decay 0.999 \
+  --max-steps "$UNET_MORE2_STEPS" --validate-every 4000 --checkpoint-every 250
+
 # --guidance 3: the best of `latentdiff evaluate --guidance-sweep 2,5,7.5` on the test split (README)
-"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-more" \
-  --vae "$WORK/run/vae-finish" --guidance 3 --out "$REPO/src/latentdiff/default_model"
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-more2" \
+  --guidance 3 --out "$REPO/src/latentdiff/default_model"
 
 echo "default model recipe: done in $(( ($(date +%s) - start) / 60 )) min"

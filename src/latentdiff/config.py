@@ -18,6 +18,7 @@ from latentdiff.presets import CLIP_PRESETS, PRESET_NAMES, UNET_PRESETS, VAE_PRE
 VAE_RECONSTRUCTION_LOSSES = ("l1", "mse")
 VAE_RECONSTRUCTION_LOSS = "l1"  # sharper than mse, as in LDM
 VAE_COLOUR_SPACES = ("rgb", "lab")
+VAE_COLOUR_CELL_SIZE = 4  # pixels per side of the cells whose mean colours the VAE's colour term compares
 VAE_KL_WEIGHT = 1e-6  # LDM's kl_weight for its KL-regularised autoencoders
 # How train-unet draws training timesteps: the names of diffusers' compute_density_for_timestep_sampling
 UNET_TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
@@ -184,8 +185,12 @@ class VaeTrainConfig(TrainConfig):
     crop_size: int = option(0, "train on random square crops of this many pixels (a multiple of the VAE's downsampling "
                                "factor): the VAE is fully convolutional, so each step costs less and still learns "
                                "to reconstruct whole images, as Stable Diffusion's VAE (256 px crops) does (0: whole images)")
-    colour_weight: float = option(0.0, "weight of an L1 term on the mean colours of 4x4-pixel cells, against hue "
-                                       "shifts of flat areas that a per-pixel loss barely sees (0: off)")
+    colour_weight: float = option(0.0, "weight of an L1 term on the mean colours of square pixel cells "
+                                       "(--colour-cell-size), against hue shifts of flat areas that a per-pixel loss "
+                                       "barely sees (0: off)")
+    colour_cell_size: int = option(VAE_COLOUR_CELL_SIZE, "pixels per side of the cells whose mean colours the "
+                                                          "--colour-weight term compares (1: every pixel, the "
+                                                          "per-pixel colour error that CIEDE2000 measures)")
     colour_space: str = option("rgb", "space of the --colour-weight term: rgb, or lab (CIELAB, where equal distances "
                                       "look about equally different, as the CIEDE2000 error we measure)",
                                choices=VAE_COLOUR_SPACES)

@@ -85,6 +85,19 @@ def test_lab_colour_term_measures_cielab_differences():
     assert float(colour_loss(flat(red), flat(orange), "lab")) > float(colour_loss(flat(light), flat(grey), "lab"))
 
 
+def test_colour_cells_of_one_pixel_see_what_four_pixel_cells_average_away():
+    from latentdiff.losses.vae import colour_loss
+
+    # A (1, 3, 8, 8) checkerboard of two reds against the flat red of their mean: every 4x4 cell has the same mean
+    # colour, so the default term is blind to it, while cells of one pixel (what CIEDE2000 compares) are not.
+    board = (torch.arange(8).view(8, 1) + torch.arange(8).view(1, 8)) % 2  # (8, 8) of 0 and 1
+    reds = torch.tensor([0.6, -0.8, -0.8]).view(3, 1, 1) + 0.2 * (2 * board - 1)  # (3, 8, 8) in [-1, 1]
+    flat = torch.tensor([0.6, -0.8, -0.8]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    for space in ("rgb", "lab"):
+        assert float(colour_loss(reds[None], flat, space)) < 1e-3
+        assert float(colour_loss(reds[None], flat, space, cell_size=1)) > 0.05
+
+
 def test_scaling_factor_is_one_over_the_latents_std(data_dir):
     vae = tiny_vae().eval()
     with torch.no_grad():  # a near-deterministic encoder (logvar -30): sampled latents = posterior means
@@ -212,6 +225,12 @@ def test_colour_term_and_crops_train_and_a_bad_crop_is_one_sentence(data_dir, tm
     assert json.loads((lab / "validation_metrics.json").read_text())["delta_e2000"] > 0
     assert train_vae.main(argv[:2] + ["--out", str(tmp_path / "x"), "--colour-space", "lab"]) == 2
     assert "add --colour-weight" in capsys.readouterr().err
+
+    pixel = tmp_path / "per-pixel"
+    assert train_vae.main(argv[:2] + ["--out", str(pixel)] + argv[4:] + ["--colour-cell-size", "1"]) == 0
+    assert json.loads((pixel / "latentdiff_config.json").read_text())["config"]["colour_cell_size"] == 1
+    assert train_vae.main(argv[:2] + ["--out", str(tmp_path / "y")] + argv[4:] + ["--colour-cell-size", "3"]) == 2
+    assert "--colour-cell-size must be a whole number of pixels that divides" in capsys.readouterr().err
 
 
 def test_decoder_only_keeps_the_encoder_and_the_scaling_factor(data_dir, tmp_path, capsys):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from latentdiff.config import VaeTrainConfig
+from latentdiff.config import VAE_COLOUR_CELL_SIZE, VaeTrainConfig
 from latentdiff.presets import VAE_PRESETS, lookup_preset
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
@@ -55,6 +55,13 @@ def build_task(cfg: VaeTrainConfig):
     if cfg.colour_space != "rgb" and not cfg.colour_weight:
         raise UserError(f"--colour-space {cfg.colour_space} sets the space of the colour term, which is off; "
                         f"add --colour-weight (e.g. 1).")
+    if cfg.colour_cell_size < 1 or dataset.image_size % cfg.colour_cell_size or (
+            cfg.crop_size and cfg.crop_size % cfg.colour_cell_size):
+        raise UserError(f"--colour-cell-size must be a whole number of pixels that divides the training images "
+                        f"({cfg.crop_size or dataset.image_size} px; got {cfg.colour_cell_size}): e.g. 1 (every pixel) or 4.")
+    if cfg.colour_cell_size != VAE_COLOUR_CELL_SIZE and not cfg.colour_weight:
+        raise UserError(f"--colour-cell-size {cfg.colour_cell_size} sets the cells of the colour term, which is off; "
+                        f"add --colour-weight (e.g. 1).")
     if cfg.decoder_only and not cfg.init:
         raise UserError("--decoder-only fine-tunes the decoder of a trained VAE: pass the VAE (or pipeline) folder "
                         "with --init.")
@@ -63,6 +70,7 @@ def build_task(cfg: VaeTrainConfig):
     return VaeTask(vae, dataset, reconstruction_loss=cfg.reconstruction_loss, kl_weight=cfg.kl_weight,
                    scaling_images=cfg.scaling_images, validation_images=cfg.validation_images,
                    crop_size=cfg.crop_size, colour_weight=cfg.colour_weight, colour_space=cfg.colour_space,
+                   colour_cell_size=cfg.colour_cell_size,
                    decoder_only=cfg.decoder_only)
 
 

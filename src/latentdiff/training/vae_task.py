@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from latentdiff.checkpoint import write_json_atomic
+from latentdiff.config import VAE_COLOUR_CELL_SIZE as DEFAULT_COLOUR_CELL_SIZE
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
 from latentdiff.evaluation.vae_metrics import reconstruct, reconstruction_metrics
 from latentdiff.losses.vae import vae_loss
@@ -77,14 +78,15 @@ class VaeTask:
 
     def __init__(self, vae, dataset: PreparedDataset, *, reconstruction_loss: str, kl_weight: float,
                  scaling_images: int, validation_images: int, crop_size: int = 0, colour_weight: float = 0.0,
-                 colour_space: str = "rgb", decoder_only: bool = False):
+                 colour_space: str = "rgb", colour_cell_size: int = DEFAULT_COLOUR_CELL_SIZE,
+                 decoder_only: bool = False):
         self.module = VaeForTraining(vae)
         self.train_split = ImageCaptionDataset(dataset, "train")
         self.validation_split = ImageCaptionDataset(dataset, "validation")
         self.reconstruction_loss, self.kl_weight = reconstruction_loss, kl_weight
         self.scaling_images, self.validation_images = scaling_images, validation_images
         self.crop_size, self.colour_weight, self.decoder_only = crop_size, colour_weight, decoder_only
-        self.colour_space = colour_space
+        self.colour_space, self.colour_cell_size = colour_space, colour_cell_size
         if decoder_only:
             # The encoder and its quant_conv stay as they are, so the latents (and the scaling factor a U-Net
             # was trained with) do not move; the loop's optimizer only takes parameters that need grads.
@@ -109,7 +111,8 @@ class VaeTask:
             pixels = random_crops(pixels, self.crop_size, generator)  # (B, 3, crop, crop)
         decoded, posterior = model(pixels, generator)
         return vae_loss(decoded, pixels, posterior, kl_weight=self.kl_weight, reconstruction=self.reconstruction_loss,
-                        colour_weight=self.colour_weight, colour_space=self.colour_space)
+                        colour_weight=self.colour_weight, colour_space=self.colour_space,
+                        colour_cell_size=self.colour_cell_size)
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module, step: int, out_dir: Path) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from latentdiff.infotext import Infotext
 from latentdiff.memory import empty_cache, estimate_bytes_per_image, free_memory_bytes
 from latentdiff.models.smallest_size import smallest_image_side
 from latentdiff.model_source import ModelSource, error_reason, guidance_for, resolve_model
-from latentdiff.models.weights import quiet_loading_bars, stable_diffusion_pipeline_class
+from latentdiff.models.weights import no_loading_bars, stable_diffusion_pipeline_class
 from latentdiff.runtime import cpu_generator, pick_device, pick_dtype, use_threads
 
 log = logging.getLogger("latentdiff.generate")
@@ -99,14 +99,14 @@ class TextToImage:
         if choice.name != "torch":
             if device and torch.device(device).type != "cpu":
                 raise UserError(f"--backend {choice.name} runs on the CPU; drop --device {device} or use --backend torch.")
-            with quiet_loading_bars():
+            with no_loading_bars():
                 loaded = load_for_choice(model, choice)
             if loaded is not None:
                 return cls(*loaded, torch.device("cpu"), choice.name)
         source = resolve_model(model)
         torch_device = pick_device(device)
         try:
-            with quiet_loading_bars():
+            with no_loading_bars():
                 pipe = StableDiffusionPipeline.from_pretrained(
                     source.path, dtype=pick_dtype(torch_device), use_safetensors=True
                 )

@@ -206,6 +206,30 @@ def test_bad_models_fail_in_one_sentence(tiny_pipeline_dir, tmp_path, capsys, mo
     assert "has no bundled default model" in capsys.readouterr().err
 
 
+def test_a_weight_missing_from_the_text_encoder_is_reported_as_diffusers_would(tiny_pipeline_dir, tmp_path):
+    """transformers fills a tensor missing from a checkpoint with fresh random values and says so in a load report;
+    loading without progress bars must not hide that report (nothing else tells the user the model is broken)."""
+    from safetensors.torch import load_file, save_file
+
+    broken = shutil.copytree(tiny_pipeline_dir, tmp_path / "broken")
+    weights_file = next((broken / "text_encoder").glob("*.safetensors"))
+    tensors = load_file(weights_file)
+    missing = next(name for name in tensors if name.endswith("final_layer_norm.bias"))
+    del tensors[missing]
+    save_file(tensors, weights_file, metadata={"format": "pt"})
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        TextToImage.load(str(broken), "cpu", backend="torch")
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert any("final_layer_norm.bias" in record.getMessage() and "MISSING" in record.getMessage() for record in records)
+
+
 def test_bundled_default_is_used_without_model(tiny_pipeline_dir, monkeypatch):
     import latentdiff.model_source as model_source
 

@@ -40,7 +40,7 @@ def _logit_matrix(folder, data_dir):
     rows = [json.loads(line) for line in (data_dir / "validation" / "metadata.jsonl").read_text().splitlines()][:8]
     images = [Image.open(data_dir / "validation" / r["file_name"]) for r in rows]
     captions = [r["text"][0] for r in rows]
-    inputs = processor(text=captions, images=images, return_tensors="pt", padding=True)
+    inputs = processor(text=captions, images=images, return_tensors="pt", padding=True, truncation=True)
     with torch.no_grad():
         return model(**inputs).logits_per_image  # (8 images, 8 captions)
 

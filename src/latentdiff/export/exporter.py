@@ -32,7 +32,7 @@ from latentdiff.export.layout import (COMPONENTS, COPIED_FOLDERS, EXPORT_INFO, E
                                       MODEL_FILES, exported_format, model_file)
 from latentdiff.folder_kinds import MODEL_INDEX
 from latentdiff.model_source import MODEL_INFO, ModelSource
-from latentdiff.models.weights import quiet_loading_bars, stable_diffusion_pipeline_class
+from latentdiff.models.weights import no_loading_bars, stable_diffusion_pipeline_class
 
 ONNX_OPSET = 18
 DUMMY_BATCH = 2  # any batch works afterwards: the batch axis is dynamic
@@ -120,7 +120,7 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
         _require("openvino", "openvino")
     _require("onnx", "onnx")  # the TorchScript exporter writes through the onnx package
 
-    with quiet_loading_bars():
+    with no_loading_bars():
         pipe = stable_diffusion_pipeline_class().from_pretrained(source.path, dtype=torch.float32, use_safetensors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # a private staging folder: two exports to one place never write into each other's files

@@ -87,29 +87,14 @@ def no_loading_bars():
             transformers_logging.enable_progress_bar()
 
 
-@contextlib.contextmanager
-def transformers_warnings_off():
-    """transformers' warnings off (its errors still print), its verbosity restored after."""
-    transformers_verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(transformers_verbosity)
-
-
-@contextlib.contextmanager
-def quiet_loading_bars():
-    """`no_loading_bars`, and transformers' warnings off: importing the pipeline classes makes transformers warn
-    that image processors fall back to PIL without torchvision, and a pipeline loads none."""
-    with transformers_warnings_off(), no_loading_bars():
-        yield
-
-
 def stable_diffusion_pipeline_class():
     """diffusers' `StableDiffusionPipeline`, imported with transformers' warnings off: importing it makes
     transformers warn that an image processor falls back to PIL without torchvision (latentdiff needs none, and
     a user told to install it would get a CUDA torch beside the CPU one)."""
-    with transformers_warnings_off():
+    transformers_verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its errors still print
+    try:
         from diffusers import StableDiffusionPipeline
+    finally:
+        transformers_logging.set_verbosity(transformers_verbosity)
     return StableDiffusionPipeline

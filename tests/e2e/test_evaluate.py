@@ -73,6 +73,7 @@ def test_evaluate_trained_tiny_pipeline(trained_run, tmp_path):
     report = (out / "report.md").read_text()
     assert f"{fidelity['fd_lite0']:.3f}" in report and f"{fidelity['noise_floor']:.3f}" in report
     assert "Guidance sweep" in report and "CLIP retrieval" in report and "VAE reconstructions" in report
+    assert f"on flat pixels ({metrics['vae']['flat_fraction']:.2f} of them" in report
     for name in ("samples_grid.png", "guidance_sweep.png", "latentdiff_config.json"):
         assert (out / name).stat().st_size > 0
     assert len(list((out / "samples").glob("*.png"))) == NUM_SAMPLES

@@ -51,3 +51,21 @@ def test_colour_error_measures_a_hue_shift_on_the_saturated_pixels():
     shifted = colour_error(orange, red)
     assert shifted["delta_e2000_saturated"] > 5 * JUST_NOTICEABLE_DELTA_E  # measured 14.1
     assert shifted["delta_e2000"] == pytest.approx(0.75 * shifted["delta_e2000_saturated"], rel=1e-6)
+
+
+def test_flat_colour_error_sees_a_hue_shift_but_not_a_blurred_edge():
+    """The mean over all pixels mixes colour with sharpness; over the flat pixels only colour counts."""
+    from latentdiff.evaluation.vae_metrics import JUST_NOTICEABLE_DELTA_E, colour_error
+
+    image = torch.ones(1, 3, 16, 16)  # white, with a saturated red right half: one vertical edge at x = 8
+    image[:, 1:, :, 8:] = 0.0
+    image[:, 0, :, 8:] = 0.85
+    blurred = image.clone()
+    blurred[..., 7:9] = image[..., 7:9].mean(dim=-1, keepdim=True)  # the two columns at the edge averaged
+    blur = colour_error(blurred, image)
+    assert blur["flat_fraction"] == pytest.approx(14 / 16)  # every pixel but the two edge columns
+    assert blur["delta_e2000"] > 2 and blur["delta_e2000_flat"] == pytest.approx(0.0, abs=1e-6)
+    orange = image.clone()
+    orange[:, 1, :, 10:] = 0.35  # part of the red area turned orange: a new edge at x = 10 in the copy only
+    shift = colour_error(orange, image)
+    assert shift["delta_e2000_flat"] > 2 * JUST_NOTICEABLE_DELTA_E  # measured 6.1: 14.1 on 6 of the 14 flat columns

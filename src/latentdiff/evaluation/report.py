@@ -169,6 +169,8 @@ def _vae_section(vae: dict[str, Any]) -> list[str]:
             f"| mean ΔE2000 (CIELAB colour error) | {_fmt(vae.get('delta_e2000'), 2)} | below {JUST_NOTICEABLE_DELTA_E:g}: not noticeable |",
             f"| mean ΔE2000 on saturated pixels ({_fmt(vae.get('saturated_fraction'), 2)} of them) | "
             f"{_fmt(vae.get('delta_e2000_saturated'), 2)} | hue shifts show here first |",
+            f"| mean ΔE2000 on flat pixels ({_fmt(vae.get('flat_fraction'), 2)} of them: no visible step to a "
+            f"neighbour) | {_fmt(vae.get('delta_e2000_flat'), 2)} | the colour of areas, apart from blurred edges |",
             f"| fd_lite0, {fid['num_images']} reconstructions vs originals | {_fmt(fid['fd_lite0'])} | |",
             f"| fd_lite0, {fid['num_images_half']} reconstructions vs the other {fid['num_images_half']} real | "
             f"{_fmt(fid['fd_lite0_half'])} | noise floor {_fmt(fid['noise_floor'])} |",

@@ -12,9 +12,10 @@ make the latents unit-variance, which is why the diffusion model rescales them b
 (1 / std, measured on the training data at export; diffusers keeps it in the VAE config).
 
 Colour term (optional, `colour_weight`): L1 between the two images average-pooled over `cell_size` x
-`cell_size` pixel cells (4 by default; 1 compares every pixel, the error CIEDE2000 measures). A per-pixel loss is dominated by edges and fine detail; a shift of an area's mean
-colour (a red apple turned orange, a flat emoji face turned yellow) is a small per-pixel error spread over
-many pixels, which this term weighs as a person sees it. `colour_space="lab"` compares the cells' colours in
+`cell_size` pixel cells (4 by default; 1 compares every pixel, the error CIEDE2000 measures). A per-pixel
+loss is dominated by edges and fine detail; a shift of an area's mean colour (a red apple turned orange,
+a flat emoji face turned yellow) is a small per-pixel error spread over many pixels, which this term
+weighs as a person sees it. `colour_space="lab"` compares the cells' colours in
 CIELAB (kornia's differentiable sRGB -> Lab, the space of the CIEDE2000 error we measure) instead of sRGB:
 equal steps there are about equally visible, while in sRGB a hue shift of a saturated red costs less than
 a barely visible change of a dark grey. Lab values are divided by LAB_SCALE so that the term is O(1) like

@@ -12,7 +12,10 @@
 #      (the encoder and latent space stay fixed, so the U-Net still fits). docs/speedrun.md, "More passes".
 #   6. the U-Net once more from that, UNET_MORE2_STEPS at lr 1e-3 with an EMA of its weights (decay 0.999; the
 #      export is the average). docs/speedrun.md, "More passes, again".
-#   7. scripts/bundle_model.py: the pipeline (+ the CLIP folder, for CLIP retrieval) into the package folder
+#   7. the VAE's decoder once more from its last finish, VAE_FINISH2_STEPS at lr 1e-4 with the colour term on every
+#      pixel (--colour-cell-size 1) instead of 4x4 cells: docs/speedrun.md, "The colour term on every pixel".
+#   8. the U-Net once more from step 6's export, UNET_MORE3_STEPS at lr 1e-3 with the EMA: "More passes, a third time".
+#   9. scripts/bundle_model.py: the pipeline (+ the CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
 #
 #   bash runs/default.sh [WORK_DIR]        (default WORK_DIR: runs/default/, git-ignored; rerun to resume)
@@ -30,7 +33,8 @@
 # Wall time on the 2-core AMD EPYC development VM (CPU only, fp32): CLIP 12.4 min (2 threads, 2026-11-27),
 # VAE 82 min, U-Net 180 min (plus its latent/text cache), 2026-12-01/02; then on its Intel Xeon successor the
 # U-Net 95 min more and the decoder 70 min more, side by side, 2026-12-02; then the U-Net 115 min more (beside
-# ablation runs), the afternoon of 2026-12-02.
+# ablation runs), the afternoon of 2026-12-02; then the decoder 55 min more and the U-Net 125 min more, side by side,
+# that evening.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +47,8 @@ CLIP_STEPS=3000  # batch 32: 96,000 image-caption pairs, ~28 epochs of the 3,382
 UNET_MORE_STEPS=17022  # batch 32: about 161 more passes over each training image (95 min on the Xeon)
 VAE_FINISH_STEPS=4646  # batch 16 whole images (70 min on the Xeon)
 UNET_MORE2_STEPS=18722  # batch 32: about 177 more passes over each training image (115 min on the Xeon)
+VAE_FINISH2_STEPS=2762  # batch 16 whole images (55 min on the Xeon, beside the U-Net)
+UNET_MORE3_STEPS=16844  # batch 32: about 159 more passes over each training image (125 min on the Xeon)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -78,8 +84,17 @@ fi
   --text-time-embedding --lr 1e-3 --warmup-steps 100 --batch-size 32 --ema-decay 0.999 \
   --max-steps "$UNET_MORE2_STEPS" --validate-every 4000 --checkpoint-every 250
 
+"${LD[@]}" train-vae --init "$WORK/run/vae-finish" --decoder-only --lr 1e-4 --warmup-steps 50 --batch-size 16 \
+  --colour-weight 1 --colour-space lab --colour-cell-size 1 --data "$WORK/data" --out "$WORK/run/vae-finish2" --seed 6 \
+  --max-steps "$VAE_FINISH2_STEPS" --validate-every 1000
+
+"${LD[@]}" train-unet --init "$WORK/run/pipeline-more2" --clip "$WORK/run/clip" --vae "$WORK/run/vae-finish" \
+  --data "$WORK/data" --out "$WORK/run/pipeline-more3" --seed 5 --prediction-type v_prediction --zero-terminal-snr \
+  --text-time-embedding --lr 1e-3 --warmup-steps 100 --batch-size 32 --ema-decay 0.999 \
+  --max-steps "$UNET_MORE3_STEPS" --validate-every 4000 --checkpoint-every 250
+
 # --guidance 3: the best of `latentdiff evaluate --guidance-sweep 2,5,7.5` on the test split (README)
-"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-more2" \
-  --guidance 3 --out "$REPO/src/latentdiff/default_model"
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-more3" \
+  --vae "$WORK/run/vae-finish2" --guidance 3 --out "$REPO/src/latentdiff/default_model"
 
 echo "default model recipe: done in $(( ($(date +%s) - start) / 60 )) min"

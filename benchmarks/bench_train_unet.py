@@ -1,12 +1,15 @@
 """train-unet throughput for the `small` presets, with and without the latent/text caches, in one run.
 
-    python benchmarks/bench_train_unet.py [--seconds 25] [--batch-size 32] [--threads N]
+    python benchmarks/bench_train_unet.py [--seconds 25] [--batch-size 32] [--threads N] [--compile]
 
 Builds random-weight `small` CLIP and VAE folders and a 64 px dataset of coloured shapes in a temporary
 folder, then times the real training step of `DiffusionTask` (collate -> loss -> backward -> AdamW step)
 in two modes:
   cached:   latents and text embeddings read from the on-disk cache (`latentdiff.data.cache`)
   no-cache: every step encodes the images with the VAE and the captions with the CLIP text encoder
+and, with --compile, a third:
+  compiled: cached, with the U-Net compiled as `train-unet --compile` does (`nn.Module.compile()`); the
+            compile time is its setup time, so the steps/s compare with the cached mode's in the same run
 Prints samples/s for each (and the one-off cache build time) and writes benchmarks/results/train_unet.json.
 """
 
@@ -47,12 +50,14 @@ def time_mode(cfg, seconds: float) -> dict:
 
     from latentdiff.stages.train_unet import build_components
     from latentdiff.training.diffusion_task import DiffusionTask
+    from latentdiff.training.gpu_options import apply_training_options
 
     dataset, unet, vae, text_encoder, tokenizer = build_components(cfg)
     started = time.perf_counter()
     task = DiffusionTask(cfg, dataset, unet, vae, text_encoder, tokenizer)
     setup_s = time.perf_counter() - started  # the cache build (cached mode), ~0 otherwise
     model = task.trainable_module().train()
+    apply_training_options(model, gradient_checkpointing=False, compile=cfg.compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     items = task.train_dataset()
     generator = torch.Generator().manual_seed(0)
@@ -65,7 +70,10 @@ def time_mode(cfg, seconds: float) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step(0)  # warm-up: allocations, lazy moves
+    started = time.perf_counter()
+    step(0)  # warm-up: allocations, lazy moves (and the compilation, with --compile)
+    if cfg.compile:
+        setup_s = time.perf_counter() - started
     steps, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or steps < 2:
         step(steps + 1)
@@ -81,6 +89,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-images", type=int, default=128, help="training images of the synthetic dataset")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="also time the cached mode with the U-Net compiled")
     args = parser.parse_args()
 
     import torch
@@ -93,21 +102,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, clip, vae = build_inputs(Path(tmp), args.num_images)
         results = {}
-        for mode, cache in (("cached", True), ("no-cache", False)):
+        modes = [("cached", True, False), ("no-cache", False, False)] + ([("compiled", True, True)] if args.compile else [])
+        for mode, cache, compile in modes:
             cfg = UnetTrainConfig(data=str(data), clip=str(clip), vae=str(vae), out=str(Path(tmp) / "out"),
                                   preset="small", batch_size=args.batch_size, lr=1e-4, epochs=1, cache=cache,
-                                  cache_dir=str(Path(tmp) / "cache"))
+                                  cache_dir=str(Path(tmp) / "cache"), compile=compile)
             results[mode] = time_mode(cfg, args.seconds)
+            setup = (f"; compiled in {results[mode]['setup_seconds']:.1f} s)" if compile else
+                     f"; cache built once in {results[mode]['setup_seconds']:.1f} s for {args.num_images} images)"
+                     if cache else ")")
             print(f"train-unet small, {mode:8s}: {results[mode]['samples_per_s']:6.1f} samples/s "
                   f"(batch {args.batch_size}, {results[mode]['steps']} steps in {results[mode]['seconds']:.1f} s"
-                  + (f"; cache built once in {results[mode]['setup_seconds']:.1f} s for {args.num_images} images)"
-                     if cache else ")"), flush=True)
+                  + setup, flush=True)
     speedup = results["cached"]["samples_per_s"] / results["no-cache"]["samples_per_s"]
     print(f"cache speed-up: {speedup:.2f}x")
+    if args.compile:
+        print(f"compile speed-up: {results['compiled']['samples_per_s'] / results['cached']['samples_per_s']:.2f}x")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     payload = {"benchmark": "train_unet", "preset": "small", "unet_preset": list(UNET_PRESETS["small"].block_out_channels),
                "image_size": 64, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
-               "results": results, "cache_speedup": speedup, "machine": platform.processor() or platform.machine(),
+               "results": results, "cache_speedup": speedup,
+               "compile_speedup": (results["compiled"]["samples_per_s"] / results["cached"]["samples_per_s"]
+                                   if args.compile else None), "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "load_average_1min_at_end": load, "torch": torch.__version__,
                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_results(payload, RESULTS)

@@ -1,6 +1,6 @@
 """train-unet throughput for the `small` presets, with and without the latent/text caches, in one run.
 
-    python benchmarks/bench_train_unet.py [--seconds 25] [--batch-size 32] [--threads N] [--compile]
+    python benchmarks/bench_train_unet.py [--seconds 25] [--batch-size 32] [--threads N] [--compile] [--bf16]
 
 Builds random-weight `small` CLIP and VAE folders and a 64 px dataset of coloured shapes in a temporary
 folder, then times the real training step of `DiffusionTask` (collate -> loss -> backward -> AdamW step)
@@ -10,6 +10,10 @@ in two modes:
 and, with --compile, a third:
   compiled: cached, with the U-Net compiled as `train-unet --compile` does (`nn.Module.compile()`); the
             compile time is its setup time, so the steps/s compare with the cached mode's in the same run
+and, with --bf16, another:
+  bf16:     cached, the forward pass under bf16 autocast, as `train-unet --mixed-precision bf16` runs it
+            (accelerate's autocast; the weights, gradients and AdamW stay fp32). Worth it only on CPUs with
+            native bf16 arithmetic (AVX-512 BF16 or AMX), and only if the tensors are big enough to gain
 Prints samples/s for each (and the one-off cache build time) and writes benchmarks/results/train_unet.json.
 """
 
@@ -46,6 +50,8 @@ def build_inputs(root: Path, num_images: int):
 
 
 def time_mode(cfg, seconds: float) -> dict:
+    import contextlib
+
     import torch
 
     from latentdiff.stages.train_unet import build_components
@@ -61,11 +67,14 @@ def time_mode(cfg, seconds: float) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     items = task.train_dataset()
     generator = torch.Generator().manual_seed(0)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if cfg.mixed_precision == "bf16"
+                else contextlib.nullcontext())
 
     def step(i: int) -> None:
         start = (i * cfg.batch_size) % max(1, len(items) - cfg.batch_size)
         batch = task.collate([items[j] for j in range(start, start + cfg.batch_size)])
-        loss, _ = task.loss(model, batch, generator)
+        with autocast:
+            loss, _ = task.loss(model, batch, generator)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -90,6 +99,7 @@ def main() -> int:
     parser.add_argument("--num-images", type=int, default=128, help="training images of the synthetic dataset")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also time the cached mode with the U-Net compiled")
+    parser.add_argument("--bf16", action="store_true", help="also time the cached mode under bf16 autocast")
     args = parser.parse_args()
 
     import torch
@@ -102,11 +112,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, clip, vae = build_inputs(Path(tmp), args.num_images)
         results = {}
-        modes = [("cached", True, False), ("no-cache", False, False)] + ([("compiled", True, True)] if args.compile else [])
-        for mode, cache, compile in modes:
+        # (name, cached, compiled, precision)
+        modes = ([("cached", True, False, "no"), ("no-cache", False, False, "no")]
+                 + ([("compiled", True, True, "no")] if args.compile else [])
+                 + ([("bf16", True, False, "bf16")] if args.bf16 else []))
+        for mode, cache, compile, precision in modes:
             cfg = UnetTrainConfig(data=str(data), clip=str(clip), vae=str(vae), out=str(Path(tmp) / "out"),
                                   preset="small", batch_size=args.batch_size, lr=1e-4, epochs=1, cache=cache,
-                                  cache_dir=str(Path(tmp) / "cache"), compile=compile)
+                                  cache_dir=str(Path(tmp) / "cache"), compile=compile, mixed_precision=precision)
             results[mode] = time_mode(cfg, args.seconds)
             setup = (f"; compiled in {results[mode]['setup_seconds']:.1f} s)" if compile else
                      f"; cache built once in {results[mode]['setup_seconds']:.1f} s for {args.num_images} images)"
@@ -118,12 +131,16 @@ def main() -> int:
     print(f"cache speed-up: {speedup:.2f}x")
     if args.compile:
         print(f"compile speed-up: {results['compiled']['samples_per_s'] / results['cached']['samples_per_s']:.2f}x")
+    if args.bf16:
+        print(f"bf16 speed-up: {results['bf16']['samples_per_s'] / results['cached']['samples_per_s']:.2f}x")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     payload = {"benchmark": "train_unet", "preset": "small", "unet_preset": list(UNET_PRESETS["small"].block_out_channels),
                "image_size": 64, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
                "results": results, "cache_speedup": speedup,
                "compile_speedup": (results["compiled"]["samples_per_s"] / results["cached"]["samples_per_s"]
-                                   if args.compile else None), "machine": platform.processor() or platform.machine(),
+                                   if args.compile else None),
+               "bf16_speedup": (results["bf16"]["samples_per_s"] / results["cached"]["samples_per_s"]
+                                if args.bf16 else None), "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "load_average_1min_at_end": load, "torch": torch.__version__,
                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_results(payload, RESULTS)

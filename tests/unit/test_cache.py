@@ -112,7 +112,59 @@ def test_a_killed_build_resumes_from_its_last_finished_chunk(inputs, tmp_path, m
     assert "resuming an interrupted build, 4 of" in capsys.readouterr().out
     for name in ("latent_mean", "latent_std", "caption_index", "text_embeddings"):
         assert torch.equal(getattr(resumed, name), getattr(whole, name)), name  # as if never interrupted
-    assert [p.name for p in (tmp_path / "killed").iterdir()] == [resumed.path.name]  # the chunks are cleaned up
+    # the chunks are cleaned up; the build's lock file stays (removing it could race a run opening it)
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == sorted(
+        [resumed.path.name, f".{resumed.path.stem}.lock"])
+
+
+def test_two_runs_started_at_once_build_the_cache_once(inputs, tmp_path, monkeypatch, capsys):
+    """Two trainings on the same data started together: one builds, the other waits for it and reads the
+    same file. Without the lock both built, and the first to finish deleted the chunks the second was reading
+    (FileNotFoundError in the second run)."""
+    import threading
+
+    from latentdiff.data import cache
+
+    vae, text_encoder, tokenizer = _frozen(inputs)
+    dataset = open_prepared(inputs["data"])
+    monkeypatch.setattr(cache, "ENCODE_BATCH_SIZE", 2)
+    monkeypatch.setattr(cache, "CHUNK_BATCHES", 2)
+    encoders: set[str] = set()  # the threads that encoded images
+    second_started = threading.Event()
+    real_encode = cache.encode_latents
+
+    def slow_encode(vae, pixels):
+        encoders.add(threading.current_thread().name)
+        if threading.current_thread().name == "first":
+            second_started.wait(timeout=2)  # keep the first build running while the second one starts
+        else:
+            second_started.set()
+        return real_encode(vae, pixels)
+
+    monkeypatch.setattr(cache, "encode_latents", slow_encode)
+    results, errors = {}, []
+
+    def run():
+        try:
+            results[threading.current_thread().name] = load_or_build(vae, text_encoder, tokenizer, dataset, "train",
+                                                                     tmp_path)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    first = threading.Thread(target=run, name="first")
+    first.start()
+    while not encoders:  # the first build is under way
+        first.join(timeout=0.01)
+    second = threading.Thread(target=run, name="second")
+    second.start()
+    first.join()
+    second.join()
+    assert not errors, errors
+    assert encoders == {"first"}  # the second run encoded nothing
+    assert results["first"].built and not results["second"].built
+    for name in ("latent_mean", "latent_std", "caption_index", "text_embeddings"):
+        assert torch.equal(getattr(results["first"], name), getattr(results["second"], name)), name
+    assert "waiting for another run that is building the latent cache" in capsys.readouterr().out
 
 
 def test_training_encodes_prompts_exactly_as_the_diffusers_pipeline_does(tiny_pipeline_dir):

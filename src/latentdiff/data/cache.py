@@ -22,6 +22,8 @@ The file name carries a hash of everything that produced it (VAE weights + confi
 config, tokenizer, the dataset's manifest and the split's metadata, the image size, this format's
 version), so a second run, or a later epoch, reuses it, and a changed VAE or dataset makes a new one.
 Multi-process: the main process builds while the others wait (`main_process_first`), then all read it.
+Concurrent runs (two trainings started on the same data at once) take a file lock beside the cache: the
+first builds, the second waits for it and then reads the same file instead of building it again.
 Resumable: the build writes chunks of CHUNK_BATCHES encode batches, each atomically, into a folder beside
 the file, so a build killed after minutes continues from its last chunk instead of starting again.
 """
@@ -32,10 +34,12 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -122,6 +126,11 @@ def encode_latents(vae, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch
     return posterior.mean, posterior.std
 
 
+def _unwritable(path: Path, err: OSError) -> UserError:
+    return UserError(f"Could not write the latent cache to {path.parent} ({err.strerror or err}); pass "
+                     f"--cache-dir a writable folder with free space.")
+
+
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file under a temporary name, then rename it: a reader (or a resumed build)
     sees the whole file or none. A full or read-only disk ends in one sentence."""
@@ -132,8 +141,7 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"Could not write the latent cache to {path.parent} ({err.strerror or err}); pass "
-                        f"--cache-dir a writable folder with free space.") from None
+        raise _unwritable(path, err) from None
 
 
 def index_captions(captions_per_image: list[list[str]]) -> tuple[list[str], torch.Tensor]:
@@ -198,6 +206,28 @@ def _build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str, d
             "text_embeddings": torch.cat([p["text_embeddings"] for p in parts if "text_embeddings" in p]).contiguous()}
 
 
+@contextmanager
+def _build_lock(path: Path):
+    """An inter-process lock on one cache file's build (`.<name>.lock` beside it, left in place: removing a
+    lock file another process may be opening is itself a race). Without it two runs started at once on the
+    same data both build, and the first to finish removes the chunk folder the second is still reading."""
+    lock = FileLock(str(path.with_name(f".{path.stem}.lock")))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for another run that is building the latent cache {path.name} (in {path.parent}); "
+                  f"this run reads it when that is done", flush=True)
+            lock.acquire()
+    except OSError as err:
+        raise _unwritable(path, err) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def cache_path(cache_dir: Path, split: str, key: str) -> Path:
     return cache_dir / f"{split}-{key[:24]}.safetensors"
 
@@ -214,11 +244,14 @@ def load_or_build(vae, text_encoder, tokenizer, dataset: PreparedDataset, split:
     built = False
     with process_state().main_process_first():
         if not path.exists():
-            tensors = _build(vae, text_encoder, tokenizer, dataset, split, f"caching {split} latents + text", parts_dir)
-            _save_atomic(tensors, path, metadata={"key": key, "split": split, "dataset": str(dataset.root),
-                                                  "format_version": str(CACHE_FORMAT_VERSION)})
-            shutil.rmtree(parts_dir, ignore_errors=True)
-            built = True
+            with _build_lock(path):
+                if not path.exists():  # another run may have finished it while this one waited
+                    tensors = _build(vae, text_encoder, tokenizer, dataset, split,
+                                     f"caching {split} latents + text", parts_dir)
+                    _save_atomic(tensors, path, metadata={"key": key, "split": split, "dataset": str(dataset.root),
+                                                          "format_version": str(CACHE_FORMAT_VERSION)})
+                    shutil.rmtree(parts_dir, ignore_errors=True)
+                    built = True
     tensors = load_file(str(path))
     return EncodedSplit(latent_mean=tensors["latent_mean"], latent_std=tensors["latent_std"],
                         caption_index=tensors["caption_index"], text_embeddings=tensors["text_embeddings"],

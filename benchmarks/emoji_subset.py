@@ -1,13 +1,14 @@
 """A prepared emoji dataset cut to fewer training images: the memorisation test of docs/speedrun.md.
 
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --num-images 200 --out runs/speedrun/emoji-s200 \
-        [--english-only]
+        [--english-only | --languages en,fr,es,de,zh,ja]
 
 The training split keeps `--num-images` emoji spread evenly over it, chosen as `speedrun.py --measure` chooses its
 `train_spread` concepts, so the 50 that the measurement asks for are inside every subset of 50, 100, 200, ...
 (the even spread of 50 is a sub-spread of those). Validation and test are copied whole. `--english-only` keeps
 only each training image's English caption: the issue's "English-only captions vs all 14 languages on the same
-images" ablation. A U-Net trained on the subset is then measured on the FULL data (`speedrun.py --measure
+images" ablation; `--languages` keeps the captions of the languages listed (e.g. the six the measurement asks
+in). A U-Net trained on the subset is then measured on the FULL data (`speedrun.py --measure
 PIPELINE --data runs/speedrun/emoji`): each concept is still ranked among all 3,382 training images.
 
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --grid OUT.png --models A B ... [--guidance 3]
@@ -27,7 +28,9 @@ from multilingual_agreement import LANGUAGES, concepts
 from speedrun import MEASURE_CONCEPTS, MEASURE_STEPS, SEED
 
 
-def write_subset(data: Path, out: Path, num_images: int, english_only: bool) -> int:
+def write_subset(data: Path, out: Path, num_images: int, languages: set[str] | None = None) -> int:
+    """Copy `num_images` spread training emoji (with only the captions in `languages`, when given) and the whole
+    validation and test splits to `out`; returns the number of training images."""
     from latentdiff.data.prepared import open_prepared
 
     records = open_prepared(str(data)).require_split("train")
@@ -44,9 +47,10 @@ def write_subset(data: Path, out: Path, num_images: int, english_only: bool) -> 
         row = json.loads(line)
         if row["file_name"] not in chosen:
             continue
-        if english_only:
-            english = [i for i, language in enumerate(row["language"]) if language == "en"]
-            row["language"], row["text"] = ["en"] * len(english), [row["text"][i] for i in english]
+        if languages:
+            kept_captions = [i for i, language in enumerate(row["language"]) if language in languages]
+            row["language"] = [row["language"][i] for i in kept_captions]
+            row["text"] = [row["text"][i] for i in kept_captions]
         shutil.copy(data / "train" / row["file_name"], out / "train" / row["file_name"])
         kept.append(json.dumps(row, ensure_ascii=False))
     (out / "train" / "metadata.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
@@ -87,6 +91,7 @@ def main() -> int:
     parser.add_argument("--out", help="the subset's folder (replaced if it exists)")
     parser.add_argument("--num-images", type=int, default=200, help="training images kept, spread over the split")
     parser.add_argument("--english-only", action="store_true", help="keep only the English caption of each image")
+    parser.add_argument("--languages", help="keep only the captions in these comma-separated languages (e.g. en,fr)")
     parser.add_argument("--grid", help="instead: write this PNG of --models' drawings of the measured concepts")
     parser.add_argument("--models", nargs="+", default=[], help="pipeline folders, one grid row each")
     parser.add_argument("--guidance", type=float, default=None,
@@ -97,7 +102,10 @@ def main() -> int:
         return 0
     if not args.out:
         parser.error("pass --out (the subset to write) or --grid (a picture of --models)")
-    count = write_subset(Path(args.data), Path(args.out), args.num_images, args.english_only)
+    if args.english_only and args.languages:
+        parser.error("pass --english-only or --languages, not both (--english-only is --languages en)")
+    languages = {"en"} if args.english_only else set(args.languages.split(",")) if args.languages else None
+    count = write_subset(Path(args.data), Path(args.out), args.num_images, languages)
     print(f"wrote {args.out}: {count} training images")
     return 0
 

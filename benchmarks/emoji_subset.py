@@ -13,7 +13,7 @@ PIPELINE --data runs/speedrun/emoji`): each concept is still ranked among all 3,
 
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --grid OUT.png --models A B ... [--guidance 3]
 
-draws the first 12 of those 50 concepts from their English names with each pipeline (one row each, the seeds and
+draws the first 12 of those 50 concepts from their English names (`--grid-language fr`: their French ones, ...) with each pipeline (one row each, the seeds and
 steps of `speedrun.py --measure`) under a row of the real images: what a person sees beside the numbers.
 """
 
@@ -57,7 +57,8 @@ def write_subset(data: Path, out: Path, num_images: int, languages: set[str] | N
     return len(kept)
 
 
-def write_grid(data: Path, out: Path, models: list[str], guidance: float | None, num_concepts: int = 12) -> None:
+def write_grid(data: Path, out: Path, models: list[str], guidance: float | None, language: str = "en",
+               num_concepts: int = 12) -> None:
     from PIL import Image
 
     from latentdiff.config import DEFAULT_SCHEDULER
@@ -71,7 +72,7 @@ def write_grid(data: Path, out: Path, models: list[str], guidance: float | None,
     rows = [[Image.open(record.path).convert("RGB") for record, _ in chosen]]
     for model in models:
         pipeline = TextToImage.load(model, "cpu", "torch")
-        generated = generate_for_captions(pipeline, [names["en"] for _, names in chosen], seed=SEED, steps=MEASURE_STEPS,
+        generated = generate_for_captions(pipeline, [names[language] for _, names in chosen], seed=SEED, steps=MEASURE_STEPS,
                                           guidance=guidance_for(model) if guidance is None else guidance, scheduler=DEFAULT_SCHEDULER, batch_size=num_concepts,
                                           desc=Path(model).name)
         rows.append([image.image for image in generated])  # the very images `speedrun.py --measure` scores
@@ -96,9 +97,11 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=[], help="pipeline folders, one grid row each")
     parser.add_argument("--guidance", type=float, default=None,
                         help="guidance scale of the grid (default: each model's own, as `speedrun.py --measure`)")
+    parser.add_argument("--grid-language", default="en", choices=LANGUAGES,
+                        help="the language of the names the grid asks for (default: en)")
     args = parser.parse_args()
     if args.grid:
-        write_grid(Path(args.data), Path(args.grid), args.models, args.guidance)
+        write_grid(Path(args.data), Path(args.grid), args.models, args.guidance, args.grid_language)
         return 0
     if not args.out:
         parser.error("pass --out (the subset to write) or --grid (a picture of --models)")

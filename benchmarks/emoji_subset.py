@@ -13,8 +13,9 @@ PIPELINE --data runs/speedrun/emoji`): each concept is still ranked among all 3,
 
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --grid OUT.png --models A B ... [--guidance 3]
 
-draws the first 12 of those 50 concepts from their English names (`--grid-language fr`: their French ones, ...) with each pipeline (one row each, the seeds and
-steps of `speedrun.py --measure`) under a row of the real images: what a person sees beside the numbers.
+draws the first 12 of those 50 concepts from their English names (`--grid-language fr`: their French ones, ...)
+with each pipeline (one row each, the seeds and steps of `speedrun.py --measure`) under a row of the real images:
+what a person sees beside the numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ from pathlib import Path
 
 from multilingual_agreement import LANGUAGES, concepts
 from speedrun import MEASURE_CONCEPTS, MEASURE_STEPS, SEED
+
+
+def language_set(text: str) -> set[str]:
+    """`--languages en,fr` -> {'en', 'fr'}, each one a language of the emoji source."""
+    from latentdiff.data.sources.emoji import ALL_LANGUAGES
+
+    codes = set(text.split(","))
+    unknown = sorted(codes - set(ALL_LANGUAGES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown emoji language(s) {', '.join(unknown)}; choose from "
+                                         f"{', '.join(ALL_LANGUAGES)}, comma-separated")
+    return codes
 
 
 def write_subset(data: Path, out: Path, num_images: int, languages: set[str] | None = None) -> int:
@@ -72,9 +85,10 @@ def write_grid(data: Path, out: Path, models: list[str], guidance: float | None,
     rows = [[Image.open(record.path).convert("RGB") for record, _ in chosen]]
     for model in models:
         pipeline = TextToImage.load(model, "cpu", "torch")
-        generated = generate_for_captions(pipeline, [names[language] for _, names in chosen], seed=SEED, steps=MEASURE_STEPS,
-                                          guidance=guidance_for(model) if guidance is None else guidance, scheduler=DEFAULT_SCHEDULER, batch_size=num_concepts,
-                                          desc=Path(model).name)
+        generated = generate_for_captions(pipeline, [names[language] for _, names in chosen], seed=SEED,
+                                          steps=MEASURE_STEPS,
+                                          guidance=guidance_for(model) if guidance is None else guidance,
+                                          scheduler=DEFAULT_SCHEDULER, batch_size=num_concepts, desc=Path(model).name)
         rows.append([image.image for image in generated])  # the very images `speedrun.py --measure` scores
     side = rows[0][0].width
     grid = Image.new("RGB", (side * len(chosen), side * len(rows)), "white")
@@ -92,7 +106,8 @@ def main() -> int:
     parser.add_argument("--out", help="the subset's folder (replaced if it exists)")
     parser.add_argument("--num-images", type=int, default=200, help="training images kept, spread over the split")
     parser.add_argument("--english-only", action="store_true", help="keep only the English caption of each image")
-    parser.add_argument("--languages", help="keep only the captions in these comma-separated languages (e.g. en,fr)")
+    parser.add_argument("--languages", type=language_set,
+                        help="keep only the captions in these comma-separated languages (e.g. en,fr)")
     parser.add_argument("--grid", help="instead: write this PNG of --models' drawings of the measured concepts")
     parser.add_argument("--models", nargs="+", default=[], help="pipeline folders, one grid row each")
     parser.add_argument("--guidance", type=float, default=None,
@@ -107,7 +122,7 @@ def main() -> int:
         parser.error("pass --out (the subset to write) or --grid (a picture of --models)")
     if args.english_only and args.languages:
         parser.error("pass --english-only or --languages, not both (--english-only is --languages en)")
-    languages = {"en"} if args.english_only else set(args.languages.split(",")) if args.languages else None
+    languages = {"en"} if args.english_only else args.languages
     count = write_subset(Path(args.data), Path(args.out), args.num_images, languages)
     print(f"wrote {args.out}: {count} training images")
     return 0

@@ -65,9 +65,10 @@ def first_eos(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
 
 
 def hidden_states(text_model, input_ids: torch.Tensor, grad: bool = False) -> torch.Tensor:
-    """(N, L) ids -> (N, L, D) last hidden states, no attention mask (the pipeline's call)."""
+    """(N, L) ids -> (N, L, D) last hidden states on the model's device, no attention mask (the pipeline's call)."""
+    device = next(text_model.parameters()).device
     with torch.set_grad_enabled(grad):
-        return torch.cat([text_model(input_ids=input_ids[s:s + ENCODE_BATCH]).last_hidden_state
+        return torch.cat([text_model(input_ids=input_ids[s:s + ENCODE_BATCH].to(device)).last_hidden_state
                           for s in range(0, len(input_ids), ENCODE_BATCH)])
 
 
@@ -83,7 +84,8 @@ def agreement(text_model, tokenizer, records) -> dict[str, dict[str, float]]:
     own emoji's English caption sequence, among the English sequences of all the records that have one."""
     english = {i: r.captions[r.languages.index("en")] for i, r in enumerate(records) if "en" in r.languages}
     owners = list(english)
-    reference = hidden_states(text_model, pipeline_tokens(tokenizer, list(english.values()))).flatten(1)  # (E, L*D)
+    english_ids = pipeline_tokens(tokenizer, list(english.values()))
+    reference = hidden_states(text_model, english_ids).flatten(1).cpu()  # (E, L*D)
     result = {}
     for language in AGREEMENT_LANGUAGES:
         pairs = [(owners.index(i), records[i].captions[records[i].languages.index(language)])
@@ -91,7 +93,7 @@ def agreement(text_model, tokenizer, records) -> dict[str, dict[str, float]]:
         if not pairs:
             continue
         rows = torch.tensor([row for row, _ in pairs])
-        states = hidden_states(text_model, pipeline_tokens(tokenizer, [c for _, c in pairs])).flatten(1)
+        states = hidden_states(text_model, pipeline_tokens(tokenizer, [c for _, c in pairs])).flatten(1).cpu()
         distances = torch.cdist(states.double(), reference.double())  # (N, E)
         own = distances.gather(1, rows[:, None])
         rank = (distances < own).sum(dim=1)  # 0 = the own emoji is nearest
@@ -131,13 +133,15 @@ def summary(measured: dict) -> str:
 
 
 def targets(teacher_text, tokenizer, records) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input ids (N, L), owner (N,), per-emoji target (E, D), the empty prompt's teacher states (L, D))."""
+    """(input ids (N, L), owner (N,), per-emoji target (E, D), the empty prompt's teacher states (L, D)), all on
+    the teacher's device."""
+    device = next(teacher_text.parameters()).device
     captions, owners = caption_table(records)
-    ids = pipeline_tokens(tokenizer, captions)
+    ids, owners = pipeline_tokens(tokenizer, captions).to(device), owners.to(device)
     eos = first_eos(ids, tokenizer.eos_token_id)
     with torch.no_grad():
-        pooled = hidden_states(teacher_text, ids)[torch.arange(len(ids)), eos]  # (N, D)
-        target = torch.zeros(len(records), pooled.shape[1]).index_add_(0, owners, pooled)
+        pooled = hidden_states(teacher_text, ids)[torch.arange(len(ids), device=device), eos]  # (N, D)
+        target = torch.zeros(len(records), pooled.shape[1], device=device).index_add_(0, owners, pooled)
         target /= torch.bincount(owners, minlength=len(records))[:, None].float()  # (E, D): mean over captions
         empty = hidden_states(teacher_text, pipeline_tokens(tokenizer, [""]))[0]  # (L, D)
     return ids, owners, target, empty
@@ -147,7 +151,7 @@ def alignment_loss(student_text, ids, owners, target, prefix_target, empty_ids, 
     """Mean squared error to the targets above, per element; the empty prompt weighs as one caption."""
     states = student_text(input_ids=torch.cat([ids, empty_ids])).last_hidden_state  # (B + 1, L, D)
     caption_states, empty_states = states[:-1], states[-1]
-    positions = torch.arange(ids.shape[1])[None, :]  # (1, L)
+    positions = torch.arange(ids.shape[1], device=ids.device)[None, :]  # (1, L)
     after_eos = (positions >= first_eos(ids, eos_token_id)[:, None])[..., None]  # (B, L, 1)
     wanted = torch.where(after_eos, target[owners][:, None, :], prefix_target[None, None, :])  # (B, L, D)
     squared = torch.cat([(caption_states - wanted).pow(2), (empty_states - empty_target).pow(2)[None]])
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     dataset = open_prepared(args.data)
     teacher, tokenizer, processor = load_clip(args.clip)
-    teacher.eval()
+    teacher.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     student = copy.deepcopy(teacher)
     teacher_text, student_text = text_tower(teacher.text_model), text_tower(student.text_model)
 
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ids, owners, target, empty = targets(teacher_text, tokenizer, dataset.require_split("train"))
     prefix_target = target.mean(dim=0)  # (D,)
-    empty_ids = pipeline_tokens(tokenizer, [""])
+    empty_ids = pipeline_tokens(tokenizer, [""]).to(ids.device)
     # Only the text transformer trains: the projections and the vision tower keep CLIP's joint space.
     for p in student.parameters():
         p.requires_grad_(False)
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     progress = tqdm(total=total, desc="align text", unit="step", file=sys.stderr)
     for _ in range(args.epochs):
-        for batch in torch.randperm(len(ids)).split(args.batch_size):
+        for batch in torch.randperm(len(ids), device=ids.device).split(args.batch_size):
             loss = alignment_loss(student_text, ids[batch], owners[batch], target, prefix_target, empty_ids, empty,
                                   tokenizer.eos_token_id)
             optimizer.zero_grad(set_to_none=True)

@@ -44,6 +44,7 @@ SEED = 0
 MEASURE_STEPS = 20  # denoising steps of the measurement
 MEASURE_CONCEPTS = 50  # concepts (images) generated per language
 MIN_STAGE_MINUTES = 0.5
+ALIGNED_CLIP = "clip-aligned"  # the text encoder aligned across languages, beside the CLIP it starts from
 
 
 def commit() -> str:
@@ -78,6 +79,23 @@ def samples_per_second(out: Path) -> float | None:
     return round(events.Scalars("train/samples_per_s")[-1].value, 2)
 
 
+def align_text(args, work: Path) -> float:
+    """align_text_languages.py on the CLIP just trained (docs/speedrun.md, "One emoji, one condition"); returns its
+    wall seconds. Skipped when its results file exists, so a rerun resumes after it."""
+    import align_text_languages
+
+    results = work / "align_text_languages.json"
+    if results.is_file():
+        return 0.0
+    argv = ["--clip", str(work / "clip"), "--data", args.data, "--out", str(work / ALIGNED_CLIP),
+            "--results", str(results)] + shlex.split(args.align_text)
+    started = time.perf_counter()
+    print(f"$ python align_text_languages.py {shlex.join(argv)}", flush=True)
+    if align_text_languages.main(argv):
+        raise SystemExit("the text alignment failed")
+    return time.perf_counter() - started
+
+
 def train_chain(args, work: Path) -> dict:
     from latentdiff.checkpoint import COMPLETE_MARKER
     from latentdiff.stages import train_clip, train_unet, train_vae
@@ -94,13 +112,17 @@ def train_chain(args, work: Path) -> dict:
     clip_minutes = minutes_until(args.clip_share)
     stages["clip"] = {"seconds": run_stage(train_clip, common + ["--out", str(work / "clip"), "--max-minutes",
                                            f"{clip_minutes:.3f}", "--validate-every", "0"] + shlex.split(args.clip))}
+    clip_dir = work / "clip"
+    if args.align_text is not None:  # inside the budget: the VAE gets what the alignment leaves
+        stages["align_text"] = {"seconds": round(align_text(args, work), 1)}
+        clip_dir = work / ALIGNED_CLIP
     vae_minutes = minutes_until(args.clip_share + args.vae_share)
     stages["vae"] = {"seconds": run_stage(train_vae, common + ["--out", str(work / "vae"), "--max-minutes",
                                           f"{vae_minutes:.3f}", "--validate-every", "0"] + shlex.split(args.vae))}
     # The U-Net stage spends time outside the loop (caches, final validation grid, export): keep a margin.
     unet_minutes = max(MIN_STAGE_MINUTES, minutes_until(1.0) - args.unet_overhead_min)
     stages["unet"] = {"seconds": run_stage(train_unet, common + [
-        "--out", str(work / "pipeline"), "--clip", str(work / "clip"), "--vae", str(work / "vae"),
+        "--out", str(work / "pipeline"), "--clip", str(clip_dir), "--vae", str(work / "vae"),
         "--max-minutes", f"{unet_minutes:.3f}", "--validate-every", "0", "--num-validation-prompts", "4"]
         + shlex.split(args.unet))}
     for name, folder in (("clip", "clip"), ("vae", "vae"), ("unet", "pipeline")):
@@ -213,6 +235,9 @@ def main() -> int:
     parser.add_argument("--clip", default="--preset small", help="extra train-clip flags")
     parser.add_argument("--vae", default="--preset small", help="extra train-vae flags")
     parser.add_argument("--unet", default="--preset small", help="extra train-unet flags")
+    parser.add_argument("--align-text", default=None, metavar="FLAGS",
+                        help="align the text encoder across caption languages after CLIP, with these "
+                             "align_text_languages.py flags (e.g. '--epochs 10'); off unless given")
     parser.add_argument("--num-concepts", type=int, default=MEASURE_CONCEPTS, help="concepts (images) generated per language")
     parser.add_argument("--steps", type=int, default=MEASURE_STEPS, help="denoising steps of the measurement")
     parser.add_argument("--guidance", type=float, default=None,
@@ -232,6 +257,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     payload = {"name": args.name, "commit": commit(), "budget_min": args.budget_min,
                "recipe": {"clip_share": args.clip_share, "vae_share": args.vae_share, "clip": args.clip,
+                          "align_text": args.align_text,
                           "vae": args.vae, "unet": args.unet},
                "data": str(Path(args.data).resolve()), "source": dataset.manifest.get("source"),
                "threads": os.environ.get("OMP_NUM_THREADS", "all"),

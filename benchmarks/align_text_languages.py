@@ -37,11 +37,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from diffusers.optimization import get_scheduler
 from tqdm import tqdm
 
 from results_file import write_results
 
+from latentdiff.data.cache import pipeline_token_ids
 from latentdiff.data.prepared import open_prepared
 from latentdiff.evaluation.retrieval import flatten_metrics, retrieval_metrics
 from latentdiff.models.clip import load_clip, text_tower
@@ -53,23 +54,17 @@ AGREEMENT_LANGUAGES = ("fr", "es", "de", "zh", "ja")  # compared with each emoji
 ENCODE_BATCH = 256  # captions per forward pass
 
 
-def pipeline_tokens(tokenizer, captions: list[str]) -> torch.Tensor:
-    """(N, L) input ids exactly as StableDiffusionPipeline.encode_prompt makes them."""
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
-
-
 def first_eos(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """(N,) position of the first end-of-text token of each row (the pooled position, as CLIPTextTransformer)."""
     return (input_ids == eos_token_id).int().argmax(dim=1)
 
 
-def hidden_states(text_model, input_ids: torch.Tensor, grad: bool = False) -> torch.Tensor:
+@torch.no_grad()
+def hidden_states(text_model, input_ids: torch.Tensor) -> torch.Tensor:
     """(N, L) ids -> (N, L, D) last hidden states on the model's device, no attention mask (the pipeline's call)."""
     device = next(text_model.parameters()).device
-    with torch.set_grad_enabled(grad):
-        return torch.cat([text_model(input_ids=input_ids[s:s + ENCODE_BATCH].to(device)).last_hidden_state
-                          for s in range(0, len(input_ids), ENCODE_BATCH)])
+    return torch.cat([text_model(input_ids=input_ids[s:s + ENCODE_BATCH].to(device)).last_hidden_state
+                      for s in range(0, len(input_ids), ENCODE_BATCH)])
 
 
 def caption_table(records) -> tuple[list[str], torch.Tensor]:
@@ -83,17 +78,17 @@ def agreement(text_model, tokenizer, records) -> dict[str, dict[str, float]]:
     """Per language: how often a caption's whole sequence is nearest (top-1) / among the 5 nearest (top-5) to its
     own emoji's English caption sequence, among the English sequences of all the records that have one."""
     english = {i: r.captions[r.languages.index("en")] for i, r in enumerate(records) if "en" in r.languages}
-    owners = list(english)
-    english_ids = pipeline_tokens(tokenizer, list(english.values()))
+    row_of = {owner: row for row, owner in enumerate(english)}  # record index -> row of `reference`
+    english_ids = pipeline_token_ids(tokenizer, list(english.values()))
     reference = hidden_states(text_model, english_ids).flatten(1).cpu()  # (E, L*D)
     result = {}
     for language in AGREEMENT_LANGUAGES:
-        pairs = [(owners.index(i), records[i].captions[records[i].languages.index(language)])
-                 for i in owners if language in records[i].languages]
+        pairs = [(row, records[i].captions[records[i].languages.index(language)])
+                 for i, row in row_of.items() if language in records[i].languages]
         if not pairs:
             continue
         rows = torch.tensor([row for row, _ in pairs])
-        states = hidden_states(text_model, pipeline_tokens(tokenizer, [c for _, c in pairs])).flatten(1).cpu()
+        states = hidden_states(text_model, pipeline_token_ids(tokenizer, [c for _, c in pairs])).flatten(1).cpu()
         distances = torch.cdist(states.double(), reference.double())  # (N, E)
         own = distances.gather(1, rows[:, None])
         rank = (distances < own).sum(dim=1)  # 0 = the own emoji is nearest
@@ -137,13 +132,13 @@ def targets(teacher_text, tokenizer, records) -> tuple[torch.Tensor, torch.Tenso
     the teacher's device."""
     device = next(teacher_text.parameters()).device
     captions, owners = caption_table(records)
-    ids, owners = pipeline_tokens(tokenizer, captions).to(device), owners.to(device)
+    ids, owners = pipeline_token_ids(tokenizer, captions).to(device), owners.to(device)
     eos = first_eos(ids, tokenizer.eos_token_id)
     with torch.no_grad():
         pooled = hidden_states(teacher_text, ids)[torch.arange(len(ids), device=device), eos]  # (N, D)
         target = torch.zeros(len(records), pooled.shape[1], device=device).index_add_(0, owners, pooled)
         target /= torch.bincount(owners, minlength=len(records))[:, None].float()  # (E, D): mean over captions
-        empty = hidden_states(teacher_text, pipeline_tokens(tokenizer, [""]))[0]  # (L, D)
+        empty = hidden_states(teacher_text, pipeline_token_ids(tokenizer, [""]))[0]  # (L, D)
     return ids, owners, target, empty
 
 
@@ -185,16 +180,16 @@ def main(argv: list[str] | None = None) -> int:
 
     ids, owners, target, empty = targets(teacher_text, tokenizer, dataset.require_split("train"))
     prefix_target = target.mean(dim=0)  # (D,)
-    empty_ids = pipeline_tokens(tokenizer, [""]).to(ids.device)
+    empty_ids = pipeline_token_ids(tokenizer, [""]).to(ids.device)
     # Only the text transformer trains: the projections and the vision tower keep CLIP's joint space.
     for p in student.parameters():
         p.requires_grad_(False)
     for p in student_text.parameters():
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW([p for p in student_text.parameters()], lr=args.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(student_text.parameters(), lr=args.lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(ids) / args.batch_size)
     total = steps_per_epoch * args.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    schedule = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=total)
     # The spread of the targets: a loss of this size means the student says nothing about which emoji it is.
     target_variance = float((target - prefix_target).pow(2).mean())
     student_text.train()

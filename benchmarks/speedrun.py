@@ -55,10 +55,12 @@ def commit() -> str:
         return "unknown"
 
 
-def run_stage(module, argv: list[str]) -> float:
-    """Run a stage's main(argv) in process; returns its wall seconds. A failing stage stops the speedrun."""
+def run_stage(module, argv: list[str], command: str | None = None) -> float:
+    """Run a stage's main(argv) in process; returns its wall seconds. A failing stage stops the speedrun.
+    `command` is what the log shows it as (default: the latentdiff command of a latentdiff stage module)."""
     started = time.perf_counter()
-    print(f"$ latentdiff {module.__name__.rsplit('.', 1)[-1].replace('_', '-')} {shlex.join(argv)}", flush=True)
+    command = command or f"latentdiff {module.__name__.rsplit('.', 1)[-1].replace('_', '-')}"
+    print(f"$ {command} {shlex.join(argv)}", flush=True)
     status = module.main(argv)
     if status:
         raise SystemExit(f"the stage failed with status {status}")
@@ -89,11 +91,7 @@ def align_text(args, work: Path) -> float:
         return 0.0
     argv = ["--clip", str(work / "clip"), "--data", args.data, "--out", str(work / ALIGNED_CLIP),
             "--results", str(results)] + shlex.split(args.align_text)
-    started = time.perf_counter()
-    print(f"$ python align_text_languages.py {shlex.join(argv)}", flush=True)
-    if align_text_languages.main(argv):
-        raise SystemExit("the text alignment failed")
-    return time.perf_counter() - started
+    return run_stage(align_text_languages, argv, command="python align_text_languages.py")
 
 
 def train_chain(args, work: Path) -> dict:

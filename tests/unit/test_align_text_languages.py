@@ -34,6 +34,7 @@ def test_other_languages_move_to_their_english_caption_and_the_folder_loads(alig
 
     from transformers import CLIPModel, CLIPTokenizer
 
+    from latentdiff.data.cache import pipeline_token_ids
     from latentdiff.stages.train_unet import load_text_encoder
 
     model, tokenizer = CLIPModel.from_pretrained(out), CLIPTokenizer.from_pretrained(out)
@@ -41,7 +42,7 @@ def test_other_languages_move_to_their_english_caption_and_the_folder_loads(alig
     assert torch.equal(model.vision_model.embeddings.patch_embedding.weight,
                        original.vision_model.embeddings.patch_embedding.weight)  # only the text tower trained
     text_encoder, _ = load_text_encoder(out)
-    ids = align.pipeline_tokens(tokenizer, ["a red square", "红色的方块", "a blue circle"])
+    ids = pipeline_token_ids(tokenizer, ["a red square", "红色的方块", "a blue circle"])
     with torch.no_grad():
         states = text_encoder(ids)[0]  # (3, L, D): what the U-Net cross-attends to
     same, other = (states[0] - states[1]).norm(), (states[0] - states[2]).norm()

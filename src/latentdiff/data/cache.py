@@ -108,14 +108,18 @@ def cache_key(vae, text_encoder, tokenizer, dataset: PreparedDataset, split: str
 # ------------------------------------------------------------------------------------ encoding
 
 
+def pipeline_token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """(len(prompts), L) input ids exactly as StableDiffusionPipeline.encode_prompt makes them: padded to
+    model_max_length, truncated (it passes the text encoder no attention mask)."""
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
 @torch.no_grad()
 def encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """(len(prompts), L, D) last hidden states, tokenized exactly as StableDiffusionPipeline.encode_prompt
-    does (padded to model_max_length, truncated, no attention mask), so training sees what generation sees."""
+    """(len(prompts), L, D) last hidden states of the pipeline's tokens, so training sees what generation sees."""
     device = next(text_encoder.parameters()).device
-    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                       return_tensors="pt")
-    return text_encoder(tokens.input_ids.to(device))[0]
+    return text_encoder(pipeline_token_ids(tokenizer, prompts).to(device))[0]
 
 
 @torch.no_grad()

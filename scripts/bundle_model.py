@@ -1,7 +1,7 @@
 """Put a `latentdiff train` run into the package as a bundled model (all bundled models together at most 60 MB,
 so the package stays small).
 
-    python scripts/bundle_model.py --run RUN [--pipeline DIR] [--vae DIR] [--guidance G] [--out src/latentdiff/default_model]
+    python scripts/bundle_model.py --run RUN [--pipeline DIR] [--vae DIR] [--clip DIR] [--guidance G] [--out src/latentdiff/default_model]
     python scripts/bundle_model.py --run RUN --out src/latentdiff/shapes_model     # `--model shapes`
 
 RUN is a `latentdiff train` run folder (RUN/pipeline and RUN/clip). The output folder gets
@@ -57,12 +57,13 @@ def to_float16(path: Path) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
-def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir: Path | None = None) -> None:
+def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir: Path | None = None,
+                clip_dir: Path | None = None) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     from latentdiff.models.clip import load_clip
 
-    pipeline_dir, clip_dir = pipeline_dir or run / "pipeline", run / CLIP_SUBDIR
+    pipeline_dir, clip_dir = pipeline_dir or run / "pipeline", clip_dir or run / CLIP_SUBDIR
     for folder in (pipeline_dir, clip_dir):
         if not folder.is_dir():
             raise SystemExit(f"{folder} does not exist: finish `latentdiff train --out {run}` first.")
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae", default=None,
                         help="a VAE folder to bundle instead of the pipeline's (one that shares its latent space, "
                              "e.g. from `latentdiff train-vae --init PIPELINE --decoder-only`)")
+    parser.add_argument("--clip", default=None,
+                        help="the CLIP folder to bundle (default: RUN/clip), e.g. one whose text tower "
+                             "benchmarks/align_text_languages.py aligned: the one the pipeline's text encoder came from")
     parser.add_argument("--guidance", type=float, default=None,
                         help="the model's default guidance scale, the best of `latentdiff evaluate --guidance-sweep` "
                              "(default: none stored, so 7.5)")
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # replace the old bundle only once the new one is whole
         staged = Path(tmp) / out.name
         save_bundle(Path(args.run), staged, Path(args.pipeline) if args.pipeline else None,
-                    Path(args.vae) if args.vae else None)
+                    Path(args.vae) if args.vae else None, Path(args.clip) if args.clip else None)
         from latentdiff.model_source import BUNDLED_MODELS, BUNDLED_NAMES, MODEL_INFO
 
         names = {folder.resolve(): BUNDLED_NAMES[key] for key, folder in BUNDLED_MODELS.items()}

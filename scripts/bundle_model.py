@@ -70,11 +70,24 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
     # A VAE given apart (e.g. `train-vae --decoder-only` of the pipeline's own) must share its latent space.
     vae = {"vae": AutoencoderKL.from_pretrained(vae_dir)} if vae_dir else {}
     pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, **vae)
+    clip_parts = load_clip(str(clip_dir))  # CLIPModel, tokenizer, image processor
+    check_clip_matches_text_encoder(clip_parts[0], pipe.text_encoder, clip_dir)
     pipe.save_pretrained(out, safe_serialization=True)
-    for part in load_clip(str(clip_dir)):  # CLIPModel, tokenizer, image processor
+    for part in clip_parts:
         part.save_pretrained(out / CLIP_SUBDIR)
     for weights in sorted(out.rglob("*.safetensors")):
         to_float16(weights)
+
+
+def check_clip_matches_text_encoder(clip, text_encoder, clip_dir: Path) -> None:
+    """The bundled CLIP serves CLIP score/retrieval for the prompts the U-Net was conditioned on, so its text tower
+    must be the pipeline's text encoder (the one `train-unet --clip` was given)."""
+    clip_weights = clip.text_model.state_dict()
+    for name, tensor in text_encoder.state_dict().items():  # CLIPTextModel: "text_model." prefix or none
+        other = clip_weights.get(name.removeprefix("text_model."))
+        if other is None or other.shape != tensor.shape or not torch.equal(other, tensor):
+            raise SystemExit(f"{clip_dir}'s text tower is not the pipeline's text encoder ({name} differs): pass "
+                             "--clip the CLIP folder that `train-unet --clip` used for this pipeline.")
 
 
 def folder_bytes(folder: Path) -> int:

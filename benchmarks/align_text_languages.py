@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from results_file import write_results
 
+from latentdiff.checkpoint import is_stage_complete, mark_stage_complete
 from latentdiff.data.cache import pipeline_token_ids
 from latentdiff.data.prepared import open_prepared
 from latentdiff.evaluation.retrieval import flatten_metrics, retrieval_metrics
@@ -167,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
+    out = Path(args.out)
+    if is_stage_complete(out):  # as a finished training stage: a rerun of a chain (runs/default.sh) goes on past it
+        print(f"{out} already holds a finished alignment; skipping it (delete the folder to align again)")
+        return 0
 
     torch.manual_seed(args.seed)
     dataset = open_prepared(args.data)
@@ -212,15 +217,15 @@ def main(argv: list[str] | None = None) -> int:
 
     after = measure(student, tokenizer, processor, dataset, args.num_train_emoji)
     print(f"after: {summary(after)}")
-    out = Path(args.out)
     student.save_pretrained(out)
     save_clip_tokenizer(tokenizer, out)
     processor.save_pretrained(out)
+    results = {"clip": args.clip, "data": args.data, "out": str(out), "epochs": args.epochs,
+               "batch_size": args.batch_size, "lr": args.lr, "num_captions": len(ids), "train_s": round(train_s, 1),
+               "final_relative_loss": relative_loss, "before": before, "after": after}
+    write_results(results, args.results)
+    mark_stage_complete(out, {k: results[k] for k in ("clip", "data", "epochs", "lr", "train_s")})  # last: all written
     print(f"wrote {out}")
-    write_results({"clip": args.clip, "data": args.data, "out": str(out), "epochs": args.epochs,
-                   "batch_size": args.batch_size, "lr": args.lr, "num_captions": len(ids), "train_s": round(train_s, 1),
-                   "final_relative_loss": relative_loss, "before": before, "after": after},
-                  args.results)
     return 0
 
 

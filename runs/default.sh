@@ -111,15 +111,12 @@ fi
 
 # The bundled model's alignment started from the fp16 bundle of run/clip (bundled since 2026-11-27); here from
 # run/clip itself. Its result files go to the work dir, not over the committed ones.
+# A finished alignment is skipped on a rerun, as a finished training stage is.
 ALIGN=("$PYTHON" "$REPO/benchmarks/align_text_languages.py" --data "$WORK/data")
-if [ ! -f "$WORK/run/clip-aligned/config.json" ]; then
-  "${ALIGN[@]}" --clip "$WORK/run/clip" --out "$WORK/run/clip-aligned" --epochs 10 \
-    --results "$WORK/run/clip-aligned.json"
-fi
-if [ ! -f "$WORK/run/clip-aligned-more/config.json" ]; then
-  "${ALIGN[@]}" --clip "$WORK/run/clip-aligned" --out "$WORK/run/clip-aligned-more" --epochs 12 \
-    --results "$WORK/run/clip-aligned-more.json"
-fi
+"${ALIGN[@]}" --clip "$WORK/run/clip" --out "$WORK/run/clip-aligned" --epochs 10 \
+  --results "$WORK/run/clip-aligned.json"
+"${ALIGN[@]}" --clip "$WORK/run/clip-aligned" --out "$WORK/run/clip-aligned-more" --epochs 12 \
+  --results "$WORK/run/clip-aligned-more.json"
 
 # The bundled model's run started from the fp16 bundle of pipeline-more4, with its VAE (vae-finish2).
 "${LD[@]}" train-unet --init "$WORK/run/pipeline-more4" --clip "$WORK/run/clip-aligned-more" \

@@ -63,9 +63,12 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
 
     from latentdiff.models.clip import load_clip
 
+    for flag, folder in (("--pipeline", pipeline_dir), ("--vae", vae_dir), ("--clip", clip_dir)):
+        if folder is not None and not folder.is_dir():  # a folder given by hand: most likely a typo
+            raise SystemExit(f"{folder} (given as {flag}) is not a folder: check the path.")
     pipeline_dir, clip_dir = pipeline_dir or run / "pipeline", clip_dir or run / CLIP_SUBDIR
     for folder in (pipeline_dir, clip_dir):
-        if not folder.is_dir():
+        if not folder.is_dir():  # the run's own: the run has not got that far
             raise SystemExit(f"{folder} does not exist: finish `latentdiff train --out {run}` first.")
     # A VAE given apart (e.g. `train-vae --decoder-only` of the pipeline's own) must share its latent space.
     vae = {"vae": AutoencoderKL.from_pretrained(vae_dir)} if vae_dir else {}

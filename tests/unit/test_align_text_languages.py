@@ -21,7 +21,7 @@ def align(monkeypatch):
     return importlib.import_module("align_text_languages")
 
 
-def test_other_languages_move_to_their_english_caption_and_the_folder_loads(align, tmp_path):
+def test_other_languages_move_to_their_english_caption_and_the_folder_loads(align, tmp_path, capsys):
     # 8 distinct concepts ("a red square" / "红色的方块", ...): the English and Chinese captions of one image
     data = write_tiny_clip_dataset(tmp_path / "data", num_train=8, num_validation=8)
     out, results = tmp_path / "aligned", tmp_path / "results.json"
@@ -31,6 +31,14 @@ def test_other_languages_move_to_their_english_caption_and_the_folder_loads(alig
     before, after = measured["before"]["agreement_train"], measured["after"]["agreement_train"]
     assert after["zh"]["top1"] == 1.0 > before["zh"]["top1"]  # every Chinese caption lands on its English one
     assert measured["final_relative_loss"] < 0.2
+
+    # A rerun (runs/default.sh resuming) leaves the finished alignment as it is and says so.
+    weights = out / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    assert align.main(["--clip", str(BUNDLED_CLIP), "--data", str(data), "--out", str(out),
+                       "--results", str(results)]) == 0
+    assert "finished alignment" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == written and json.loads(results.read_text()) == measured
 
     from transformers import CLIPModel, CLIPTokenizer
 

@@ -1,0 +1,64 @@
+"""scripts/bundle_model.py: it bundles a pipeline with the CLIP folder its text encoder came from into a folder
+plain diffusers and transformers load, and refuses, in one sentence that names the folder, a mistyped path or a CLIP
+whose text tower is not the pipeline's (CLIP retrieval would then score with another encoder than generation)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+MODELS = Path(__file__).resolve().parents[2] / "src" / "latentdiff"
+EMOJI, SHAPES = MODELS / "default_model", MODELS / "shapes_model"
+
+
+@pytest.fixture
+def bundle(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    return importlib.import_module("bundle_model")
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A `latentdiff train` run folder holding the bundled emoji model's pipeline and CLIP."""
+    run = tmp_path / "run"
+    shutil.copytree(EMOJI, run / "pipeline", ignore=shutil.ignore_patterns("clip"))
+    shutil.copytree(EMOJI / "clip", run / "clip")
+    return run
+
+
+def test_a_bundle_loads_in_diffusers_and_transformers_with_its_guidance(bundle, run, tmp_path):
+    out = tmp_path / "bundled"
+    assert bundle.main(["--run", str(run), "--guidance", "2", "--out", str(out)]) == 0
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel
+
+    assert StableDiffusionPipeline.from_pretrained(out).unet is not None
+    assert CLIPModel.from_pretrained(out / "clip").text_model is not None
+    assert json.loads((out / "latentdiff_model.json").read_text())["guidance"] == 2
+
+
+@pytest.mark.parametrize("flag", ["--pipeline", "--vae", "--clip"])
+def test_a_mistyped_folder_is_named_and_nothing_is_written(bundle, run, tmp_path, flag):
+    out = tmp_path / "bundled"
+    with pytest.raises(SystemExit, match=rf"given as {flag}\) is not a folder: check the path"):
+        bundle.main(["--run", str(run), flag, str(tmp_path / "typo"), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_a_run_without_its_clip_says_to_finish_the_run(bundle, run, tmp_path):
+    shutil.rmtree(run / "clip")
+    with pytest.raises(SystemExit, match="does not exist: finish `latentdiff train"):
+        bundle.main(["--run", str(run), "--out", str(tmp_path / "bundled")])
+
+
+def test_a_clip_of_another_text_encoder_is_refused(bundle, run, tmp_path):
+    out = tmp_path / "bundled"
+    # The shapes model's CLIP: a valid folder, but not the text encoder this pipeline was trained on.
+    with pytest.raises(SystemExit, match="text tower is not the pipeline's text encoder"):
+        bundle.main(["--run", str(run), "--clip", str(SHAPES / "clip"), "--out", str(out)])
+    assert not out.exists()

@@ -20,7 +20,8 @@
 #      from that folder): one emoji's captions in all 14 languages give nearly one hidden-state sequence, so the
 #      U-Net no longer spends passes learning 14 conditions per image. The vision tower stays as it was.
 #  10. the U-Net once more from step 8's export, UNET_ALIGNED_STEPS at lr 1e-3 with the EMA, on the aligned text
-#      encoder. docs/speedrun.md, "The bundled U-Net on the aligned text encoder".
+#      encoder, then from that UNET_ALIGNED2_STEPS and UNET_ALIGNED3_STEPS more (warm restarts of the cosine
+#      schedule). docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
 #  11. scripts/bundle_model.py: the pipeline (+ the aligned CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
 #
@@ -58,6 +59,8 @@ VAE_FINISH2_STEPS=2762  # batch 16 whole images (55 min on the Xeon, beside the 
 UNET_MORE3_STEPS=16844  # batch 32: about 159 more passes over each training image (125 min on the Xeon)
 UNET_MORE4_STEPS=13509  # batch 32: about 128 more passes over each training image (112 min on an AMD EPYC, Zen 4)
 UNET_ALIGNED_STEPS=12000  # batch 32: about 114 more passes over each training image (81 min on an AMD EPYC, Zen 4, bf16)
+UNET_ALIGNED2_STEPS=6000  # batch 32: about 57 more passes (40 min there)
+UNET_ALIGNED3_STEPS=15027  # batch 32: about 142 more passes (112 min there, beside an lr 2e-3 ablation)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -124,9 +127,21 @@ ALIGN=("$PYTHON" "$REPO/benchmarks/align_text_languages.py" --data "$WORK/data")
   --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 --warmup-steps 100 \
   --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --max-steps "$UNET_ALIGNED_STEPS" --validate-every 4000 \
   --checkpoint-every 250
+"${LD[@]}" train-unet --init "$WORK/run/pipeline-aligned" --clip "$WORK/run/clip-aligned-more" \
+  --vae "$WORK/run/vae-finish2" --data "$WORK/data" --out "$WORK/run/pipeline-aligned2" --seed 9 \
+  --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 --warmup-steps 100 \
+  --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --max-steps "$UNET_ALIGNED2_STEPS" --validate-every 3000 \
+  --checkpoint-every 250
+# The bundled model's run had --max-minutes 112 --max-steps 30000, which fixed its count at 15,027 from its speed,
+# and --clip the fp16 bundle of clip-aligned-more (the package's clip/ folder); here that folder itself.
+"${LD[@]}" train-unet --init "$WORK/run/pipeline-aligned2" --clip "$WORK/run/clip-aligned-more" \
+  --vae "$WORK/run/vae-finish2" --data "$WORK/data" --out "$WORK/run/pipeline-aligned3" --seed 10 \
+  --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 --warmup-steps 100 \
+  --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --max-steps "$UNET_ALIGNED3_STEPS" \
+  --validate-every 100000 --checkpoint-every 250
 
 # --guidance 2: the best of `latentdiff evaluate --guidance-sweep 2,3` on the test split (README, docs/speedrun.md)
-"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned" \
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned3" \
   --vae "$WORK/run/vae-finish2" --clip "$WORK/run/clip-aligned-more" --guidance 2 \
   --out "$REPO/src/latentdiff/default_model"
 

@@ -243,7 +243,9 @@ def main() -> int:
     parser.add_argument("--measure", default=None, metavar="PIPELINE",
                         help="only measure this pipeline folder (e.g. src/latentdiff/default_model), train nothing")
     args = parser.parse_args()
-    if args.measure and not (Path(args.measure) / "model_index.json").is_file():  # e.g. a train-unet run still training
+    from latentdiff.folder_kinds import is_pipeline_folder
+
+    if args.measure and not is_pipeline_folder(args.measure):  # e.g. a train-unet run still training
         parser.error(f"--measure {args.measure}: not a pipeline folder (no model_index.json); pass a finished "
                      "`latentdiff train-unet --out` folder or a bundled model's folder")
 

@@ -121,24 +121,19 @@ ALIGN=("$PYTHON" "$REPO/benchmarks/align_text_languages.py" --data "$WORK/data")
 "${ALIGN[@]}" --clip "$WORK/run/clip-aligned" --out "$WORK/run/clip-aligned-more" --epochs 12 \
   --results "$WORK/run/clip-aligned-more.json"
 
+# The U-Net continuations on the aligned text encoder: one recipe, each from the last one's export.
+ALIGNED_UNET=("${LD[@]}" train-unet --clip "$WORK/run/clip-aligned-more" --vae "$WORK/run/vae-finish2"
+  --data "$WORK/data" --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3
+  --warmup-steps 100 --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --checkpoint-every 250)
 # The bundled model's run started from the fp16 bundle of pipeline-more4, with its VAE (vae-finish2).
-"${LD[@]}" train-unet --init "$WORK/run/pipeline-more4" --clip "$WORK/run/clip-aligned-more" \
-  --vae "$WORK/run/vae-finish2" --data "$WORK/data" --out "$WORK/run/pipeline-aligned" --seed 8 \
-  --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 --warmup-steps 100 \
-  --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --max-steps "$UNET_ALIGNED_STEPS" --validate-every 4000 \
-  --checkpoint-every 250
-"${LD[@]}" train-unet --init "$WORK/run/pipeline-aligned" --clip "$WORK/run/clip-aligned-more" \
-  --vae "$WORK/run/vae-finish2" --data "$WORK/data" --out "$WORK/run/pipeline-aligned2" --seed 9 \
-  --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 --warmup-steps 100 \
-  --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --max-steps "$UNET_ALIGNED2_STEPS" --validate-every 3000 \
-  --checkpoint-every 250
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-more4" --out "$WORK/run/pipeline-aligned" --seed 8 \
+  --max-steps "$UNET_ALIGNED_STEPS" --validate-every 4000
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned" --out "$WORK/run/pipeline-aligned2" --seed 9 \
+  --max-steps "$UNET_ALIGNED2_STEPS" --validate-every 3000
 # The bundled model's run had --max-minutes 112 --max-steps 30000, which fixed its count at 15,027 from its speed,
 # and --clip the fp16 bundle of clip-aligned-more (the package's clip/ folder); here that folder itself.
-"${LD[@]}" train-unet --init "$WORK/run/pipeline-aligned2" --clip "$WORK/run/clip-aligned-more" \
-  --vae "$WORK/run/vae-finish2" --data "$WORK/data" --out "$WORK/run/pipeline-aligned3" --seed 10 \
-  --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 --warmup-steps 100 \
-  --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --max-steps "$UNET_ALIGNED3_STEPS" \
-  --validate-every 100000 --checkpoint-every 250
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned2" --out "$WORK/run/pipeline-aligned3" --seed 10 \
+  --max-steps "$UNET_ALIGNED3_STEPS" --validate-every 100000
 
 # --guidance 2: the best of `latentdiff evaluate --guidance-sweep 2,3` on the test split (README, docs/speedrun.md)
 "$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned3" \

@@ -41,7 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "src" / "latentdiff" / "default_model"
 MAX_BUNDLE_BYTES = 60 * 1024 * 1024  # at most 60 MB of weights and configs in the package, all bundled models together
 STORED_DTYPE = torch.float16
-CLIP_SUBDIR = "clip"
+# What each folder argument must be (latentdiff.folder_kinds names), and what such a folder is called.
+WANTED_KINDS = {"--pipeline": ("pipeline", "a diffusers pipeline folder (model_index.json)"),
+                "--vae": ("vae", "an AutoencoderKL folder"),
+                "--clip": ("clip", "a CLIPModel folder")}
 
 
 def to_float16(path: Path) -> None:
@@ -61,12 +64,27 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
                 clip_dir: Path | None = None) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
+    from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, folder_kind
     from latentdiff.models.clip import load_clip
 
-    for flag, folder in (("--pipeline", pipeline_dir), ("--vae", vae_dir), ("--clip", clip_dir)):
-        if folder is not None and not folder.is_dir():  # a folder given by hand: most likely a typo
+    given = {"--pipeline": pipeline_dir, "--vae": vae_dir, "--clip": clip_dir}
+    for flag, folder in given.items():
+        if folder is None:
+            continue
+        if not folder.is_dir():  # a folder given by hand: most likely a typo
             raise SystemExit(f"{folder} (given as {flag}) is not a folder: check the path.")
-    pipeline_dir, clip_dir = pipeline_dir or run / "pipeline", clip_dir or run / CLIP_SUBDIR
+        kind, described = WANTED_KINDS[flag]
+        found = folder_kind(folder)
+        if found != kind:  # e.g. a run folder for --pipeline, an unfinished train-unet --out
+            if found is None:
+                raise SystemExit(f"{folder} (given as {flag}) is not {described}: check the path, or finish the "
+                                 "training run that writes it.")
+            hints = {("--pipeline", "run"): "a run folder goes to --run",
+                     ("--vae", "pipeline"): f"its VAE is {folder / 'vae'}"}
+            hint = hints.get((flag, found), "check the path")
+            raise SystemExit(f"{folder} (given as {flag}) is a {found} folder, not {described}: {hint}.")
+    pipeline_dir = pipeline_dir or run / RUN_PIPELINE_DIRNAME
+    clip_dir = clip_dir or run / RUN_CLIP_DIRNAME
     for folder in (pipeline_dir, clip_dir):
         if not folder.is_dir():  # the run's own: the run has not got that far
             raise SystemExit(f"{folder} does not exist: finish `latentdiff train --out {run}` first.")
@@ -76,8 +94,8 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
     clip_parts = load_clip(str(clip_dir))  # CLIPModel, tokenizer, image processor
     check_clip_matches_text_encoder(clip_parts[0], pipe.text_encoder, clip_dir)
     pipe.save_pretrained(out, safe_serialization=True)
-    for part in clip_parts:
-        part.save_pretrained(out / CLIP_SUBDIR)
+    for part in clip_parts:  # the bundle keeps its CLIP where a run does
+        part.save_pretrained(out / RUN_CLIP_DIRNAME)
     for weights in sorted(out.rglob("*.safetensors")):
         to_float16(weights)
 

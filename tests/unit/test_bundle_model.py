@@ -62,3 +62,29 @@ def test_a_clip_of_another_text_encoder_is_refused(bundle, run, tmp_path):
     with pytest.raises(SystemExit, match="text tower is not the pipeline's text encoder"):
         bundle.main(["--run", str(run), "--clip", str(SHAPES / "clip"), "--out", str(out)])
     assert not out.exists()
+
+
+def test_a_folder_of_the_wrong_kind_is_named_and_nothing_is_written(bundle, run, tmp_path):
+    out = tmp_path / "bundled"
+    # The run folder itself given as the pipeline: it holds one, but is not one.
+    with pytest.raises(SystemExit, match=r"given as --pipeline\) is a run folder, not a diffusers pipeline folder"
+                                         r".*a run folder goes to --run"):
+        bundle.main(["--run", str(run), "--pipeline", str(run), "--out", str(out)])
+    # A pipeline given as the CLIP.
+    with pytest.raises(SystemExit, match=r"given as --clip\) is a pipeline folder, not a CLIPModel folder"):
+        bundle.main(["--run", str(run), "--clip", str(run / "pipeline"), "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"given as --vae\) is a pipeline folder, not an AutoencoderKL folder: its VAE is "):
+        bundle.main(["--run", str(run), "--vae", str(run / "pipeline"), "--out", str(out)])
+    # An unfinished train-unet --out: a folder, but no model in it yet.
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "training_state").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"given as --pipeline\) is not a diffusers pipeline folder .*: check the "
+                                         r"path, or finish the training run"):
+        bundle.main(["--run", str(run), "--pipeline", str(unfinished), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_a_pipelines_own_vae_folder_is_taken(bundle, run, tmp_path):
+    out = tmp_path / "bundled"
+    assert bundle.main(["--run", str(run), "--vae", str(run / "pipeline" / "vae"), "--out", str(out)]) == 0
+    assert (out / "vae" / "config.json").is_file()

@@ -7,7 +7,8 @@ img2img pipeline has none either); this asks the question before adding one.
     python benchmarks/eval_guidance_rescale.py 0.7 --model shapes --data DATA --split test --num-samples 100 \\
         --guidance 4 --guidance-sweep 2,4,7.5 --out eval-rescale
 
-Measured 2026-12-01 (docs/speedrun.md, "Guidance"): no gain on either bundled model.
+Measured 2026-12-01 (docs/speedrun.md, "Guidance"): no gain on either bundled model. `benchmarks/speedrun.py
+--measure M --guidance-rescale PHI` asks the same of the training emoji (2026-12-04: no gain there either).
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ import functools
 import sys
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        raise SystemExit(__doc__)
-    phi = float(argv[0])
+def rescale_every_call(phi: float) -> None:
+    """Make every text-to-image call of this process pass diffusers' `guidance_rescale=phi` (0: off)."""
     from diffusers import StableDiffusionPipeline
 
     original = StableDiffusionPipeline.__call__
@@ -30,6 +29,12 @@ def main(argv: list[str]) -> int:
         return original(self, *args, **kwargs)
 
     StableDiffusionPipeline.__call__ = rescaled  # every backend runs diffusers' own loop (pipeline.py)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        raise SystemExit(__doc__)
+    rescale_every_call(float(argv[0]))
     from latentdiff.stages.evaluate import main as evaluate
 
     return evaluate(argv[1:])

@@ -22,6 +22,12 @@ Measured afterwards, with fixed seeds (outside the budget):
 - wall time and samples/s per stage, parameter counts.
 Writes runs/speedrun/NAME/speedrun.json and benchmarks/results/speedrun/NAME.json, and prints the row for
 docs/speedrun.md.
+
+    python benchmarks/speedrun.py --name NAME --data EMOJI_DATA --measure PIPELINE --guidance 2 \
+        [--splits train_spread --num-concepts 150] [--guidance-rescale 0.7]
+
+measures a finished pipeline only: `--splits` picks which emoji measurements to make (a larger sample of one
+costs minutes, not the other two), `--guidance-rescale` sets diffusers' `guidance_rescale` on every image.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from eval_guidance_rescale import rescale_every_call
 from multilingual_agreement import LANGUAGES, concepts, score_languages
 from results_file import write_results
 
@@ -42,6 +49,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "speedrun"
 SEED = 0
 MEASURE_STEPS = 20  # denoising steps of the measurement
+# "train": the first training emoji (mostly flags); "train_spread": as many spread over the split; "test": held out
+EMOJI_SPLITS = ("train", "train_spread", "test")
 MEASURE_CONCEPTS = 50  # concepts (images) generated per language
 MIN_STAGE_MINUTES = 0.5
 ALIGNED_CLIP = "clip-aligned"  # the text encoder aligned across languages, beside the CLIP it starts from
@@ -173,10 +182,11 @@ def measure_emoji(args, pipeline_dir: Path, dataset) -> dict:
     pipeline = TextToImage.load(str(pipeline_dir), "cpu", "torch")  # the records were measured on torch
     features = Lite0Features()
     result = {}
-    # "train": the first training emoji (mostly flags: comparable with the earlier rows); "train_spread": as
-    # many spread evenly over the whole training split; "test": the held-out emoji
+    # EMOJI_SPLITS: "train" stays comparable with the earlier rows (the first emoji, mostly flags)
     for key, split, languages, spread in (("train", "train", LANGUAGES, False), ("train_spread", "train", LANGUAGES, True),
                                           ("test", "test", ("en",), False)):
+        if key not in args.splits:
+            continue
         records = dataset.require_split(split)
         chosen = concepts(records, languages, args.num_concepts, spread=spread)
         rows, chance = score_languages(pipeline, features, chosen, languages,
@@ -238,11 +248,22 @@ def main() -> int:
     parser.add_argument("--guidance", type=float, default=None,
                         help="guidance scale of the measurement (default: the model's own, from its "
                              "latentdiff_model.json, else 7.5, the scale of every earlier record)")
+    parser.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+                        help="diffusers' guidance_rescale for every measured image (Lin et al. 2024; 0: off, "
+                             "as latentdiff generates)")
+    parser.add_argument("--splits", default=",".join(EMOJI_SPLITS),
+                        help=f"the emoji measurements to make, comma-separated, of {','.join(EMOJI_SPLITS)} "
+                             "(e.g. train_spread alone with a larger --num-concepts)")
     parser.add_argument("--eval-batch-size", type=int, default=25)
     parser.add_argument("--work", default=None, help="default: runs/speedrun/NAME (rerun to resume)")
     parser.add_argument("--measure", default=None, metavar="PIPELINE",
                         help="only measure this pipeline folder (e.g. src/latentdiff/default_model), train nothing")
     args = parser.parse_args()
+    args.splits = [split.strip() for split in args.splits.split(",") if split.strip()]
+    if not args.splits or set(args.splits) - set(EMOJI_SPLITS):
+        parser.error(f"--splits {','.join(args.splits)}: choose from {','.join(EMOJI_SPLITS)}")
+    if args.guidance_rescale:
+        rescale_every_call(args.guidance_rescale)
     from latentdiff.folder_kinds import is_pipeline_folder
 
     if args.measure and not is_pipeline_folder(args.measure):  # e.g. a train-unet run still training
@@ -274,7 +295,8 @@ def main() -> int:
     if args.guidance is None:
         args.guidance = guidance_for(pipeline)
     payload["parameters"] = parameter_counts(work, pipeline)
-    payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "scheduler": "dpmpp-2m", "seed": SEED,
+    payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "guidance_rescale": args.guidance_rescale,
+                           "scheduler": "dpmpp-2m", "seed": SEED,
                            "num_concepts": args.num_concepts, "features": "EfficientNet-Lite0"}
     payload["vae"] = measure_vae(pipeline, dataset)
     if payload["source"] == "shapes":

@@ -20,8 +20,8 @@
 #      from that folder): one emoji's captions in all 14 languages give nearly one hidden-state sequence, so the
 #      U-Net no longer spends passes learning 14 conditions per image. The vision tower stays as it was.
 #  10. the U-Net once more from step 8's export, UNET_ALIGNED_STEPS at lr 1e-3 with the EMA, on the aligned text
-#      encoder, then from that UNET_ALIGNED2_STEPS and UNET_ALIGNED3_STEPS more (warm restarts of the cosine
-#      schedule). docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
+#      encoder, then from that UNET_ALIGNED2_STEPS, UNET_ALIGNED3_STEPS and UNET_ALIGNED4_STEPS more (warm restarts
+#      of the cosine schedule). docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
 #  11. scripts/bundle_model.py: the pipeline (+ the aligned CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
 #
@@ -61,6 +61,7 @@ UNET_MORE4_STEPS=13509  # batch 32: about 128 more passes over each training ima
 UNET_ALIGNED_STEPS=12000  # batch 32: about 114 more passes over each training image (81 min on an AMD EPYC, Zen 4, bf16)
 UNET_ALIGNED2_STEPS=6000  # batch 32: about 57 more passes (40 min there)
 UNET_ALIGNED3_STEPS=15027  # batch 32: about 142 more passes (112 min there, beside an lr 2e-3 ablation)
+UNET_ALIGNED4_STEPS=15000  # batch 32: about 142 more passes (103 min there, 2 torch threads)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -134,9 +135,11 @@ ALIGNED_UNET=("${LD[@]}" train-unet --clip "$WORK/run/clip-aligned-more" --vae "
 # and --clip the fp16 bundle of clip-aligned-more (the package's clip/ folder); here that folder itself.
 "${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned2" --out "$WORK/run/pipeline-aligned3" --seed 10 \
   --max-steps "$UNET_ALIGNED3_STEPS" --validate-every 100000
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned3" --out "$WORK/run/pipeline-aligned4" --seed 11 \
+  --max-steps "$UNET_ALIGNED4_STEPS" --validate-every 100000
 
-# --guidance 2: the best of `latentdiff evaluate --guidance-sweep 2,3` on the test split (README, docs/speedrun.md)
-"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned3" \
+# --guidance 2: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3` on the test split (README, docs/speedrun.md)
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned4" \
   --vae "$WORK/run/vae-finish2" --clip "$WORK/run/clip-aligned-more" --guidance 2 \
   --out "$REPO/src/latentdiff/default_model"
 

@@ -49,8 +49,11 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "speedrun"
 SEED = 0
 MEASURE_STEPS = 20  # denoising steps of the measurement
-# "train": the first training emoji (mostly flags); "train_spread": as many spread over the split; "test": held out
-EMOJI_SPLITS = ("train", "train_spread", "test")
+# The emoji measurements: name -> (dataset split, languages asked, spread over the split?). "train": the first
+# training emoji (mostly flags: comparable with the earlier rows); "train_spread": as many spread over the split;
+# "test": the held-out emoji, in English.
+EMOJI_MEASUREMENTS = {"train": ("train", LANGUAGES, False), "train_spread": ("train", LANGUAGES, True),
+                      "test": ("test", ("en",), False)}
 MEASURE_CONCEPTS = 50  # concepts (images) generated per language
 MIN_STAGE_MINUTES = 0.5
 ALIGNED_CLIP = "clip-aligned"  # the text encoder aligned across languages, beside the CLIP it starts from
@@ -182,11 +185,8 @@ def measure_emoji(args, pipeline_dir: Path, dataset) -> dict:
     pipeline = TextToImage.load(str(pipeline_dir), "cpu", "torch")  # the records were measured on torch
     features = Lite0Features()
     result = {}
-    # EMOJI_SPLITS: "train" stays comparable with the earlier rows (the first emoji, mostly flags)
-    for key, split, languages, spread in (("train", "train", LANGUAGES, False), ("train_spread", "train", LANGUAGES, True),
-                                          ("test", "test", ("en",), False)):
-        if key not in args.splits:
-            continue
+    for key in args.splits:
+        split, languages, spread = EMOJI_MEASUREMENTS[key]
         records = dataset.require_split(split)
         chosen = concepts(records, languages, args.num_concepts, spread=spread)
         rows, chance = score_languages(pipeline, features, chosen, languages,
@@ -251,24 +251,24 @@ def main() -> int:
     parser.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
                         help="diffusers' guidance_rescale for every measured image (Lin et al. 2024; 0: off, "
                              "as latentdiff generates)")
-    parser.add_argument("--splits", default=",".join(EMOJI_SPLITS),
-                        help=f"the emoji measurements to make, comma-separated, of {','.join(EMOJI_SPLITS)} "
+    parser.add_argument("--splits", default=",".join(EMOJI_MEASUREMENTS),
+                        help=f"the emoji measurements to make, comma-separated, of {','.join(EMOJI_MEASUREMENTS)} "
                              "(e.g. train_spread alone with a larger --num-concepts)")
     parser.add_argument("--eval-batch-size", type=int, default=25)
     parser.add_argument("--work", default=None, help="default: runs/speedrun/NAME (rerun to resume)")
     parser.add_argument("--measure", default=None, metavar="PIPELINE",
                         help="only measure this pipeline folder (e.g. src/latentdiff/default_model), train nothing")
     args = parser.parse_args()
-    args.splits = [split.strip() for split in args.splits.split(",") if split.strip()]
-    if not args.splits or set(args.splits) - set(EMOJI_SPLITS):
-        parser.error(f"--splits {','.join(args.splits)}: choose from {','.join(EMOJI_SPLITS)}")
-    if args.guidance_rescale:
-        rescale_every_call(args.guidance_rescale)
+    args.splits = list(dict.fromkeys(split.strip() for split in args.splits.split(",") if split.strip()))
+    if not args.splits or set(args.splits) - set(EMOJI_MEASUREMENTS):
+        parser.error(f"--splits {','.join(args.splits)}: choose from {','.join(EMOJI_MEASUREMENTS)}")
     from latentdiff.folder_kinds import is_pipeline_folder
 
     if args.measure and not is_pipeline_folder(args.measure):  # e.g. a train-unet run still training
         parser.error(f"--measure {args.measure}: not a pipeline folder (no model_index.json); pass a finished "
                      "`latentdiff train-unet --out` folder or a bundled model's folder")
+    if args.guidance_rescale:  # after the cheap checks: it imports diffusers
+        rescale_every_call(args.guidance_rescale)
 
     from latentdiff.data.prepared import open_prepared
     from latentdiff.model_source import guidance_for
@@ -296,7 +296,7 @@ def main() -> int:
         args.guidance = guidance_for(pipeline)
     payload["parameters"] = parameter_counts(work, pipeline)
     payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "guidance_rescale": args.guidance_rescale,
-                           "scheduler": "dpmpp-2m", "seed": SEED,
+                           "splits": args.splits, "scheduler": "dpmpp-2m", "seed": SEED,
                            "num_concepts": args.num_concepts, "features": "EfficientNet-Lite0"}
     payload["vae"] = measure_vae(pipeline, dataset)
     if payload["source"] == "shapes":

@@ -41,10 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "src" / "latentdiff" / "default_model"
 MAX_BUNDLE_BYTES = 60 * 1024 * 1024  # at most 60 MB of weights and configs in the package, all bundled models together
 STORED_DTYPE = torch.float16
-# What each folder argument must be (latentdiff.folder_kinds names), and what such a folder is called.
-WANTED_KINDS = {"--pipeline": ("pipeline", "a diffusers pipeline folder (model_index.json)"),
-                "--vae": ("vae", "an AutoencoderKL folder"),
-                "--clip": ("clip", "a CLIPModel folder")}
+# Each folder argument --KIND must be a folder of that latentdiff.folder_kinds kind; what such a folder is called.
+WANTED_KINDS = {"pipeline": "a diffusers pipeline folder (model_index.json)", "vae": "an AutoencoderKL folder",
+                "clip": "a CLIPModel folder"}
 
 
 def to_float16(path: Path) -> None:
@@ -67,13 +66,13 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
     from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, folder_kind
     from latentdiff.models.clip import load_clip
 
-    given = {"--pipeline": pipeline_dir, "--vae": vae_dir, "--clip": clip_dir}
-    for flag, folder in given.items():
+    given = {"pipeline": pipeline_dir, "vae": vae_dir, "clip": clip_dir}
+    for kind, folder in given.items():
         if folder is None:
             continue
+        flag, described = f"--{kind}", WANTED_KINDS[kind]
         if not folder.is_dir():  # a folder given by hand: most likely a typo
             raise SystemExit(f"{folder} (given as {flag}) is not a folder: check the path.")
-        kind, described = WANTED_KINDS[flag]
         found = folder_kind(folder)
         if found != kind:  # e.g. a run folder for --pipeline, an unfinished train-unet --out
             if found is None:

@@ -94,13 +94,13 @@ def samples_per_second(out: Path) -> float | None:
 
 
 def align_text(args, work: Path) -> float:
-    """align_text_languages.py on the CLIP just trained (docs/speedrun.md, "One emoji, one condition"); returns its
-    wall seconds. A finished alignment is skipped (by the script itself), so a rerun resumes after it."""
-    import align_text_languages
+    """`latentdiff align-text` on the CLIP just trained (docs/speedrun.md, "One emoji, one condition"); returns its
+    wall seconds. A finished alignment is skipped (by the stage itself), so a rerun resumes after it."""
+    from latentdiff.stages import align_text as align_text_stage
 
     argv = ["--clip", str(work / "clip"), "--data", args.data, "--out", str(work / ALIGNED_CLIP),
-            "--results", str(work / "align_text_languages.json")] + shlex.split(args.align_text)
-    return run_stage(align_text_languages, argv, command="python align_text_languages.py")
+            "--seed", str(SEED)] + shlex.split(args.align_text)
+    return run_stage(align_text_stage, argv)
 
 
 def train_chain(args, work: Path) -> dict:
@@ -242,7 +242,7 @@ def main() -> int:
     parser.add_argument("--unet", default="--preset small", help="extra train-unet flags")
     parser.add_argument("--align-text", default=None, metavar="FLAGS",
                         help="align the text encoder across caption languages after CLIP, with these "
-                             "align_text_languages.py flags (e.g. '--epochs 10'); off unless given")
+                             "`latentdiff align-text` flags (e.g. '--epochs 10'); off unless given")
     parser.add_argument("--num-concepts", type=int, default=MEASURE_CONCEPTS, help="concepts (images) generated per language")
     parser.add_argument("--steps", type=int, default=MEASURE_STEPS, help="denoising steps of the measurement")
     parser.add_argument("--guidance", type=float, default=None,

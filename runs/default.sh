@@ -16,7 +16,7 @@
 #      pixel (--colour-cell-size 1) instead of 4x4 cells: docs/speedrun.md, "The colour term on every pixel".
 #   8. the U-Net once more from step 6's export, UNET_MORE3_STEPS at lr 1e-3 with the EMA: "More passes, a third time";
 #      then again from that, UNET_MORE4_STEPS: "More passes, a fourth time".
-#   9. the CLIP's text tower aligned across languages (benchmarks/align_text_languages.py, 10 epochs, then 12 more
+#   9. the CLIP's text tower aligned across languages (`latentdiff align-text`, 10 epochs, then 12 more
 #      from that folder): one emoji's captions in all 14 languages give nearly one hidden-state sequence, so the
 #      U-Net no longer spends passes learning 14 conditions per image. The vision tower stays as it was.
 #  10. the U-Net once more from step 8's export, UNET_ALIGNED_STEPS at lr 1e-3 with the EMA, on the aligned text
@@ -114,13 +114,12 @@ fi
   --max-steps "$UNET_MORE4_STEPS" --validate-every 4000 --checkpoint-every 250
 
 # The bundled model's alignment started from the fp16 bundle of run/clip (bundled since 2026-11-27); here from
-# run/clip itself. Its result files go to the work dir, not over the committed ones.
+# run/clip itself. It was made by benchmarks/align_text_languages.py before that script became the align-text stage:
+# the same targets, loss and schedule, the captions drawn in another order. Each folder's alignment_metrics.json
+# has the agreement between languages and the CLIP retrieval before and after.
 # A finished alignment is skipped on a rerun, as a finished training stage is.
-ALIGN=("$PYTHON" "$REPO/benchmarks/align_text_languages.py" --data "$WORK/data")
-"${ALIGN[@]}" --clip "$WORK/run/clip" --out "$WORK/run/clip-aligned" --epochs 10 \
-  --results "$WORK/run/clip-aligned.json"
-"${ALIGN[@]}" --clip "$WORK/run/clip-aligned" --out "$WORK/run/clip-aligned-more" --epochs 12 \
-  --results "$WORK/run/clip-aligned-more.json"
+"${LD[@]}" align-text --clip "$WORK/run/clip" --data "$WORK/data" --out "$WORK/run/clip-aligned" --epochs 10
+"${LD[@]}" align-text --clip "$WORK/run/clip-aligned" --data "$WORK/data" --out "$WORK/run/clip-aligned-more" --epochs 12
 
 # The U-Net continuations on the aligned text encoder: one recipe, each from the last one's export.
 ALIGNED_UNET=("${LD[@]}" train-unet --clip "$WORK/run/clip-aligned-more" --vae "$WORK/run/vae-finish2"

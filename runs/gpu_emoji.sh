@@ -29,7 +29,7 @@ CLIP_FLAGS="${CLIP_FLAGS:---preset small --batch-size 256 --num-workers 4}"
 VAE_FLAGS="${VAE_FLAGS:---preset small --latent-channels 8 --crop-size 32 --colour-weight 1 --colour-space lab --batch-size 64 --num-workers 4}"
 UNET_FLAGS="${UNET_FLAGS:---preset small --block-out-channels 96,192,384 --layers-per-block 2 --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --batch-size 256 --lr 4e-4 --warmup-steps 200 --num-workers 4}"
 
-# The text encoder aligned across caption languages after CLIP (benchmarks/align_text_languages.py): on 200 emoji
+# The text encoder aligned across caption languages after CLIP (`latentdiff align-text`): on 200 emoji
 # at equal steps it lifted the U-Net's top-5 from 0.47 to 0.81 in six languages (docs/speedrun.md, "One emoji, one
 # condition"). ALIGN_TEXT=0 leaves it out.
 ALIGN_TEXT_FLAGS="${ALIGN_TEXT_FLAGS:---epochs 10}"

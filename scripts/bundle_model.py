@@ -63,7 +63,7 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
                 clip_dir: Path | None = None) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-    from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, folder_kind
+    from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, folder_kind, run_text_encoder_clip
     from latentdiff.models.clip import load_clip
 
     given = {"pipeline": pipeline_dir, "vae": vae_dir, "clip": clip_dir}
@@ -83,7 +83,7 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
             hint = hints.get((flag, found), "check the path")
             raise SystemExit(f"{folder} (given as {flag}) is a {found} folder, not {described}: {hint}.")
     pipeline_dir = pipeline_dir or run / RUN_PIPELINE_DIRNAME
-    clip_dir = clip_dir or run / RUN_CLIP_DIRNAME
+    clip_dir = clip_dir or run_text_encoder_clip(run)
     for folder in (pipeline_dir, clip_dir):
         if not folder.is_dir():  # the run's own: the run has not got that far
             raise SystemExit(f"{folder} does not exist: finish `latentdiff train --out {run}` first.")
@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a VAE folder to bundle instead of the pipeline's (one that shares its latent space, "
                              "e.g. from `latentdiff train-vae --init PIPELINE --decoder-only`)")
     parser.add_argument("--clip", default=None,
-                        help="the CLIP folder to bundle (default: RUN/clip), e.g. one whose text tower "
-                             "benchmarks/align_text_languages.py aligned: the one the pipeline's text encoder came from")
+                        help="the CLIP folder to bundle, the one the pipeline's text encoder came from (default: "
+                             "RUN/clip-aligned when `latentdiff train` aligned the caption languages, else RUN/clip), "
+                             "e.g. the output of `latentdiff align-text`")
     parser.add_argument("--guidance", type=float, default=None,
                         help="the model's default guidance scale, the best of `latentdiff evaluate --guidance-sweep` "
                              "(default: none stored, so 7.5)")

@@ -206,12 +206,32 @@ class VaeTrainConfig(TrainConfig):
     validate_every: int = option(200, "run PSNR validation and write a reconstruction grid every N optimizer steps (0: only at the end)")
 
 
+@dataclass
+class AlignTextConfig(TrainConfig):
+    """`latentdiff align-text`: a CLIP's text transformer trained so that one image's captions in every language give
+    nearly the same hidden states, the sequence the U-Net cross-attends to (latentdiff.training.text_alignment).
+    Defaults: the recipe of the bundled emoji model's text encoder (docs/speedrun.md, "One emoji, one condition")."""
+
+    clip: str = option("", "the CLIP folder to start from (from `latentdiff train-clip`); its vision tower, projections "
+                           "and tokenizer are kept")
+    epochs: int | None = option(20, "passes over every training caption when --max-steps is 0")
+    batch_size: int | None = option(256, "captions per optimizer step per process, before accumulation")
+    lr: float | None = option(5e-4, "peak learning rate of AdamW")
+    weight_decay: float = option(0.0, "AdamW decoupled weight decay")
+    max_grad_norm: float = option(0.0, "clip the gradients' global L2 norm to this (0: no clipping)")
+    num_agreement_images: int = option(500, "training images, spread over the split, on which the agreement between "
+                                            "languages is measured before and after (0: all)")
+    checkpoint_every: int = option(100, "write resumable training state every N optimizer steps (0: only at the end)")
+    validate_every: int = option(0, "measure agreement and retrieval every N optimizer steps (0: only at the end)")
+
+
 def _per_stage(name: str) -> str:
-    """"train-clip 30, train-vae 5, train-unet 20": each stage's default of `name` when `train` runs it."""
-    stages = (("train-clip", ClipTrainConfig, CLIP_PRESETS), ("train-vae", VaeTrainConfig, VAE_PRESETS),
-              ("train-unet", UnetTrainConfig, UNET_PRESETS))
+    """"train-clip 30, align-text 20, train-vae 5, train-unet 20": each stage's default of `name` when `train` runs
+    it (align-text has no preset rows: its own defaults)."""
+    stages = (("train-clip", ClipTrainConfig, CLIP_PRESETS), ("align-text", AlignTextConfig, None),
+              ("train-vae", VaeTrainConfig, VAE_PRESETS), ("train-unet", UnetTrainConfig, UNET_PRESETS))
     def default(cls, table) -> float:
-        recipe = table["tiny"].scratch
+        recipe = table["tiny"].scratch if table else None
         return getattr(recipe, name) if hasattr(recipe, name) else cls.__dataclass_fields__[name].default
 
     return ", ".join(f"{stage} {default(cls, table):g}" for stage, cls, table in stages)
@@ -219,8 +239,9 @@ def _per_stage(name: str) -> str:
 
 @dataclass
 class TrainAllConfig:
-    """`latentdiff train`: train-clip, train-vae and train-unet in order into OUT/clip, OUT/vae and
-    OUT/pipeline. Options left unset (None / 0) take each stage's own default."""
+    """`latentdiff train`: train-clip, align-text (captions in several languages only), train-vae and train-unet in
+    order into OUT/clip, OUT/clip-aligned, OUT/vae and OUT/pipeline. Options left unset (None / 0) take each
+    stage's own default."""
 
     data: str = option("", "the prepared dataset folder (from `latentdiff prepare-data`)")
     out: str = option("", "the run folder (clip/, vae/, pipeline/ inside); rerunning with the same --out resumes")
@@ -230,9 +251,13 @@ class TrainAllConfig:
     clip_max_steps: int = option(0, "optimizer steps of train-clip (0: --max-steps)")
     vae_max_steps: int = option(0, "optimizer steps of train-vae (0: --max-steps)")
     unet_max_steps: int = option(0, "optimizer steps of train-unet (0: --max-steps)")
+    align_text: bool = option(True, "when the training captions are in several languages, run align-text on the CLIP "
+                                    "before the U-Net trains on it (RUN/clip-aligned): one image's captions in every "
+                                    "language then give the U-Net nearly the same condition")
+    align_max_steps: int = option(0, "optimizer steps of align-text (0: --max-steps)")
     epochs: int | None = option(None, "passes over the training split of each stage when its max steps are 0 "
                                       f"(default: each stage's own: {_per_stage('epochs')})")
-    batch_size: int | None = option(None, f"images per optimizer step of each stage (default: each stage's own: "
+    batch_size: int | None = option(None, f"images (align-text: captions) per optimizer step of each stage (default: each stage's own: "
                                           f"{_per_stage('batch_size')})")
     checkpoint_every: int | None = option(None, "training-state checkpoint every N steps in each stage "
                                                 f"(default: each stage's own: {_per_stage('checkpoint_every')})")

@@ -16,8 +16,10 @@ from typing import Any
 
 MODEL_INDEX = "model_index.json"
 CONFIG = "config.json"
-# a `latentdiff train` run folder: RUN/clip, RUN/vae, RUN/pipeline
+# a `latentdiff train` run folder: RUN/clip, RUN/vae, RUN/pipeline, and RUN/clip-aligned when the captions are in
+# several languages (`align-text` of RUN/clip: the text encoder the pipeline was trained with)
 RUN_CLIP_DIRNAME, RUN_VAE_DIRNAME, RUN_PIPELINE_DIRNAME = "clip", "vae", "pipeline"
+RUN_ALIGNED_CLIP_DIRNAME = "clip-aligned"
 DIFFUSERS_KINDS = {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet"}
 
 
@@ -41,6 +43,13 @@ def is_pipeline_folder(path: Path) -> bool:
 
 def is_clip_folder(path: Path) -> bool:
     return (read_config(path) or {}).get("model_type") == "clip"
+
+
+def run_text_encoder_clip(run: Path) -> Path:
+    """The CLIP folder of a run whose text tower its pipeline was trained with: RUN/clip-aligned if `train` aligned
+    the caption languages, else RUN/clip."""
+    aligned = Path(run) / RUN_ALIGNED_CLIP_DIRNAME
+    return aligned if is_clip_folder(aligned) else Path(run) / RUN_CLIP_DIRNAME
 
 
 def folder_kind(path: Path) -> str | None:

@@ -43,3 +43,13 @@ def write_tiny_clip_dataset(root: Path, num_train: int = 48, num_validation: int
                 "skipped": []}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return root
+
+
+def keep_english_captions(root: Path) -> Path:
+    """The dataset at `root` rewritten with each image's English caption only (one caption language)."""
+    for split in ("train", "validation"):
+        meta = Path(root) / split / "metadata.jsonl"
+        rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines()]
+        meta.write_text("".join(json.dumps({**row, "text": row["text"][0], "language": "en"}) + "\n" for row in rows),
+                        encoding="utf-8")
+    return Path(root)

@@ -82,4 +82,4 @@ def test_help_shows_each_stage_real_defaults(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "train-clip 30, train-vae 5, train-unet 20" in text
+    assert "train-clip 30, align-text 20, train-vae 5, train-unet 20" in text

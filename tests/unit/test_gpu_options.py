@@ -73,10 +73,16 @@ def test_compile_keeps_the_state_dict_names():
     assert list(model.state_dict()) == names  # compiled in place: no _orig_mod. prefix in checkpoints
 
 
-def test_train_hands_the_gpu_options_to_every_stage():
+def test_train_hands_the_gpu_options_to_every_stage(tmp_path):
+    from helpers.clip_data import write_tiny_clip_dataset
+
     from latentdiff.config import TrainAllConfig
     from latentdiff.stages.train import plan
 
-    cfg = TrainAllConfig(data="d", out="o", gradient_checkpointing=True, compile=True, grad_accum_steps=4)
-    for stage in plan(cfg):
+    data = write_tiny_clip_dataset(tmp_path / "data", num_train=4, num_validation=2)  # two languages: align-text too
+    cfg = TrainAllConfig(data=str(data), out=str(tmp_path / "run"), gradient_checkpointing=True, compile=True,
+                         grad_accum_steps=4)
+    stages = plan(cfg)
+    assert [stage.name for stage in stages] == ["train-clip", "align-text", "train-vae", "train-unet"]
+    for stage in stages:
         assert stage.config.gradient_checkpointing and stage.config.compile and stage.config.grad_accum_steps == 4

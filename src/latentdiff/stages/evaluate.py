@@ -16,7 +16,7 @@ from latentdiff import __version__
 from latentdiff.config import EvaluateConfig
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
-from latentdiff.folder_kinds import RUN_PIPELINE_DIRNAME, folder_kind, is_clip_folder
+from latentdiff.folder_kinds import RUN_PIPELINE_DIRNAME, folder_kind, is_clip_folder, run_text_encoder_clip
 from latentdiff.hashing import file_sha256, folder_hash
 from latentdiff.model_source import BUNDLED_MODELS
 from latentdiff.options import run_stage, save_config
@@ -81,8 +81,9 @@ def check_config(cfg: EvaluateConfig) -> None:
 
 
 def find_clip(cfg: EvaluateConfig, pipeline_path: str | None) -> Path | None:
-    """The CLIP folder to score with: --clip, else a `clip` folder beside the pipeline (`latentdiff train`'s
-    layout) or inside it (the bundled default model's layout)."""
+    """The CLIP folder to score with: --clip, else the run's CLIP beside the pipeline (`latentdiff train`'s layout:
+    `clip-aligned` when it aligned the caption languages, else `clip`) or a `clip` folder inside it (the bundled
+    default model's layout)."""
     if cfg.clip:
         path = Path(cfg.clip).expanduser()
         if not is_clip_folder(path):
@@ -91,7 +92,7 @@ def find_clip(cfg: EvaluateConfig, pipeline_path: str | None) -> Path | None:
         _require_weights(path, "CLIP")
         return path.resolve()
     if pipeline_path and Path(pipeline_path).is_dir():
-        for candidate in (Path(pipeline_path).parent / "clip", Path(pipeline_path) / "clip"):
+        for candidate in (run_text_encoder_clip(Path(pipeline_path).parent), Path(pipeline_path) / "clip"):
             if is_clip_folder(candidate) and any(candidate.glob("*.safetensors")):
                 return candidate.resolve()
     return None

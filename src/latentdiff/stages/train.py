@@ -1,8 +1,11 @@
-"""`latentdiff train --data DIR --out RUN [--preset tiny|small|base]`: the three training stages in order.
+"""`latentdiff train --data DIR --out RUN [--preset tiny|small|base]`: the training stages in order.
 
-    RUN/clip       train-clip  (a CLIPModel folder)
-    RUN/vae        train-vae   (an AutoencoderKL folder)
-    RUN/pipeline   train-unet  (a StableDiffusionPipeline folder, conditioned on RUN/clip, in RUN/vae's latents)
+    RUN/clip          train-clip  (a CLIPModel folder)
+    RUN/clip-aligned  align-text of RUN/clip, when the training captions are in several languages (--no-align-text:
+                      not run): its text encoder gives one image's captions in every language nearly the same states
+    RUN/vae           train-vae   (an AutoencoderKL folder)
+    RUN/pipeline      train-unet  (a StableDiffusionPipeline folder, conditioned on RUN/clip-aligned or RUN/clip,
+                                   in RUN/vae's latents)
 
 A stage whose folder carries the completion marker (`latentdiff.checkpoint.is_stage_complete`) is skipped;
 the interrupted one resumes from its last checkpoint, because every stage resumes when rerun with the same
@@ -16,13 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from latentdiff.checkpoint import is_stage_complete
-from latentdiff.config import ClipTrainConfig, TrainAllConfig, UnetTrainConfig, VaeTrainConfig
+from latentdiff.config import AlignTextConfig, ClipTrainConfig, TrainAllConfig, UnetTrainConfig, VaeTrainConfig
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
-from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, RUN_VAE_DIRNAME
+from latentdiff.folder_kinds import RUN_ALIGNED_CLIP_DIRNAME, RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, RUN_VAE_DIRNAME
 from latentdiff.options import run_stage, save_config
 from latentdiff.presets import VAE_PRESETS, lookup_preset
-from latentdiff.stages import train_clip, train_unet, train_vae
+from latentdiff.stages import align_text, train_clip, train_unet, train_vae
 
 # Options of `train` handed to every stage as they are, when set (None means: the stage's default).
 SHARED_OPTIONS = ("data", "preset", "seed", "epochs", "batch_size", "checkpoint_every", "validate_every",
@@ -44,16 +47,32 @@ def stage_config(cls: type, cfg: TrainAllConfig, out: Path, max_steps: int, **ex
     return cls(**shared, out=str(out), max_steps=max_steps or cfg.max_steps, **extra)
 
 
+def several_languages(data: str) -> bool:
+    """Are the training captions of the prepared dataset at `data` in more than one language?"""
+    return len({language for record in open_prepared(data).require_split("train") for language in record.languages}) > 1
+
+
 def plan(cfg: TrainAllConfig) -> list[StagePlan]:
     run_dir = Path(cfg.out)
     clip_dir, vae_dir, pipeline_dir = run_dir / RUN_CLIP_DIRNAME, run_dir / RUN_VAE_DIRNAME, run_dir / RUN_PIPELINE_DIRNAME
-    return [
-        StagePlan("train-clip", clip_dir, stage_config(ClipTrainConfig, cfg, clip_dir, cfg.clip_max_steps), train_clip.run),
-        StagePlan("train-vae", vae_dir, stage_config(VaeTrainConfig, cfg, vae_dir, cfg.vae_max_steps), train_vae.run),
-        StagePlan("train-unet", pipeline_dir,
-                  stage_config(UnetTrainConfig, cfg, pipeline_dir, cfg.unet_max_steps, clip=str(clip_dir), vae=str(vae_dir)),
-                  train_unet.run),
-    ]
+    stages = [StagePlan("train-clip", clip_dir, stage_config(ClipTrainConfig, cfg, clip_dir, cfg.clip_max_steps),
+                        train_clip.run)]
+    text_clip_dir = clip_dir  # the CLIP whose text encoder conditions the U-Net
+    # A U-Net already started on RUN/clip (a run begun with --no-align-text, or before `train` aligned) resumes on it.
+    unet_started_on_clip = pipeline_dir.is_dir() and any(pipeline_dir.iterdir()) and not (
+        run_dir / RUN_ALIGNED_CLIP_DIRNAME).exists()
+    if cfg.align_text and not unet_started_on_clip and several_languages(cfg.data):
+        text_clip_dir = run_dir / RUN_ALIGNED_CLIP_DIRNAME
+        stages.append(StagePlan("align-text", text_clip_dir,
+                                stage_config(AlignTextConfig, cfg, text_clip_dir, cfg.align_max_steps, clip=str(clip_dir)),
+                                align_text.run))
+    stages.append(StagePlan("train-vae", vae_dir, stage_config(VaeTrainConfig, cfg, vae_dir, cfg.vae_max_steps),
+                            train_vae.run))
+    stages.append(StagePlan("train-unet", pipeline_dir,
+                            stage_config(UnetTrainConfig, cfg, pipeline_dir, cfg.unet_max_steps, clip=str(text_clip_dir),
+                                         vae=str(vae_dir)),
+                            train_unet.run))
+    return stages
 
 
 def check_inputs(cfg: TrainAllConfig) -> None:
@@ -65,7 +84,7 @@ def check_inputs(cfg: TrainAllConfig) -> None:
     dataset = open_prepared(cfg.data)
     dataset.require_split("train")
     dataset.require_split("validation")
-    for name in ("max_steps", "clip_max_steps", "vae_max_steps", "unet_max_steps"):
+    for name in ("max_steps", "clip_max_steps", "align_max_steps", "vae_max_steps", "unet_max_steps"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 (use the epochs) or positive.")
     from latentdiff.models.vae import check_image_size  # diffusers: once the cheap checks have passed
@@ -93,5 +112,6 @@ def run(cfg: TrainAllConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     return run_stage(run, TrainAllConfig, argv, "latentdiff train",
-                     "Train CLIP, then the VAE, then the U-Net on a prepared dataset into one run folder "
-                     "(RUN/clip, RUN/vae, RUN/pipeline); rerun the same command to resume.")
+                     "Train CLIP (and align its text encoder across caption languages when there are several), "
+                     "then the VAE, then the U-Net on a prepared dataset into one run folder (RUN/clip, "
+                     "RUN/clip-aligned, RUN/vae, RUN/pipeline); rerun the same command to resume.")

@@ -37,7 +37,7 @@ import torch
 
 
 class TrainingTask(Protocol):
-    name: str  # "clip", "vae", "unet": used in logs and the progress bar
+    name: str  # "clip", "align-text", "vae", "unet": used in logs and the progress bar
 
     def trainable_module(self) -> torch.nn.Module:
         """The module whose parameters the optimizer updates (and EMA tracks). Built by the task from

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,20 @@ def test_page_generates_shows_progress_and_the_result(browser, tiny_pipeline_dir
         page.wait_for_function("() => /step \\d+ \\/ 150/.test(document.getElementById('status').textContent)",
                                timeout=60_000)
         page.wait_for_function("() => !document.getElementById('previews').hidden")
+
+        # The cancel request's answer is held back a second after the server has cancelled, so the job's final
+        # event reaches the page first: "cancelled" must stay, not be overwritten by a late "cancelling".
+        def answer_late(route):
+            answer = route.fetch()
+            time.sleep(1.0)
+            route.fulfill(response=answer)
+
+        page.route("**/api/jobs/*/cancel", answer_late)
         page.click("#cancel")
         page.wait_for_function("() => document.getElementById('status').textContent === 'cancelled'", timeout=60_000)
+        page.wait_for_timeout(1500)  # the held-back answer has arrived
+        assert page.inner_text("#status") == "cancelled"
+        page.unroute("**/api/jobs/*/cancel")
         assert page.locator("#gallery figure.result").count() == 2
         assert page.locator("#previews img").count() == 0 and page.is_hidden("#previews")  # no half-formed image
         assert not console_errors, console_errors

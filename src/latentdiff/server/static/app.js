@@ -285,12 +285,15 @@ async function generate(event) {
 }
 
 async function cancel() {
-  if (!currentJob) return;
+  const jobId = currentJob;
+  if (!jobId) return;
+  // Said before the request: the job's final event can arrive before the request returns, and its "cancelled"
+  // (or "done") must be what stays on the page, not a "cancelling" written after it.
+  setStatus("cancelling");
   try {
-    await api(`/api/jobs/${currentJob}/cancel`, { method: "POST" });
-    setStatus("cancelling");
+    await api(`/api/jobs/${jobId}/cancel`, { method: "POST" });
   } catch (err) {
-    setStatus(err.message, true);
+    if (currentJob === jobId) setStatus(err.message, true);  // a job that has ended keeps its own status
   }
 }
 

@@ -80,6 +80,11 @@ class PreparedDataset:
         return records
 
 
+def caption_languages(records: list[ImageRecord]) -> list[str]:
+    """The languages the records' captions are in, sorted."""
+    return sorted({language for record in records for language in record.languages})
+
+
 def read_split(root: Path, split: str) -> list[ImageRecord]:
     return list(iter_split(root, split))
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from latentdiff.config import AlignTextConfig
-from latentdiff.data.prepared import open_prepared
+from latentdiff.data.prepared import caption_languages, open_prepared
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import folder_kind
 from latentdiff.options import run_stage
@@ -36,7 +36,7 @@ def check(cfg: AlignTextConfig) -> None:
         raise UserError(f"--clip {cfg.clip} is {found}; pass a CLIP folder (written by `latentdiff train-clip`).")
     dataset = open_prepared(cfg.data)
     dataset.require_split("validation")
-    languages = sorted({language for record in dataset.require_split("train") for language in record.languages})
+    languages = caption_languages(dataset.require_split("train"))
     if len(languages) < 2:
         raise UserError(f"The training captions of {cfg.data} are all in one language ({', '.join(languages)}), so there "
                         f"is nothing to align; align-text is for captions in several languages (e.g. `latentdiff "

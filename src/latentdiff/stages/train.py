@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from latentdiff.checkpoint import is_stage_complete
 from latentdiff.config import AlignTextConfig, ClipTrainConfig, TrainAllConfig, UnetTrainConfig, VaeTrainConfig
-from latentdiff.data.prepared import open_prepared
+from latentdiff.data.prepared import caption_languages, open_prepared
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import RUN_ALIGNED_CLIP_DIRNAME, RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, RUN_VAE_DIRNAME
 from latentdiff.options import run_stage, save_config
@@ -49,7 +49,7 @@ def stage_config(cls: type, cfg: TrainAllConfig, out: Path, max_steps: int, **ex
 
 def several_languages(data: str) -> bool:
     """Are the training captions of the prepared dataset at `data` in more than one language?"""
-    return len({language for record in open_prepared(data).require_split("train") for language in record.languages}) > 1
+    return len(caption_languages(open_prepared(data).require_split("train"))) > 1
 
 
 def plan(cfg: TrainAllConfig) -> list[StagePlan]:

@@ -35,7 +35,7 @@ import torch
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.cache import pipeline_token_ids
-from latentdiff.data.prepared import ImageRecord, PreparedDataset
+from latentdiff.data.prepared import ImageRecord, PreparedDataset, caption_languages
 from latentdiff.evaluation.retrieval import flatten_metrics, retrieval_metrics
 from latentdiff.models.clip import text_tower
 from latentdiff.models.tokenizer import save_clip_tokenizer
@@ -59,12 +59,6 @@ def hidden_states(text_model, input_ids: torch.Tensor) -> torch.Tensor:
                       for s in range(0, len(input_ids), ENCODE_BATCH)])
 
 
-def caption_languages(records: list[ImageRecord]) -> list[str]:
-    """The caption languages of `records`, the reference language first when present."""
-    languages = sorted({language for record in records for language in record.languages})
-    return sorted(languages, key=lambda language: language != REFERENCE_LANGUAGE)
-
-
 @torch.no_grad()
 def agreement(text_model, tokenizer, records: list[ImageRecord]) -> dict[str, Any]:
     """Per language other than English: how often a caption's whole sequence is nearest (top-1) / among the 5
@@ -77,7 +71,7 @@ def agreement(text_model, tokenizer, records: list[ImageRecord]) -> dict[str, An
     row_of = {owner: row for row, owner in enumerate(english)}  # record index -> row of `reference`
     reference = hidden_states(text_model, pipeline_token_ids(tokenizer, list(english.values()))).flatten(1).cpu()
     result: dict[str, Any] = {}
-    for language in caption_languages(records)[1:]:
+    for language in [language for language in caption_languages(records) if language != REFERENCE_LANGUAGE]:
         pairs = [(row, records[i].captions[records[i].languages.index(language)])
                  for i, row in row_of.items() if language in records[i].languages]
         if not pairs:
@@ -88,7 +82,7 @@ def agreement(text_model, tokenizer, records: list[ImageRecord]) -> dict[str, An
         rank = (distances < distances.gather(1, rows[:, None])).sum(dim=1)  # 0 = its own image is nearest
         result[language] = {"top1": float((rank < 1).double().mean()), "top5": float((rank < 5).double().mean()),
                             "num_captions": len(pairs)}
-    per_language = [value for value in result.values()]
+    per_language = list(result.values())
     for k in ("top1", "top5"):
         result[f"mean_{k}"] = sum(v[k] for v in per_language) / max(len(per_language), 1)
     return result

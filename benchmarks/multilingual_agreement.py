@@ -26,6 +26,7 @@ import re
 import time
 from pathlib import Path
 
+from latentdiff.data.prepared import evenly_spaced
 from results_file import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "multilingual_agreement.json"
@@ -53,10 +54,7 @@ def concepts(records, languages: tuple[str, ...], limit: int, spread: bool = Fal
             eligible.append((record, names))
         if len(eligible) == limit and not spread:
             break
-    if not spread or len(eligible) <= limit:
-        return eligible[:limit]
-    step = len(eligible) / limit
-    return [eligible[int(i * step)] for i in range(limit)]
+    return evenly_spaced(eligible, limit) if spread else eligible[:limit]
 
 
 def score_languages(pipeline, features, chosen, languages: tuple[str, ...], real_features, records, image_size: int,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latentdiff.limits import DEFAULT_MAX_BATCH_IMAGES, DEFAULT_MAX_JOB_SECONDS, DEFAULT_MAX_QUEUE
-from latentdiff.options import option, positional
+from latentdiff.options import hidden_option, option, positional
 from latentdiff.presets import CLIP_PRESETS, PRESET_NAMES, UNET_PRESETS, VAE_PRESETS, recipe_help
 
 # The VAE loss's choices and default, here (not in losses.vae) so that the CLI lists them without importing torch
@@ -214,6 +214,8 @@ class AlignTextConfig(TrainConfig):
 
     clip: str = option("", "the CLIP folder to start from (from `latentdiff train-clip`); its vision tower, projections "
                            "and tokenizer are kept")
+    init: str | None = hidden_option(None)  # the start is --clip
+    preset: str | None = hidden_option(None)  # the model is --clip's, whatever its size
     epochs: int | None = option(20, "passes over every training caption when --max-steps is 0")
     batch_size: int | None = option(256, "captions per optimizer step per process, before accumulation")
     lr: float | None = option(5e-4, "peak learning rate of AdamW")

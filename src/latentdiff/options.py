@@ -37,6 +37,11 @@ def option(default: Any, help: str, *, choices: typing.Sequence[str] | None = No
     return field(default=default, metadata=meta)
 
 
+def hidden_option(default: Any):
+    """An inherited flag a stage has no use for: left out of its --help; the stage refuses it when given."""
+    return field(default=default, metadata={"help": argparse.SUPPRESS, "hidden": True})
+
+
 def positional(help: str, *, default: Any = dataclasses.MISSING, nargs: str | None = None):
     """A positional argument; `nargs='?'` makes it optional, `'+'`/`'*'` makes it a list."""
     meta = {"help": help, "positional": True, "nargs": nargs}

@@ -56,18 +56,19 @@ def test_other_languages_move_to_their_english_caption_and_the_folder_loads(tmp_
     assert same < other  # one concept in two languages is closer than two concepts in one
 
 
-@pytest.mark.parametrize("case", ["one language", "a pipeline as --clip", "no --clip", "--init"])
+@pytest.mark.parametrize("case", ["one language", "a pipeline as --clip", "no --clip", "--init", "--preset"])
 def test_bad_input_is_one_sentence_and_writes_nothing(tmp_path, capsys, case):
     data = write_tiny_clip_dataset(tmp_path / "data", num_train=8, num_validation=2)
     out = tmp_path / "aligned"
     args = {"one language": ["--clip", str(BUNDLED_CLIP)], "a pipeline as --clip": ["--clip", str(BUNDLED)],
-            "no --clip": [], "--init": ["--init", str(BUNDLED_CLIP)]}[case]
+            "no --clip": [], "--init": ["--init", str(BUNDLED_CLIP)],
+            "--preset": ["--clip", str(BUNDLED_CLIP), "--preset", "small"]}[case]
     if case == "one language":
         keep_english_captions(data)
     assert cli.main(["align-text", "--data", str(data), "--out", str(out), *args]) == 2
     error = capsys.readouterr().err.strip()
     expected = {"one language": "all in one language (en)", "a pipeline as --clip": "is a pipeline folder",
-                "no --clip": "Say which CLIP", "--init": "not --init"}[case]
+                "no --clip": "Say which CLIP", "--init": "not --init", "--preset": "no --preset"}[case]
     assert expected in error and len(error.splitlines()) == 1, error
     assert not out.exists()
 
@@ -87,3 +88,12 @@ def test_a_run_that_aligned_is_scored_and_bundled_with_its_aligned_clip(tmp_path
     shutil.copytree(BUNDLED_CLIP, run / "clip-aligned")
     assert run_text_encoder_clip(run) == run / "clip-aligned"
     assert find_clip(EvaluateConfig(), str(run / "pipeline")) == (run / "clip-aligned").resolve()
+
+
+def test_help_lists_only_the_flags_it_takes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["align-text", "--help"])
+    shown = capsys.readouterr().out
+    flags = {line.split()[0] for line in shown.splitlines() if line.strip().startswith("--")}
+    assert "--clip" in flags and "--epochs" in flags
+    assert "--init" not in flags and "--preset" not in flags  # refused: the model is --clip's

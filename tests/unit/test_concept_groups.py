@@ -38,3 +38,19 @@ def test_a_sibling_is_a_group_hit_but_not_an_exact_hit(group):
                               top_k=(1,))
     assert exact["top1"] == 0.0 and grouped["top1"] == 1.0
     assert grouped["chance_top1"] > exact["chance_top1"]  # two of the three images are in the group
+
+
+def test_spread_concepts_cover_the_whole_split_and_the_first_ones_do_not(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    concepts = importlib.import_module("multilingual_agreement").concepts
+    # 103 records sorted by name as a prepared split is; every one captioned in en and fr
+    records = [SimpleNamespace(name=f"e{i:03d}", languages=["en", "fr"], captions=[f"en {i}", f"fr {i}"])
+               for i in range(103)]
+    spread = [record.name for record, _ in concepts(records, ("en", "fr"), 10, spread=True)]
+    assert len(set(spread)) == 10 and spread[0] == "e000" and spread[-1] >= "e090"  # up to the end of the split
+    first = [record.name for record, _ in concepts(records, ("en", "fr"), 10)]
+    assert first == [f"e{i:03d}" for i in range(10)]
+    assert len(concepts(records, ("en", "fr"), 500, spread=True)) == 103  # asked for more than there are: all
+    assert concepts(records, ("en", "de"), 10, spread=True) == []  # no German caption: not eligible

@@ -85,6 +85,15 @@ def caption_languages(records: list[ImageRecord]) -> list[str]:
     return sorted({language for record in records for language in record.languages})
 
 
+def evenly_spaced(items: list, count: int) -> list:
+    """`count` of the items spread evenly over the whole list, without randomness (all of them when count is 0 or
+    at least their number). A prepared split is sorted by name, so its first items are all of one kind (flags)."""
+    if count <= 0 or len(items) <= count:
+        return list(items)
+    step = len(items) / count
+    return [items[int(i * step)] for i in range(count)]
+
+
 def read_split(root: Path, split: str) -> list[ImageRecord]:
     return list(iter_split(root, split))
 

@@ -28,6 +28,8 @@ def check(cfg: AlignTextConfig) -> None:
     """Everything a user can get wrong, answered before torch loads."""
     if cfg.init:
         raise UserError("align-text starts from the CLIP folder given with --clip DIR, not --init; pass that instead.")
+    if cfg.preset:
+        raise UserError("align-text keeps the size of the CLIP given with --clip, so it takes no --preset; drop it.")
     if not cfg.clip:
         raise UserError("Say which CLIP to align with --clip DIR (a folder written by `latentdiff train-clip`).")
     kind = folder_kind(Path(cfg.clip).expanduser())

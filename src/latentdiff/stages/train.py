@@ -42,7 +42,7 @@ class StagePlan:
 
 def stage_config(cls: type, cfg: TrainAllConfig, out: Path, max_steps: int, **extra: Any):
     """`cls` filled with the shared options that are set, the stage's own max steps and `extra`."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")}  # not the flags it refuses
     shared = {name: getattr(cfg, name) for name in SHARED_OPTIONS if name in names and getattr(cfg, name) is not None}
     return cls(**shared, out=str(out), max_steps=max_steps or cfg.max_steps, **extra)
 

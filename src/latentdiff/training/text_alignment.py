@@ -35,7 +35,7 @@ import torch
 
 from latentdiff.checkpoint import write_json_atomic
 from latentdiff.data.cache import pipeline_token_ids
-from latentdiff.data.prepared import ImageRecord, PreparedDataset, caption_languages
+from latentdiff.data.prepared import ImageRecord, PreparedDataset, caption_languages, evenly_spaced
 from latentdiff.evaluation.retrieval import flatten_metrics, retrieval_metrics
 from latentdiff.models.clip import text_tower
 from latentdiff.models.tokenizer import save_clip_tokenizer
@@ -88,13 +88,6 @@ def agreement(text_model, tokenizer, records: list[ImageRecord]) -> dict[str, An
     return result
 
 
-def spread(records: list[ImageRecord], count: int) -> list[ImageRecord]:
-    """`count` records spread evenly over the list (all of them when count is 0 or more than there are)."""
-    if count <= 0 or count >= len(records):
-        return records
-    return records[:: len(records) // count][:count]
-
-
 class CaptionDataset(torch.utils.data.Dataset):
     """Item: {"input_ids": (L,) pipeline tokens of one caption, "owner": index of its image}."""
 
@@ -125,7 +118,7 @@ class TextAlignmentTask:
         self.train_records = dataset.require_split("train")
         self.validation_records = dataset.require_split("validation")
         self.test_records = dataset.records("test")  # held-out images: captions the alignment never sees
-        self.agreement_records = spread(self.train_records, num_agreement_images)
+        self.agreement_records = evenly_spaced(self.train_records, num_agreement_images)
         self.clip_task = ClipTask(self.student, tokenizer, image_processor, dataset)  # retrieval, as train-clip
         self.input_ids, self.owners, self.targets, self.empty_target = self._targets()
         self.prefix_target = self.targets.mean(dim=0)  # (D,)

@@ -74,7 +74,7 @@ def write_grid(data: Path, out: Path, models: list[str], guidance: float | None,
                num_concepts: int = 12) -> None:
     from PIL import Image
 
-    from latentdiff.config import DEFAULT_SCHEDULER
+    from latentdiff.generation_defaults import DEFAULT_SCHEDULER
     from latentdiff.data.prepared import open_prepared
     from latentdiff.evaluation.samples import generate_for_captions
     from latentdiff.model_source import guidance_for

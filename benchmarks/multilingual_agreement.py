@@ -65,7 +65,7 @@ def score_languages(pipeline, features, chosen, languages: tuple[str, ...], real
     Also scores each image against the concept's group (`concept_group`): "top1_group", "top5_group".
     Returns ({language: {"top1", "top5", "top1_group", "top5_group", "examples"}},
     {"chance_top1", "chance_top5", "chance_top1_group", "chance_top5_group"})."""
-    from latentdiff.config import DEFAULT_SCHEDULER
+    from latentdiff.generation_defaults import DEFAULT_SCHEDULER
     from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
     from latentdiff.evaluation.samples import generate_for_captions, to_tensor
 
@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
+    from latentdiff.generation_defaults import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
     from latentdiff.data.prepared import open_prepared
     from latentdiff.evaluation.features import FEATURE_EXTRACTOR_NAME, Lite0Features
     from latentdiff.evaluation.samples import load_real, to_tensor

@@ -13,7 +13,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from latentdiff import limits
-from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
+from latentdiff.generation_defaults import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
 from latentdiff.infotext import PNG_TEXT_KEY, Infotext
 
 DEFAULT_STRENGTH = 0.75  # img2img: AUTOMATIC1111's default denoising strength

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentdiff.config import DEFAULT_GUIDANCE
+from latentdiff.generation_defaults import DEFAULT_GUIDANCE
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import MODEL_INDEX
 from latentdiff.limits import MAX_GUIDANCE

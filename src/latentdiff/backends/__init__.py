@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock  # one process exports a model at a time (POSIX and Windows; diffusers' own dependency)
 
-from latentdiff.config import BACKEND_ENV, BACKENDS
+from latentdiff.generation_defaults import BACKEND_ENV, BACKENDS
 from latentdiff.errors import UserError
 
 # The runtimes, the exporter and diffusers are imported inside the functions that use them: the pipeline
@@ -44,7 +44,7 @@ class BackendChoice:
 
 def pick_backend(model: str | None, requested: str | None, device: str | None = None) -> BackendChoice:
     """The backend to use: the requested one, else an exported folder's own format (the only one it runs
-    on), else $LATENTDIFF_BACKEND, else onnx on the CPU when ONNX Runtime is installed (config.BACKENDS says
+    on), else $LATENTDIFF_BACKEND, else onnx on the CPU when ONNX Runtime is installed (generation_defaults.BACKENDS says
     why), else torch."""
     from latentdiff.export.layout import exported_format
     from latentdiff.runtime import pick_device

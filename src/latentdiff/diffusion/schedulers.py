@@ -26,7 +26,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from latentdiff.config import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from latentdiff.generation_defaults import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from latentdiff.errors import UserError
 
 
@@ -61,8 +61,8 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     # diffusers integrates the LMS coefficients with scipy
     "lms": SchedulerSpec(LMSDiscreteScheduler, {}, "LMS", requires=("scipy",)),
 }
-assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "config.SCHEDULER_NAMES lists the registry's names in order"
-assert DEFAULT_SCHEDULER in SCHEDULERS, "config.DEFAULT_SCHEDULER must name a registered scheduler"
+assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "generation_defaults.SCHEDULER_NAMES lists the registry's names in order"
+assert DEFAULT_SCHEDULER in SCHEDULERS, "generation_defaults.DEFAULT_SCHEDULER must name a registered scheduler"
 
 # AUTOMATIC1111 >= 1.9 writes the sigma spacing separately (`Sampler: DPM++ 2M, Schedule type: Karras`);
 # older versions (and we) fold it into the sampler name. Parsing accepts both.

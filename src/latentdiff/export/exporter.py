@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from latentdiff.config import EXPORT_WEIGHTS as WEIGHTS
+from latentdiff.generation_defaults import EXPORT_WEIGHTS as WEIGHTS
 from latentdiff.errors import UserError
 from latentdiff.export.layout import (COMPONENTS, COPIED_FOLDERS, EXPORT_INFO, EXPORTER_VERSION, FORMATS,
                                       MODEL_FILES, exported_format, model_file)

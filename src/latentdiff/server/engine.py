@@ -15,7 +15,7 @@ import io
 
 from PIL import Image
 
-from latentdiff.config import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
+from latentdiff.generation_defaults import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
 from latentdiff.errors import UserError
 from latentdiff.generation import GenerationRequest, save_png
 from latentdiff.pipeline import TextToImage

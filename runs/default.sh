@@ -20,8 +20,9 @@
 #      from that folder): one emoji's captions in all 14 languages give nearly one hidden-state sequence, so the
 #      U-Net no longer spends passes learning 14 conditions per image. The vision tower stays as it was.
 #  10. the U-Net once more from step 8's export, UNET_ALIGNED_STEPS at lr 1e-3 with the EMA, on the aligned text
-#      encoder, then from that UNET_ALIGNED2_STEPS, UNET_ALIGNED3_STEPS and UNET_ALIGNED4_STEPS more (warm restarts
-#      of the cosine schedule). docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
+#      encoder, then from that UNET_ALIGNED2_STEPS, UNET_ALIGNED3_STEPS, UNET_ALIGNED4_STEPS and UNET_ALIGNED5_STEPS
+#      more (warm restarts of the cosine schedule), and last UNET_ALIGNED6_STEPS at a lower peak lr, 3e-4.
+#      docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
 #  11. scripts/bundle_model.py: the pipeline (+ the aligned CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
 #
@@ -62,6 +63,8 @@ UNET_ALIGNED_STEPS=12000  # batch 32: about 114 more passes over each training i
 UNET_ALIGNED2_STEPS=6000  # batch 32: about 57 more passes (40 min there)
 UNET_ALIGNED3_STEPS=15027  # batch 32: about 142 more passes (112 min there, beside an lr 2e-3 ablation)
 UNET_ALIGNED4_STEPS=15000  # batch 32: about 142 more passes (103 min there, 2 torch threads)
+UNET_ALIGNED5_STEPS=15000  # batch 32: about 142 more passes (about 95 min there, interrupted and resumed)
+UNET_ALIGNED6_STEPS=10000  # batch 32: about 95 more passes at peak lr 3e-4 (50 min there, 1 torch thread)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -123,22 +126,27 @@ fi
 
 # The U-Net continuations on the aligned text encoder: one recipe, each from the last one's export.
 ALIGNED_UNET=("${LD[@]}" train-unet --clip "$WORK/run/clip-aligned-more" --vae "$WORK/run/vae-finish2"
-  --data "$WORK/data" --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3
+  --data "$WORK/data" --prediction-type v_prediction --zero-terminal-snr --text-time-embedding
   --warmup-steps 100 --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --checkpoint-every 250)
 # The bundled model's run started from the fp16 bundle of pipeline-more4, with its VAE (vae-finish2).
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-more4" --out "$WORK/run/pipeline-aligned" --seed 8 \
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-more4" --out "$WORK/run/pipeline-aligned" --seed 8 --lr 1e-3 \
   --max-steps "$UNET_ALIGNED_STEPS" --validate-every 4000
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned" --out "$WORK/run/pipeline-aligned2" --seed 9 \
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned" --out "$WORK/run/pipeline-aligned2" --seed 9 --lr 1e-3 \
   --max-steps "$UNET_ALIGNED2_STEPS" --validate-every 3000
 # The bundled model's run had --max-minutes 112 --max-steps 30000, which fixed its count at 15,027 from its speed,
 # and --clip the fp16 bundle of clip-aligned-more (the package's clip/ folder); here that folder itself.
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned2" --out "$WORK/run/pipeline-aligned3" --seed 10 \
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned2" --out "$WORK/run/pipeline-aligned3" --seed 10 --lr 1e-3 \
   --max-steps "$UNET_ALIGNED3_STEPS" --validate-every 100000
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned3" --out "$WORK/run/pipeline-aligned4" --seed 11 \
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned3" --out "$WORK/run/pipeline-aligned4" --seed 11 --lr 1e-3 \
   --max-steps "$UNET_ALIGNED4_STEPS" --validate-every 100000
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned4" --out "$WORK/run/pipeline-aligned5" --seed 12 --lr 1e-3 \
+  --max-steps "$UNET_ALIGNED5_STEPS" --validate-every 100000
+# A lower peak lr beat another warm restart at 1e-3 (docs/speedrun.md, "A lower peak lr, 3e-4, after the warm restarts").
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned5" --out "$WORK/run/pipeline-aligned6" --seed 13 --lr 3e-4 \
+  --max-steps "$UNET_ALIGNED6_STEPS" --validate-every 100000
 
 # --guidance 2: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3` on the test split (README, docs/speedrun.md)
-"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned4" \
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned6" \
   --vae "$WORK/run/vae-finish2" --clip "$WORK/run/clip-aligned-more" --guidance 2 \
   --out "$REPO/src/latentdiff/default_model"
 

@@ -43,7 +43,8 @@
 # U-Net 95 min more and the decoder 70 min more, side by side, 2026-12-02; then the U-Net 115 min more (beside
 # ablation runs), the afternoon of 2026-12-02; then the decoder 55 min more and the U-Net 125 min more, side by side,
 # that evening; then the U-Net 112 min more on an AMD EPYC with AVX-512 BF16, 2026-12-03; then, on the same kind of
-# machine, the text alignment 16 + 11 min (2 threads) and the U-Net 81 min more with bf16 autocast, 2026-12-04.
+# machine, the text alignment 16 + 11 min (2 threads) and the U-Net 81 min more with bf16 autocast, then 40, 112,
+# 103, about 95 and 50 min more, 2026-12-04.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,7 +65,7 @@ UNET_ALIGNED2_STEPS=6000  # batch 32: about 57 more passes (40 min there)
 UNET_ALIGNED3_STEPS=15027  # batch 32: about 142 more passes (112 min there, beside an lr 2e-3 ablation)
 UNET_ALIGNED4_STEPS=15000  # batch 32: about 142 more passes (103 min there, 2 torch threads)
 UNET_ALIGNED5_STEPS=15000  # batch 32: about 142 more passes (about 95 min there, interrupted and resumed)
-UNET_ALIGNED6_STEPS=10000  # batch 32: about 95 more passes at peak lr 3e-4 (50 min there, 1 torch thread)
+UNET_ALIGNED6_STEPS=10000  # batch 32: about 95 more passes at peak lr 3e-4 (50 min there, 2 torch threads)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -21,7 +21,8 @@
 #      U-Net no longer spends passes learning 14 conditions per image. The vision tower stays as it was.
 #  10. the U-Net once more from step 8's export, UNET_ALIGNED_STEPS at lr 1e-3 with the EMA, on the aligned text
 #      encoder, then from that UNET_ALIGNED2_STEPS, UNET_ALIGNED3_STEPS, UNET_ALIGNED4_STEPS and UNET_ALIGNED5_STEPS
-#      more (warm restarts of the cosine schedule), and last UNET_ALIGNED6_STEPS at a lower peak lr, 3e-4.
+#      more (warm restarts of the cosine schedule), and last UNET_ALIGNED6_STEPS and UNET_ALIGNED7_STEPS at a lower
+#      peak lr, 3e-4.
 #      docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
 #  11. scripts/bundle_model.py: the pipeline (+ the aligned CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
@@ -44,7 +45,7 @@
 # ablation runs), the afternoon of 2026-12-02; then the decoder 55 min more and the U-Net 125 min more, side by side,
 # that evening; then the U-Net 112 min more on an AMD EPYC with AVX-512 BF16, 2026-12-03; then, on the same kind of
 # machine, the text alignment 16 + 11 min (2 threads) and the U-Net 81 min more with bf16 autocast, then 40, 112,
-# 103, about 95 and 50 min more, 2026-12-04.
+# 103, about 95, 50 and about 88 min more, 2026-12-04.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,6 +67,7 @@ UNET_ALIGNED3_STEPS=15027  # batch 32: about 142 more passes (112 min there, bes
 UNET_ALIGNED4_STEPS=15000  # batch 32: about 142 more passes (103 min there, 2 torch threads)
 UNET_ALIGNED5_STEPS=15000  # batch 32: about 142 more passes (about 95 min there, interrupted and resumed)
 UNET_ALIGNED6_STEPS=10000  # batch 32: about 95 more passes at peak lr 3e-4 (50 min there, 2 torch threads)
+UNET_ALIGNED7_STEPS=15000  # batch 32: about 142 more passes at peak lr 3e-4 (about 88 min there, 1 then 2 threads)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -145,9 +147,11 @@ ALIGNED_UNET=("${LD[@]}" train-unet --clip "$WORK/run/clip-aligned-more" --vae "
 # A lower peak lr beat another warm restart at 1e-3 (docs/speedrun.md, "A lower peak lr, 3e-4, after the warm restarts").
 "${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned5" --out "$WORK/run/pipeline-aligned6" --seed 13 --lr 3e-4 \
   --max-steps "$UNET_ALIGNED6_STEPS" --validate-every 100000
+"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned6" --out "$WORK/run/pipeline-aligned7" --seed 14 --lr 3e-4 \
+  --max-steps "$UNET_ALIGNED7_STEPS" --validate-every 100000
 
 # --guidance 2: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3` on the test split (README, docs/speedrun.md)
-"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned6" \
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned7" \
   --vae "$WORK/run/vae-finish2" --clip "$WORK/run/clip-aligned-more" --guidance 2 \
   --out "$REPO/src/latentdiff/default_model"
 

@@ -218,6 +218,8 @@ class AlignTextConfig(TrainConfig):
                            "and tokenizer are kept")
     init: str | None = hidden_option(None)  # the start is --clip
     preset: str | None = hidden_option(None)  # the model is --clip's, whatever its size
+    allow_pickle: bool = option(False, "allow loading --clip weights from pickled .bin/.pt files (they can run code; "
+                                       "prefer safetensors)")
     epochs: int | None = option(20, "passes over every training caption when --max-steps is 0")
     batch_size: int | None = option(256, "captions per optimizer step per process, before accumulation")
     lr: float | None = option(5e-4, "peak learning rate of AdamW")

@@ -97,3 +97,4 @@ def test_help_lists_only_the_flags_it_takes(capsys):
     flags = {line.split()[0] for line in shown.splitlines() if line.strip().startswith("--")}
     assert "--clip" in flags and "--epochs" in flags
     assert "--init" not in flags and "--preset" not in flags  # refused: the model is --clip's
+    assert "--init" not in shown  # nor does any help sentence point to it

@@ -128,27 +128,23 @@ fi
 "${LD[@]}" align-text --clip "$WORK/run/clip-aligned" --data "$WORK/data" --out "$WORK/run/clip-aligned-more" --epochs 12
 
 # The U-Net continuations on the aligned text encoder: one recipe, each from the last one's export.
-ALIGNED_UNET=("${LD[@]}" train-unet --clip "$WORK/run/clip-aligned-more" --vae "$WORK/run/vae-finish2"
-  --data "$WORK/data" --prediction-type v_prediction --zero-terminal-snr --text-time-embedding
-  --warmup-steps 100 --batch-size 32 --ema-decay 0.999 --mixed-precision bf16 --checkpoint-every 250)
+aligned_unet() {  # FROM OUT SEED PEAK_LR STEPS VALIDATE_EVERY (FROM and OUT: folders of $WORK/run)
+  "${LD[@]}" train-unet --init "$WORK/run/$1" --out "$WORK/run/$2" --seed "$3" --lr "$4" --max-steps "$5" \
+    --validate-every "$6" --clip "$WORK/run/clip-aligned-more" --vae "$WORK/run/vae-finish2" --data "$WORK/data" \
+    --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --warmup-steps 100 --batch-size 32 \
+    --ema-decay 0.999 --mixed-precision bf16 --checkpoint-every 250
+}
 # The bundled model's run started from the fp16 bundle of pipeline-more4, with its VAE (vae-finish2).
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-more4" --out "$WORK/run/pipeline-aligned" --seed 8 --lr 1e-3 \
-  --max-steps "$UNET_ALIGNED_STEPS" --validate-every 4000
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned" --out "$WORK/run/pipeline-aligned2" --seed 9 --lr 1e-3 \
-  --max-steps "$UNET_ALIGNED2_STEPS" --validate-every 3000
+aligned_unet pipeline-more4 pipeline-aligned 8 1e-3 "$UNET_ALIGNED_STEPS" 4000
+aligned_unet pipeline-aligned pipeline-aligned2 9 1e-3 "$UNET_ALIGNED2_STEPS" 3000
 # The bundled model's run had --max-minutes 112 --max-steps 30000, which fixed its count at 15,027 from its speed,
 # and --clip the fp16 bundle of clip-aligned-more (the package's clip/ folder); here that folder itself.
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned2" --out "$WORK/run/pipeline-aligned3" --seed 10 --lr 1e-3 \
-  --max-steps "$UNET_ALIGNED3_STEPS" --validate-every 100000
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned3" --out "$WORK/run/pipeline-aligned4" --seed 11 --lr 1e-3 \
-  --max-steps "$UNET_ALIGNED4_STEPS" --validate-every 100000
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned4" --out "$WORK/run/pipeline-aligned5" --seed 12 --lr 1e-3 \
-  --max-steps "$UNET_ALIGNED5_STEPS" --validate-every 100000
+aligned_unet pipeline-aligned2 pipeline-aligned3 10 1e-3 "$UNET_ALIGNED3_STEPS" 100000
+aligned_unet pipeline-aligned3 pipeline-aligned4 11 1e-3 "$UNET_ALIGNED4_STEPS" 100000
+aligned_unet pipeline-aligned4 pipeline-aligned5 12 1e-3 "$UNET_ALIGNED5_STEPS" 100000
 # A lower peak lr beat another warm restart at 1e-3 (docs/speedrun.md, "A lower peak lr, 3e-4, after the warm restarts").
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned5" --out "$WORK/run/pipeline-aligned6" --seed 13 --lr 3e-4 \
-  --max-steps "$UNET_ALIGNED6_STEPS" --validate-every 100000
-"${ALIGNED_UNET[@]}" --init "$WORK/run/pipeline-aligned6" --out "$WORK/run/pipeline-aligned7" --seed 14 --lr 3e-4 \
-  --max-steps "$UNET_ALIGNED7_STEPS" --validate-every 100000
+aligned_unet pipeline-aligned5 pipeline-aligned6 13 3e-4 "$UNET_ALIGNED6_STEPS" 100000
+aligned_unet pipeline-aligned6 pipeline-aligned7 14 3e-4 "$UNET_ALIGNED7_STEPS" 100000
 
 # --guidance 2: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3` on the test split (README, docs/speedrun.md)
 "$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned7" \

@@ -74,9 +74,9 @@ def write_grid(data: Path, out: Path, models: list[str], guidance: float | None,
                num_concepts: int = 12) -> None:
     from PIL import Image
 
-    from latentdiff.generation_defaults import DEFAULT_SCHEDULER
     from latentdiff.data.prepared import open_prepared
     from latentdiff.evaluation.samples import generate_for_captions
+    from latentdiff.generation_defaults import DEFAULT_SCHEDULER
     from latentdiff.model_source import guidance_for
     from latentdiff.pipeline import TextToImage
 

@@ -65,9 +65,9 @@ def score_languages(pipeline, features, chosen, languages: tuple[str, ...], real
     Also scores each image against the concept's group (`concept_group`): "top1_group", "top5_group".
     Returns ({language: {"top1", "top5", "top1_group", "top5_group", "examples"}},
     {"chance_top1", "chance_top5", "chance_top1_group", "chance_top5_group"})."""
-    from latentdiff.generation_defaults import DEFAULT_SCHEDULER
     from latentdiff.evaluation.prompt_fidelity import prompt_fidelity
     from latentdiff.evaluation.samples import generate_for_captions, to_tensor
+    from latentdiff.generation_defaults import DEFAULT_SCHEDULER
 
     english = [names["en"] for _, names in chosen]
     real_captions = [record.captions for record in records]

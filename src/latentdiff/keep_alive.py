@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from latentdiff import processes
-from latentdiff.processes import runtime_dir
 from latentdiff.config import GenerateConfig
 from latentdiff.generation_defaults import BACKEND_ENV
 from latentdiff.options import config_to_dict, run_reporting_errors
+from latentdiff.processes import runtime_dir
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # ollama's default is 5 minutes too
 MAX_KEEP_ALIVE_S = 24 * 3600.0

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentdiff.generation_defaults import DEFAULT_GUIDANCE
 from latentdiff.errors import UserError
 from latentdiff.folder_kinds import MODEL_INDEX
+from latentdiff.generation_defaults import DEFAULT_GUIDANCE
 from latentdiff.limits import MAX_GUIDANCE
 from latentdiff.models.weights import pickle_only_files
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from filelock import FileLock  # one process exports a model at a time (POSIX and Windows; diffusers' own dependency)
 
-from latentdiff.generation_defaults import BACKEND_ENV, BACKENDS
 from latentdiff.errors import UserError
+from latentdiff.generation_defaults import BACKEND_ENV, BACKENDS
 
 # The runtimes, the exporter and diffusers are imported inside the functions that use them: the pipeline
 # imports this module at its top, and a torch-only run must not load onnxruntime, OpenVINO (the optional

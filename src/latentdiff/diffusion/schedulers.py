@@ -26,8 +26,8 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from latentdiff.generation_defaults import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from latentdiff.errors import UserError
+from latentdiff.generation_defaults import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from latentdiff.generation_defaults import EXPORT_WEIGHTS as WEIGHTS
 from latentdiff.errors import UserError
 from latentdiff.export.layout import (COMPONENTS, COPIED_FOLDERS, EXPORT_INFO, EXPORTER_VERSION, FORMATS,
                                       MODEL_FILES, exported_format, model_file)
 from latentdiff.folder_kinds import MODEL_INDEX
+from latentdiff.generation_defaults import EXPORT_WEIGHTS as WEIGHTS
 from latentdiff.model_source import MODEL_INFO, ModelSource
 from latentdiff.models.weights import no_loading_bars, stable_diffusion_pipeline_class
 

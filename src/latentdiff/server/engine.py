@@ -15,9 +15,9 @@ import io
 
 from PIL import Image
 
-from latentdiff.generation_defaults import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
 from latentdiff.errors import UserError
 from latentdiff.generation import GenerationRequest, save_png
+from latentdiff.generation_defaults import DEFAULT_GENERATION_STEPS, DEFAULT_SCHEDULER
 from latentdiff.pipeline import TextToImage
 from latentdiff.server.budget import RequestCost
 from latentdiff.server.errors import ApiError

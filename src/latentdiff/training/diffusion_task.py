@@ -21,11 +21,11 @@ import torch
 from diffusers.utils import make_image_grid
 
 from latentdiff.config import UnetTrainConfig
-from latentdiff.generation_defaults import DEFAULT_GUIDANCE
 from latentdiff.data.cache import EMPTY_PROMPT, EMPTY_PROMPT_ROW, EncodedSplit, encode_latents, encode_prompts, load_or_build
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
 from latentdiff.data.shard_cache import ShardedCache, is_sharded, load_or_build_sharded
 from latentdiff.diffusion.training_schedule import pipeline_scheduler, training_scheduler
+from latentdiff.generation_defaults import DEFAULT_GUIDANCE
 from latentdiff.losses.diffusion import (
     diffusion_loss,
     diffusion_target,

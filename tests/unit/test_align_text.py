@@ -98,3 +98,23 @@ def test_help_lists_only_the_flags_it_takes(capsys):
     assert "--clip" in flags and "--epochs" in flags
     assert "--init" not in flags and "--preset" not in flags  # refused: the model is --clip's
     assert "--init" not in shown  # nor does any help sentence point to it
+
+
+def test_the_task_lets_the_frozen_teacher_go_once_it_has_its_targets(tmp_path):
+    # The teacher is a whole second CLIP: it gives the targets and the starting point, then must not stay in memory
+    # for the run (a large CLIP on a GPU would hold its weights twice).
+    import gc
+    import weakref
+
+    from latentdiff.data.prepared import open_prepared
+    from latentdiff.models.clip import load_clip
+    from latentdiff.training.text_alignment import TextAlignmentTask
+
+    data = write_tiny_clip_dataset(tmp_path / "data", num_train=4, num_validation=4)
+    teacher, tokenizer, processor = load_clip(BUNDLED_CLIP)
+    task = TextAlignmentTask(teacher, tokenizer, processor, open_prepared(data), 4, device=torch.device("cpu"))
+    gone = weakref.ref(teacher)
+    del teacher
+    gc.collect()
+    assert gone() is None
+    assert task.targets.shape[0] == 4 and task.before["agreement_train"]  # what it took from the teacher stays

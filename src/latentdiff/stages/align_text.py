@@ -69,6 +69,7 @@ def run(cfg: AlignTextConfig) -> Path:
     teacher, tokenizer, processor = load_clip(cfg.clip, allow_pickle=cfg.allow_pickle)
     task = TextAlignmentTask(teacher, tokenizer, processor, open_prepared(cfg.data), cfg.num_agreement_images,
                              device=state.device, is_main_process=state.is_main_process)
+    del teacher  # the task took its targets and starting point from it: its weights need not stay for the run
     per_process = max(1, len(task.input_ids) // state.num_processes)
     if cfg.batch_size > per_process:  # a small dataset: one batch of all its captions per step
         if state.is_main_process:

@@ -106,10 +106,12 @@ class TextAlignmentTask:
 
     def __init__(self, teacher, tokenizer, image_processor, dataset: PreparedDataset, num_agreement_images: int,
                  device: torch.device, is_main_process: bool = True):
-        """`device`: where the frozen teacher encodes the captions (this process's training device)."""
-        self.teacher, self.tokenizer, self.image_processor = teacher.eval(), tokenizer, image_processor
+        """`device`: where the frozen teacher encodes the captions (this process's training device). The teacher is
+        needed only here, for the targets and the starting point: the task keeps no reference to it, so a caller
+        that drops its own frees it for the whole run."""
+        self.tokenizer, self.image_processor = tokenizer, image_processor
         self.student = copy.deepcopy(teacher)
-        self.teacher.to(device)
+        teacher = teacher.eval().to(device)
         # Only the text transformer trains: the projections and the vision tower keep CLIP's joint space.
         self.student.requires_grad_(False)
         # The text model as the CLIPModel holds it (transformers 5: a CLIPTextModel, whose gradient checkpointing
@@ -120,7 +122,7 @@ class TextAlignmentTask:
         self.test_records = dataset.records("test")  # held-out images: captions the alignment never sees
         self.agreement_records = evenly_spaced(self.train_records, num_agreement_images)
         self.clip_task = ClipTask(self.student, tokenizer, image_processor, dataset)  # retrieval, as train-clip
-        self.input_ids, self.owners, self.targets, self.empty_target = self._targets()
+        self.input_ids, self.owners, self.targets, self.empty_target = self._targets(teacher)
         self.prefix_target = self.targets.mean(dim=0)  # (D,)
         self.empty_ids = pipeline_token_ids(tokenizer, [""])  # (1, L)
         # The spread of the targets: a loss of this size means the student says nothing about which image it is.
@@ -128,12 +130,12 @@ class TextAlignmentTask:
         self.last_relative_loss: float | None = None  # of the last training step, for the metrics file
         self.device_targets: dict[str, torch.Tensor] = {}  # the targets on the training device, moved once
         # Only the main process validates, so only it measures the starting point.
-        self.before = self.measure(self.teacher) if is_main_process else None
+        self.before = self.measure(teacher) if is_main_process else None
 
     @torch.no_grad()
-    def _targets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _targets(self, teacher) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input ids (N, L), owner (N,), per-image target (E, D), the empty prompt's teacher states (L, D))."""
-        teacher_text = text_tower(self.teacher.text_model)
+        teacher_text = text_tower(teacher.text_model)
         captions = [c for record in self.train_records for c in record.captions]
         owners = torch.tensor([i for i, record in enumerate(self.train_records) for _ in record.captions])
         ids = pipeline_token_ids(self.tokenizer, captions)

@@ -21,8 +21,8 @@
 #      U-Net no longer spends passes learning 14 conditions per image. The vision tower stays as it was.
 #  10. the U-Net once more from step 8's export, UNET_ALIGNED_STEPS at lr 1e-3 with the EMA, on the aligned text
 #      encoder, then from that UNET_ALIGNED2_STEPS, UNET_ALIGNED3_STEPS, UNET_ALIGNED4_STEPS and UNET_ALIGNED5_STEPS
-#      more (warm restarts of the cosine schedule), and last UNET_ALIGNED6_STEPS and UNET_ALIGNED7_STEPS at a lower
-#      peak lr, 3e-4.
+#      more (warm restarts of the cosine schedule), then UNET_ALIGNED6_STEPS and UNET_ALIGNED7_STEPS at a lower
+#      peak lr, 3e-4, UNET_ALIGNED8_STEPS at 1e-4 and last UNET_ALIGNED9_STEPS at 3e-4 again.
 #      docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
 #  11. scripts/bundle_model.py: the pipeline (+ the aligned CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
@@ -45,7 +45,7 @@
 # ablation runs), the afternoon of 2026-12-02; then the decoder 55 min more and the U-Net 125 min more, side by side,
 # that evening; then the U-Net 112 min more on an AMD EPYC with AVX-512 BF16, 2026-12-03; then, on the same kind of
 # machine, the text alignment 16 + 11 min (2 threads) and the U-Net 81 min more with bf16 autocast, then 40, 112,
-# 103, about 95, 50 and about 88 min more, 2026-12-04.
+# 103, about 95, 50, about 88, about 72 and 60 min more, 2026-12-04.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,6 +68,8 @@ UNET_ALIGNED4_STEPS=15000  # batch 32: about 142 more passes (103 min there, 2 t
 UNET_ALIGNED5_STEPS=15000  # batch 32: about 142 more passes (about 95 min there, interrupted and resumed)
 UNET_ALIGNED6_STEPS=10000  # batch 32: about 95 more passes at peak lr 3e-4 (50 min there, 2 torch threads)
 UNET_ALIGNED7_STEPS=15000  # batch 32: about 142 more passes at peak lr 3e-4 (about 88 min there, 1 then 2 threads)
+UNET_ALIGNED8_STEPS=10000  # batch 32: about 95 more passes at peak lr 1e-4 (about 72 min there, partly beside the tests)
+UNET_ALIGNED9_STEPS=12000  # batch 32: about 114 more passes at peak lr 3e-4 (60 min there, 2 torch threads)
 
 start=$(date +%s)
 echo "default model recipe: work dir $WORK, $OMP_NUM_THREADS torch thread(s), started $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -145,9 +147,12 @@ aligned_unet pipeline-aligned4 pipeline-aligned5 12 1e-3 "$UNET_ALIGNED5_STEPS" 
 # A lower peak lr beat another warm restart at 1e-3 (docs/speedrun.md, "A lower peak lr, 3e-4, after the warm restarts").
 aligned_unet pipeline-aligned5 pipeline-aligned6 13 3e-4 "$UNET_ALIGNED6_STEPS" 100000
 aligned_unet pipeline-aligned6 pipeline-aligned7 14 3e-4 "$UNET_ALIGNED7_STEPS" 100000
+# Then a peak of 1e-4 (level alone) and 3e-4 again (docs/speedrun.md, "114 more passes at 3e-4").
+aligned_unet pipeline-aligned7 pipeline-aligned8 15 1e-4 "$UNET_ALIGNED8_STEPS" 100000
+aligned_unet pipeline-aligned8 pipeline-aligned9 16 3e-4 "$UNET_ALIGNED9_STEPS" 100000
 
 # --guidance 2: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3` on the test split (README, docs/speedrun.md)
-"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned7" \
+"$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned9" \
   --vae "$WORK/run/vae-finish2" --clip "$WORK/run/clip-aligned-more" --guidance 2 \
   --out "$REPO/src/latentdiff/default_model"
 

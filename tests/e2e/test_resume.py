@@ -1,7 +1,7 @@
 """SIGKILL a real `latentdiff train-clip` run after a checkpoint, rerun the same command, and get weights
 bit-identical to a run that was never interrupted (CPU): on an imagefolder dataset, on the same data as
 webdataset tar shards, and with two processes (`accelerate launch`, gloo) reading the shards; and the same for
-`latentdiff align-text`, whose task keeps a frozen teacher and its targets beside the trained text model."""
+`latentdiff align-text`, whose task keeps the frozen teacher's targets beside the trained text model."""
 
 from __future__ import annotations
 

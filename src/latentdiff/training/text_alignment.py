@@ -110,8 +110,9 @@ class TextAlignmentTask:
         needed only here, for the targets and the starting point: the task keeps no reference to it, so a caller
         that drops its own frees it for the whole run."""
         self.tokenizer, self.image_processor = tokenizer, image_processor
-        self.student = copy.deepcopy(teacher)
-        teacher = teacher.eval().to(device)
+        teacher = teacher.eval()
+        self.student = copy.deepcopy(teacher)  # in eval mode: its frozen parts never train
+        teacher.to(device)
         # Only the text transformer trains: the projections and the vision tower keep CLIP's joint space.
         self.student.requires_grad_(False)
         # The text model as the CLIPModel holds it (transformers 5: a CLIPTextModel, whose gradient checkpointing

@@ -159,6 +159,14 @@ class UnetTrainConfig(TrainConfig):
                                                "(empty: the preset's)")
     layers_per_block: int = option(0, "ResNet (and attention) layers per level of a new U-Net: its depth (0: the "
                                       "preset's, 1 for small)")
+    transformer_layers_per_block: list[int] = option([], "transformer blocks (self-attention, cross-attention to "
+                                                        "the text, feed-forward) in each attention layer, one count "
+                                                        "per level from the finest resolution down (the middle block "
+                                                        "takes the last), e.g. 1,1,2. A new U-Net is built with them; "
+                                                        "an --init U-Net with fewer is deepened: the added blocks start "
+                                                        "as the identity (their output projections at zero), so "
+                                                        "training starts from the --init model's drawings (empty: 1 "
+                                                        "everywhere, or the --init U-Net's own)")
     cross_attention_levels: list[int] = option([], "1 or 0 per level of a new U-Net, from the finest resolution down: "
                                                    "whether that level's blocks attend to the text (CrossAttnDownBlock2D) "
                                                    "or are plain ResNet blocks (DownBlock2D); where attention sits "

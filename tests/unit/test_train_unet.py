@@ -130,6 +130,41 @@ def test_block_out_channels_and_layers_per_block_size_a_new_unet(inputs, trained
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # ~5 s: two short runs
+def test_transformer_layers_per_block_deepens_an_init_unet_without_changing_what_it_draws(inputs, trained, tmp_path,
+                                                                                         capsys):
+    from diffusers import UNet2DConditionModel
+
+    from latentdiff.models.unet import count_parameters, deepen_attention
+
+    init = UNet2DConditionModel.from_pretrained(trained[0], subfolder="unet").eval()
+    deeper = deepen_attention(init, [1, 2], seed=0).eval()
+    assert count_parameters(deeper) > count_parameters(init)
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, init.config.in_channels, 8, 8, generator=generator)  # (B, C, h, w)
+    text = torch.randn(2, 7, init.config.cross_attention_dim, generator=generator)  # (B, L, D)
+    timesteps = torch.tensor([10, 900])
+    with torch.no_grad():  # the added blocks start as the identity: the same prediction, bit for bit
+        assert torch.equal(init(latents, timesteps, text).sample, deeper(latents, timesteps, text).sample)
+
+    out = tmp_path / "deeper"
+    assert train_unet.main(tiny_unet_argv(inputs, out, "--init", str(trained[0]), "--transformer-layers-per-block", "1,2",
+                                          "--ema-decay", "0", "--max-steps", "2")) == 0
+    trained_deeper = UNet2DConditionModel.from_pretrained(out, subfolder="unet")
+    assert trained_deeper.config.transformer_layers_per_block == [1, 2]
+    added = trained_deeper.down_blocks[1].attentions[0].transformer_blocks[1]
+    assert added.attn2.to_out[0].weight.abs().sum() > 0  # zero at the start, it learnt from the first steps
+    fresh = tmp_path / "fresh"  # without --init the counts shape a new U-Net
+    assert train_unet.main(tiny_unet_argv(inputs, fresh, "--transformer-layers-per-block", "1,2", "--max-steps", "1")) == 0
+    assert json.loads((fresh / "unet" / "config.json").read_text())["transformer_layers_per_block"] == [1, 2]
+
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--init", str(out), "--transformer-layers-per-block", "1,1"))
+    assert "1,2 transformer blocks" in err and "drop trained ones" in err
+    err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--transformer-layers-per-block", "2"))
+    assert "2 counts" in err and "got 2." in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_cross_attention_levels_place_the_text_attention(inputs, trained, tmp_path, capsys):
     out = tmp_path / "attn"
     # tiny is (False, True): attention at the coarse level only; 1,1 adds it at the fine level too

@@ -11,8 +11,9 @@ factor, `cross_attention_dim` = the CLIP text encoder's hidden size.
 
 from __future__ import annotations
 
-
+import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 from latentdiff.presets import UnetPreset
 from latentdiff.errors import UserError
@@ -21,7 +22,8 @@ from latentdiff.models.weights import load_diffusers_component
 
 
 def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: int,
-                     cross_attention_dim: int, text_time_embedding: bool = False) -> UNet2DConditionModel:
+                     cross_attention_dim: int, text_time_embedding: bool = False,
+                     transformer_layers_per_block: tuple[int, ...] = ()) -> UNet2DConditionModel:
     """A randomly initialised U-Net with the preset's widths, sized to the VAE and text encoder.
 
     `text_time_embedding`: diffusers' `addition_embed_type="text"` (a `TextTimeEmbedding`: attention-pool
@@ -47,12 +49,61 @@ def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: i
         block_out_channels=tuple(preset.block_out_channels),
         layers_per_block=preset.layers_per_block,
         attention_head_dim=heads_per_level,
+        # one count per level (the middle block takes the last); diffusers' default, 1, when not given
+        transformer_layers_per_block=(list(transformer_layers_per_block) if len(set(transformer_layers_per_block)) > 1
+                                      else transformer_layers_per_block[0] if transformer_layers_per_block else 1),
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=preset.norm_num_groups,
         # heads of 64 channels, as in CLIP's own attention (diffusers' default of 64 heads assumes a wide text encoder)
         **({"addition_embed_type": "text", "addition_embed_type_num_heads": max(1, cross_attention_dim // 64)}
            if text_time_embedding else {}),
     )
+
+
+def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: list[int], *,
+                     seed: int = 0) -> UNet2DConditionModel:
+    """A copy of `unet` with more transformer blocks in its attention layers (`Transformer2DModel`), one
+    count per level from the finest resolution down (the up blocks mirror it, the middle block takes the
+    last), that computes the same function as `unet`.
+
+    Each `BasicTransformerBlock` adds its self-attention, cross-attention and feed-forward outputs to its
+    input (residual connections), so an added block whose three output projections are zero is the
+    identity. Its other weights keep diffusers' random init (drawn from `seed`), so the projections get
+    gradients from the first step and the block starts learning at once, as ControlNet's zero convolutions
+    do. This grows a trained model's capacity where the text meets the layout (the 8x8 and 4x4 latent
+    levels of `small`) without starting it over; the result loads as any `UNet2DConditionModel`."""
+    levels = len(unet.config.block_out_channels)
+    current = unet.config.transformer_layers_per_block
+    current = [current] * levels if isinstance(current, int) else list(current)
+    target = list(transformer_layers_per_block)
+    if len(target) != levels or any(count < 1 for count in target):
+        raise UserError(f"--transformer-layers-per-block needs {levels} counts of 1 or more, one per level of the U-Net "
+                        f"from the finest resolution down, such as {','.join(map(str, current[:-1] + [current[-1] + 1]))}; "
+                        f"got {','.join(map(str, target))}.")
+    if any(new < old for new, old in zip(target, current)):
+        raise UserError(f"The --init U-Net has {','.join(map(str, current))} transformer blocks per level and "
+                        f"--transformer-layers-per-block {','.join(map(str, target))} would drop trained ones; give each "
+                        f"level at least as many, or leave the option out to keep the U-Net's own.")
+    if target == current:
+        return unet
+    with torch.random.fork_rng(devices=[]):  # the added blocks' init depends on --seed, not on what ran before
+        torch.manual_seed(seed)
+        deeper = UNet2DConditionModel.from_config(
+            unet.config, transformer_layers_per_block=target[0] if len(set(target)) == 1 else target)
+    missing, unexpected = deeper.load_state_dict(unet.state_dict(), strict=False)
+    trained = {name: len(module.transformer_blocks) for name, module in unet.named_modules()
+               if isinstance(module, Transformer2DModel)}
+    added = [f"{name}.transformer_blocks.{index}" for name, module in deeper.named_modules()
+             if isinstance(module, Transformer2DModel) for index in range(trained[name], len(module.transformer_blocks))]
+    if unexpected or any(not key.startswith(tuple(f"{name}." for name in added)) for key in missing):
+        raise RuntimeError(f"deepening did not keep every trained weight: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name in added:
+        block = deeper.get_submodule(name)
+        for projection in (block.attn1.to_out[0], block.attn2.to_out[0], block.ff.net[-1]):
+            torch.nn.init.zeros_(projection.weight)
+            torch.nn.init.zeros_(projection.bias)
+    # only when needed: diffusers warns on any dtype cast of a built model
+    return deeper if (deeper.dtype, deeper.device) == (unet.dtype, unet.device) else deeper.to(unet.device, unet.dtype)
 
 
 def count_parameters(module) -> int:

@@ -103,7 +103,13 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
 
 def check_unet_size(cfg: UnetTrainConfig) -> None:
     """--block-out-channels, --layers-per-block and --cross-attention-levels shape a new U-Net; an --init one
-    keeps its own."""
+    keeps its own. --transformer-layers-per-block shapes a new one or deepens an --init one."""
+    if cfg.transformer_layers_per_block and not cfg.init:
+        levels = len(lookup_preset(UNET_PRESETS, cfg.preset, "U-Net").block_out_channels)
+        if len(cfg.transformer_layers_per_block) != levels or min(cfg.transformer_layers_per_block) < 1:
+            raise UserError(f"--transformer-layers-per-block needs {levels} counts of 1 or more, one per level of the "
+                            f"{cfg.preset} preset from the finest resolution down, such as 1,1,2; got "
+                            f"{','.join(map(str, cfg.transformer_layers_per_block))}.")
     if not (cfg.block_out_channels or cfg.layers_per_block or cfg.cross_attention_levels):
         return
     if cfg.init:
@@ -163,7 +169,7 @@ def build_components(cfg: UnetTrainConfig):
     dataset = open_prepared(cfg.data)
     dataset.require_split("train")
     clip_dir, vae_dir = check_options(cfg)
-    from latentdiff.models.unet import check_unet_fits, load_unet, unet_from_preset
+    from latentdiff.models.unet import check_unet_fits, deepen_attention, load_unet, unet_from_preset
     from latentdiff.models.vae import check_image_size, downsampling_factor, load_vae
     from latentdiff.runtime import seed_everything
 
@@ -178,12 +184,15 @@ def build_components(cfg: UnetTrainConfig):
         unet = load_unet(cfg.init, allow_pickle=cfg.allow_pickle)
         check_unet_fits(unet, text_width=text_width, latent_channels=latent_channels, clip_dir=str(clip_dir),
                         vae_dir=str(vae_dir), init=cfg.init)
+        if cfg.transformer_layers_per_block:
+            unet = deepen_attention(unet, cfg.transformer_layers_per_block, seed=cfg.seed)
     else:
         preset = unet_preset(cfg)
         seed_everything(cfg.seed)  # the same --seed gives the same initial weights
         unet = unet_from_preset(preset, latent_channels=latent_channels,
                                 sample_size=dataset.image_size // downsampling_factor(vae),
-                                cross_attention_dim=text_width, text_time_embedding=cfg.text_time_embedding)
+                                cross_attention_dim=text_width, text_time_embedding=cfg.text_time_embedding,
+                                transformer_layers_per_block=tuple(cfg.transformer_layers_per_block))
     return dataset, unet, vae, text_encoder, tokenizer
 
 

@@ -50,14 +50,26 @@ def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: i
         layers_per_block=preset.layers_per_block,
         attention_head_dim=heads_per_level,
         # one count per level (the middle block takes the last); diffusers' default, 1, when not given
-        transformer_layers_per_block=(list(transformer_layers_per_block) if len(set(transformer_layers_per_block)) > 1
-                                      else transformer_layers_per_block[0] if transformer_layers_per_block else 1),
+        transformer_layers_per_block=(transformer_depth(transformer_layers_per_block, levels=len(levels))
+                                      if transformer_layers_per_block else 1),
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=preset.norm_num_groups,
         # heads of 64 channels, as in CLIP's own attention (diffusers' default of 64 heads assumes a wide text encoder)
         **({"addition_embed_type": "text", "addition_embed_type_num_heads": max(1, cross_attention_dim // 64)}
            if text_time_embedding else {}),
     )
+
+
+def transformer_depth(counts, *, levels: int, example: list[int] | None = None) -> int | list[int]:
+    """diffusers' `transformer_layers_per_block` for one count per level (finest resolution first): one int
+    when every level has the same, else the list; `levels` counts of 1 or more, or one sentence saying so."""
+    counts = list(counts)
+    if len(counts) != levels or min(counts, default=0) < 1:
+        example = example or [1] * (levels - 1) + [2]
+        raise UserError(f"--transformer-layers-per-block needs {levels} counts of 1 or more, one per level of the U-Net "
+                        f"from the finest resolution down, such as {','.join(map(str, example))}; "
+                        f"got {','.join(map(str, counts))}.")
+    return counts[0] if len(set(counts)) == 1 else counts
 
 
 def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: list[int], *,
@@ -76,10 +88,7 @@ def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: l
     current = unet.config.transformer_layers_per_block
     current = [current] * levels if isinstance(current, int) else list(current)
     target = list(transformer_layers_per_block)
-    if len(target) != levels or any(count < 1 for count in target):
-        raise UserError(f"--transformer-layers-per-block needs {levels} counts of 1 or more, one per level of the U-Net "
-                        f"from the finest resolution down, such as {','.join(map(str, current[:-1] + [current[-1] + 1]))}; "
-                        f"got {','.join(map(str, target))}.")
+    depth = transformer_depth(target, levels=levels, example=current[:-1] + [current[-1] + 1])
     if any(new < old for new, old in zip(target, current)):
         raise UserError(f"The --init U-Net has {','.join(map(str, current))} transformer blocks per level and "
                         f"--transformer-layers-per-block {','.join(map(str, target))} would drop trained ones; give each "
@@ -88,8 +97,7 @@ def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: l
         return unet
     with torch.random.fork_rng(devices=[]):  # the added blocks' init depends on --seed, not on what ran before
         torch.manual_seed(seed)
-        deeper = UNet2DConditionModel.from_config(
-            unet.config, transformer_layers_per_block=target[0] if len(set(target)) == 1 else target)
+        deeper = UNet2DConditionModel.from_config(unet.config, transformer_layers_per_block=depth)
     missing, unexpected = deeper.load_state_dict(unet.state_dict(), strict=False)
     trained = {name: len(module.transformer_blocks) for name, module in unet.named_modules()
                if isinstance(module, Transformer2DModel)}

@@ -104,12 +104,11 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
 def check_unet_size(cfg: UnetTrainConfig) -> None:
     """--block-out-channels, --layers-per-block and --cross-attention-levels shape a new U-Net; an --init one
     keeps its own. --transformer-layers-per-block shapes a new one or deepens an --init one."""
-    if cfg.transformer_layers_per_block and not cfg.init:
-        levels = len(lookup_preset(UNET_PRESETS, cfg.preset, "U-Net").block_out_channels)
-        if len(cfg.transformer_layers_per_block) != levels or min(cfg.transformer_layers_per_block) < 1:
-            raise UserError(f"--transformer-layers-per-block needs {levels} counts of 1 or more, one per level of the "
-                            f"{cfg.preset} preset from the finest resolution down, such as 1,1,2; got "
-                            f"{','.join(map(str, cfg.transformer_layers_per_block))}.")
+    if cfg.transformer_layers_per_block and not cfg.init:  # an --init U-Net's levels are checked when it is loaded
+        from latentdiff.models.unet import transformer_depth
+
+        transformer_depth(cfg.transformer_layers_per_block,
+                          levels=len(lookup_preset(UNET_PRESETS, cfg.preset, "U-Net").block_out_channels))
     if not (cfg.block_out_channels or cfg.layers_per_block or cfg.cross_attention_levels):
         return
     if cfg.init:

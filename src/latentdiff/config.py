@@ -162,7 +162,7 @@ class UnetTrainConfig(TrainConfig):
     transformer_layers_per_block: list[int] = option([], "transformer blocks (self-attention, cross-attention to "
                                                         "the text, feed-forward) in each attention layer, one count "
                                                         "per level from the finest resolution down (the middle block "
-                                                        "takes the last), e.g. 1,1,2. A new U-Net is built with them; "
+                                                        "takes the last; a level without attention keeps 1), e.g. 1,1,2. A new U-Net is built with them; "
                                                         "an --init U-Net with fewer is deepened: the added blocks start "
                                                         "as the identity (their output projections at zero), so "
                                                         "training starts from the --init model's drawings (empty: 1 "

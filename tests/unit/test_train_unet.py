@@ -162,7 +162,27 @@ def test_transformer_layers_per_block_deepens_an_init_unet_without_changing_what
     assert "1,2 transformer blocks" in err and "drop trained ones" in err
     err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--transformer-layers-per-block", "2"))
     assert "2 counts" in err and "got 2." in err
+    # tiny's finest level has no attention: a count there would be recorded in the config and build nothing
+    for init in ((), ("--init", str(out))):
+        err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", *init, "--transformer-layers-per-block", "2,2"))
+        assert "Level 1 of the U-Net (finest first) has no attention layers" in err and "keep its count at 1" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_deepening_refuses_a_unet_that_sets_its_blocks_one_by_one():
+    from diffusers import UNet2DConditionModel
+
+    from latentdiff.errors import UserError
+    from latentdiff.models.unet import deepen_attention
+
+    # SDXL-style configs list the blocks per attention layer (nested) and again for the up side
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D",) * 2,
+                                up_block_types=("CrossAttnUpBlock2D",) * 2, cross_attention_dim=32, norm_num_groups=8,
+                                attention_head_dim=2, transformer_layers_per_block=[[1], [1]],
+                                reverse_transformer_layers_per_block=[[1, 1], [1, 1]])
+    with pytest.raises(UserError, match="one by one.*leave the option out"):
+        deepen_attention(unet, [1, 2])
 
 
 def test_cross_attention_levels_place_the_text_attention(inputs, trained, tmp_path, capsys):

@@ -50,7 +50,8 @@ def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: i
         layers_per_block=preset.layers_per_block,
         attention_head_dim=heads_per_level,
         # one count per level (the middle block takes the last); diffusers' default, 1, when not given
-        transformer_layers_per_block=(transformer_depth(transformer_layers_per_block, levels=len(levels))
+        transformer_layers_per_block=(transformer_depth(transformer_layers_per_block,
+                                                        attention_levels=attention_levels(levels))
                                       if transformer_layers_per_block else 1),
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=preset.norm_num_groups,
@@ -60,15 +61,31 @@ def unet_from_preset(preset: UnetPreset, *, latent_channels: int, sample_size: i
     )
 
 
-def transformer_depth(counts, *, levels: int, example: list[int] | None = None) -> int | list[int]:
+def attention_levels(cross_attention_levels) -> list[bool]:
+    """Which levels of a new U-Net hold attention layers: the preset's cross-attention levels, and the last
+    level always, whose count the middle block (diffusers' default `UNetMidBlock2DCrossAttn`) takes."""
+    return [bool(attn) for attn in cross_attention_levels[:-1]] + [True]
+
+
+def transformer_depth(counts, *, attention_levels: list[bool], current: list[int] | None = None,
+                      example: list[int] | None = None) -> int | list[int]:
     """diffusers' `transformer_layers_per_block` for one count per level (finest resolution first): one int
-    when every level has the same, else the list; `levels` counts of 1 or more, or one sentence saying so."""
-    counts = list(counts)
+    when every level has the same, else the list. `attention_levels` says which levels hold attention layers
+    (for the last level: its blocks or the middle block, which takes the last count); a level without them
+    keeps its `current` count (1 for a new U-Net), since diffusers would record any other and build nothing."""
+    counts, levels = list(counts), len(attention_levels)
+    current = current or [1] * levels
+    example = example or [1] * (levels - 1) + [2]
     if len(counts) != levels or min(counts, default=0) < 1:
-        example = example or [1] * (levels - 1) + [2]
         raise UserError(f"--transformer-layers-per-block needs {levels} counts of 1 or more, one per level of the U-Net "
                         f"from the finest resolution down, such as {','.join(map(str, example))}; "
                         f"got {','.join(map(str, counts))}.")
+    idle = [level for level in range(levels) if not attention_levels[level] and counts[level] != current[level]]
+    if idle:
+        level = idle[0]
+        raise UserError(f"Level {level + 1} of the U-Net (finest first) has no attention layers to put transformer blocks "
+                        f"in, so --transformer-layers-per-block must keep its count at {current[level]}, such as "
+                        f"{','.join(map(str, example))}; got {','.join(map(str, counts))}.")
     return counts[0] if len(set(counts)) == 1 else counts
 
 
@@ -87,8 +104,16 @@ def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: l
     levels = len(unet.config.block_out_channels)
     current = unet.config.transformer_layers_per_block
     current = [current] * levels if isinstance(current, int) else list(current)
+    if unet.config.get("reverse_transformer_layers_per_block") is not None or \
+            any(isinstance(count, (list, tuple)) for count in current):
+        raise UserError("The --init U-Net sets the transformer blocks of each attention layer one by one "
+                        "(reverse_transformer_layers_per_block or nested lists in its config), which "
+                        "--transformer-layers-per-block cannot deepen; leave the option out to train it as it is.")
+    attention_levels = [_holds_transformers(block) for block in unet.down_blocks]
+    attention_levels[-1] = attention_levels[-1] or _holds_transformers(unet.mid_block)
     target = list(transformer_layers_per_block)
-    depth = transformer_depth(target, levels=levels, example=current[:-1] + [current[-1] + 1])
+    depth = transformer_depth(target, attention_levels=attention_levels, current=current,
+                              example=current[:-1] + [current[-1] + 1])
     if any(new < old for new, old in zip(target, current)):
         raise UserError(f"The --init U-Net has {','.join(map(str, current))} transformer blocks per level and "
                         f"--transformer-layers-per-block {','.join(map(str, target))} would drop trained ones; give each "
@@ -112,6 +137,10 @@ def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: l
             torch.nn.init.zeros_(projection.bias)
     # only when needed: diffusers warns on any dtype cast of a built model
     return deeper if (deeper.dtype, deeper.device) == (unet.dtype, unet.device) else deeper.to(unet.device, unet.dtype)
+
+
+def _holds_transformers(block) -> bool:
+    return block is not None and any(isinstance(module, Transformer2DModel) for module in block.modules())
 
 
 def count_parameters(module) -> int:

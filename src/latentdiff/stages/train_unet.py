@@ -104,11 +104,15 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
 def check_unet_size(cfg: UnetTrainConfig) -> None:
     """--block-out-channels, --layers-per-block and --cross-attention-levels shape a new U-Net; an --init one
     keeps its own. --transformer-layers-per-block shapes a new one or deepens an --init one."""
+    check_new_unet_shape(cfg)
     if cfg.transformer_layers_per_block and not cfg.init:  # an --init U-Net's levels are checked when it is loaded
-        from latentdiff.models.unet import transformer_depth
+        from latentdiff.models.unet import attention_levels, transformer_depth
 
         transformer_depth(cfg.transformer_layers_per_block,
-                          levels=len(lookup_preset(UNET_PRESETS, cfg.preset, "U-Net").block_out_channels))
+                          attention_levels=attention_levels(unet_preset(cfg).cross_attention_levels))
+
+
+def check_new_unet_shape(cfg: UnetTrainConfig) -> None:
     if not (cfg.block_out_channels or cfg.layers_per_block or cfg.cross_attention_levels):
         return
     if cfg.init:

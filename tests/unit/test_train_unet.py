@@ -185,6 +185,31 @@ def test_deepening_refuses_a_unet_that_sets_its_blocks_one_by_one():
         deepen_attention(unet, [1, 2])
 
 
+def test_deepening_follows_where_a_foreign_unet_keeps_its_transformers():
+    from diffusers import UNet2DConditionModel
+
+    from latentdiff.errors import UserError
+    from latentdiff.models.unet import count_parameters, deepen_attention
+
+    def unet(down, up, **kwargs):
+        return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                                    layers_per_block=1, down_block_types=down, up_block_types=up,
+                                    cross_attention_dim=32, norm_num_groups=8, attention_head_dim=2, **kwargs)
+
+    # attention on the up side only at the finest level: the up blocks take the counts in reverse, so 2,1 deepens it
+    uneven = unet(("DownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+    deeper = deepen_attention(uneven, [2, 1])
+    assert count_parameters(deeper) > count_parameters(uneven)
+    assert len(deeper.up_blocks[1].attentions[0].transformer_blocks) == 2
+    # no middle-block attention and none at the coarsest level: the example points at the level that has some
+    no_middle = unet(("CrossAttnDownBlock2D", "DownBlock2D"), ("UpBlock2D", "CrossAttnUpBlock2D"), mid_block_type=None)
+    with pytest.raises(UserError, match="Level 2 .* such as 2,1; got 1,2"):
+        deepen_attention(no_middle, [1, 2])
+    plain = unet(("DownBlock2D",) * 2, ("UpBlock2D",) * 2, mid_block_type=None)
+    with pytest.raises(UserError, match="no transformer blocks"):
+        deepen_attention(plain, [1, 2])
+
+
 def test_cross_attention_levels_place_the_text_attention(inputs, trained, tmp_path, capsys):
     out = tmp_path / "attn"
     # tiny is (False, True): attention at the coarse level only; 1,1 adds it at the fine level too

@@ -83,8 +83,8 @@ def transformer_depth(counts, *, attention_levels: list[bool], current: list[int
     idle = [level for level in range(levels) if not attention_levels[level] and counts[level] != current[level]]
     if idle:
         level = idle[0]
-        raise UserError(f"Level {level + 1} of the U-Net (finest first) has no attention layers to put transformer blocks "
-                        f"in, so --transformer-layers-per-block must keep its count at {current[level]}, such as "
+        raise UserError(f"Level {level + 1} of the U-Net (finest first) has no attention layers that take transformer "
+                        f"blocks, so --transformer-layers-per-block must keep its count at {current[level]}, such as "
                         f"{','.join(map(str, example))}; got {','.join(map(str, counts))}.")
     return counts[0] if len(set(counts)) == 1 else counts
 
@@ -109,11 +109,17 @@ def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: l
         raise UserError("The --init U-Net sets the transformer blocks of each attention layer one by one "
                         "(reverse_transformer_layers_per_block or nested lists in its config), which "
                         "--transformer-layers-per-block cannot deepen; leave the option out to train it as it is.")
-    attention_levels = [_holds_transformers(block) for block in unet.down_blocks]
+    # the up blocks take the counts in reverse, so a level holds transformers if its down or its up block does
+    attention_levels = [_holds_transformers(down) or _holds_transformers(up)
+                        for down, up in zip(unet.down_blocks, reversed(unet.up_blocks))]
     attention_levels[-1] = attention_levels[-1] or _holds_transformers(unet.mid_block)
+    if not any(attention_levels):
+        raise UserError("The --init U-Net has no transformer blocks (diffusers' Transformer2DModel) to add to, so "
+                        "--transformer-layers-per-block cannot deepen it; leave the option out to train it as it is.")
+    coarsest = max(level for level, attn in enumerate(attention_levels) if attn)
+    example = [count + (level == coarsest) for level, count in enumerate(current)]
     target = list(transformer_layers_per_block)
-    depth = transformer_depth(target, attention_levels=attention_levels, current=current,
-                              example=current[:-1] + [current[-1] + 1])
+    depth = transformer_depth(target, attention_levels=attention_levels, current=current, example=example)
     if any(new < old for new, old in zip(target, current)):
         raise UserError(f"The --init U-Net has {','.join(map(str, current))} transformer blocks per level and "
                         f"--transformer-layers-per-block {','.join(map(str, target))} would drop trained ones; give each "
@@ -140,7 +146,9 @@ def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: l
 
 
 def _holds_transformers(block) -> bool:
-    return block is not None and any(isinstance(module, Transformer2DModel) for module in block.modules())
+    """Whether `block`'s attention layers are `Transformer2DModel`s, whose depth follows the config's counts
+    (a `DualTransformer2DModel` holds two of one block each, whatever the count)."""
+    return any(isinstance(layer, Transformer2DModel) for layer in getattr(block, "attentions", None) or ())
 
 
 def count_parameters(module) -> int:

@@ -1,6 +1,7 @@
 """train-unet throughput for the `small` presets, with and without the latent/text caches, in one run.
 
     python benchmarks/bench_train_unet.py [--seconds 25] [--batch-size 32] [--threads N] [--compile] [--bf16]
+                                          [--train-text-encoder]
 
 Builds random-weight `small` CLIP and VAE folders and a 64 px dataset of coloured shapes in a temporary
 folder, then times the real training step of `DiffusionTask` (collate -> loss -> backward -> AdamW step)
@@ -15,6 +16,9 @@ and, with --bf16, another:
             (accelerate's autocast; the weights, gradients and AdamW stay fp32). Worth it only on CPUs with
             native bf16 arithmetic (AVX-512 BF16 or AMX), and only if the tensors are big enough to gain
             more than the casts cost
+and, with --train-text-encoder, another:
+  text-encoder: cached latents, the captions' token ids encoded every step by the text encoder that trains
+            with the U-Net, as `train-unet --train-text-encoder` runs it
 Prints samples/s for each (and the one-off cache build time) and writes benchmarks/results/train_unet.json.
 """
 
@@ -101,6 +105,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also time the cached mode with the U-Net compiled")
     parser.add_argument("--bf16", action="store_true", help="also time the cached mode under bf16 autocast")
+    parser.add_argument("--train-text-encoder", action="store_true",
+                        help="also time the cached mode with the text encoder trained alongside")
     args = parser.parse_args()
 
     import torch
@@ -113,26 +119,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, clip, vae = build_inputs(Path(tmp), args.num_images)
         results = {}
-        # (name, cached, compiled, precision)
-        modes = ([("cached", True, False, "no"), ("no-cache", False, False, "no")]
-                 + ([("compiled", True, True, "no")] if args.compile else [])
-                 + ([("bf16", True, False, "bf16")] if args.bf16 else []))
-        for mode, cache, compile, precision in modes:
+        # (name, cached, compiled, precision, text encoder trained)
+        modes = ([("cached", True, False, "no", False), ("no-cache", False, False, "no", False)]
+                 + ([("compiled", True, True, "no", False)] if args.compile else [])
+                 + ([("bf16", True, False, "bf16", False)] if args.bf16 else [])
+                 + ([("text-encoder", True, False, "no", True)] if args.train_text_encoder else []))
+        for mode, cache, compile, precision, train_text_encoder in modes:
             cfg = UnetTrainConfig(data=str(data), clip=str(clip), vae=str(vae), out=str(Path(tmp) / "out"),
                                   preset="small", batch_size=args.batch_size, lr=1e-4, epochs=1, cache=cache,
-                                  cache_dir=str(Path(tmp) / "cache"), compile=compile, mixed_precision=precision)
+                                  cache_dir=str(Path(tmp) / "cache"), compile=compile, mixed_precision=precision,
+                                  train_text_encoder=train_text_encoder)
             results[mode] = time_mode(cfg, args.seconds)
             setup = (f"; compiled in {results[mode]['setup_seconds']:.1f} s)" if compile else
                      f"; cache built once in {results[mode]['setup_seconds']:.1f} s for {args.num_images} images)"
                      if cache else ")")
-            print(f"train-unet small, {mode:8s}: {results[mode]['samples_per_s']:6.1f} samples/s "
+            print(f"train-unet small, {mode:12s}: {results[mode]['samples_per_s']:6.1f} samples/s "
                   f"(batch {args.batch_size}, {results[mode]['steps']} steps in {results[mode]['seconds']:.1f} s"
                   + setup, flush=True)
     speedup = results["cached"]["samples_per_s"] / results["no-cache"]["samples_per_s"]
     print(f"cache speed-up: {speedup:.2f}x")
     # the optional modes against the cached one they change one thing of; None when not timed
     over_cached = {label: (results[mode]["samples_per_s"] / results["cached"]["samples_per_s"] if mode in results else None)
-                   for label, mode in (("compile", "compiled"), ("bf16", "bf16"))}
+                   for label, mode in (("compile", "compiled"), ("bf16", "bf16"), ("text encoder", "text-encoder"))}
     for label, ratio in over_cached.items():
         if ratio is not None:
             print(f"{label} speed-up: {ratio:.2f}x")
@@ -140,7 +148,8 @@ def main() -> int:
     payload = {"benchmark": "train_unet", "preset": "small", "unet_preset": list(UNET_PRESETS["small"].block_out_channels),
                "image_size": 64, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
                "results": results, "cache_speedup": speedup, "compile_speedup": over_cached["compile"],
-               "bf16_speedup": over_cached["bf16"], "machine": platform.processor() or platform.machine(),
+               "bf16_speedup": over_cached["bf16"], "text_encoder_speedup": over_cached["text encoder"],
+               "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "load_average_1min_at_end": load, "torch": torch.__version__,
                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_results(payload, RESULTS)

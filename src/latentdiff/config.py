@@ -124,8 +124,8 @@ class ClipTrainConfig(TrainConfig):
 
 @dataclass
 class UnetTrainConfig(TrainConfig):
-    """`latentdiff train-unet`: the latent denoiser, conditioned on a frozen CLIP text encoder, in the latent
-    space of a frozen VAE (recipe defaults: presets.UNET_PRESETS)."""
+    """`latentdiff train-unet`: the latent denoiser, conditioned on a CLIP text encoder (frozen unless
+    --train-text-encoder), in the latent space of a frozen VAE (recipe defaults: presets.UNET_PRESETS)."""
 
     epochs: int | None = recipe_option(UNET_PRESETS, "epochs")
     batch_size: int | None = recipe_option(UNET_PRESETS, "batch_size")
@@ -154,6 +154,10 @@ class UnetTrainConfig(TrainConfig):
                                "(diffusers' clip_skip; AUTOMATIC1111's CLIP skip N+1); the saved pipeline keeps only the "
                                "layers used, so it loads and draws unchanged. A small contrastive CLIP's last layers "
                                "keep colour words but wash out shape and position words (0: all layers)")
+    train_text_encoder: bool = option(False, "train the text encoder together with the U-Net on the denoising loss "
+                                             "(DreamBooth's --train_text_encoder); the pipeline keeps the trained one. "
+                                             "Slower per step (captions are encoded every step)")
+    text_encoder_lr: float = option(0.0, "peak learning rate of the text encoder with --train-text-encoder (0: --lr)")
     block_out_channels: list[int] = option([], "channels of a new U-Net at each resolution, one per level of the "
                                                "preset (small: 32,64,128): the width ablation of docs/speedrun.md "
                                                "(empty: the preset's)")
@@ -162,7 +166,8 @@ class UnetTrainConfig(TrainConfig):
     transformer_layers_per_block: list[int] = option([], "transformer blocks (self-attention, cross-attention to "
                                                         "the text, feed-forward) in each attention layer, one count "
                                                         "per level from the finest resolution down (the middle block "
-                                                        "takes the last; a level without attention keeps 1), e.g. 1,1,2. A new U-Net is built with them; "
+                                                        "takes the last; a level without attention keeps 1), e.g. "
+                                                        "1,1,2. A new U-Net is built with them; "
                                                         "an --init U-Net with fewer is deepened: the added blocks start "
                                                         "as the identity (their output projections at zero), so "
                                                         "training starts from the --init model's drawings (empty: 1 "

@@ -110,16 +110,16 @@ def deepen_attention(unet: UNet2DConditionModel, transformer_layers_per_block: l
                         "(reverse_transformer_layers_per_block or nested lists in its config), which "
                         "--transformer-layers-per-block cannot deepen; leave the option out to train it as it is.")
     # the up blocks take the counts in reverse, so a level holds transformers if its down or its up block does
-    attention_levels = [_holds_transformers(down) or _holds_transformers(up)
-                        for down, up in zip(unet.down_blocks, reversed(unet.up_blocks))]
-    attention_levels[-1] = attention_levels[-1] or _holds_transformers(unet.mid_block)
-    if not any(attention_levels):
+    levels_with_attention = [_holds_transformers(down) or _holds_transformers(up)
+                             for down, up in zip(unet.down_blocks, reversed(unet.up_blocks))]
+    levels_with_attention[-1] = levels_with_attention[-1] or _holds_transformers(unet.mid_block)
+    if not any(levels_with_attention):
         raise UserError("The --init U-Net has no transformer blocks (diffusers' Transformer2DModel) to add to, so "
                         "--transformer-layers-per-block cannot deepen it; leave the option out to train it as it is.")
-    coarsest = max(level for level, attn in enumerate(attention_levels) if attn)
+    coarsest = max(level for level, attn in enumerate(levels_with_attention) if attn)
     example = [count + (level == coarsest) for level, count in enumerate(current)]
     target = list(transformer_layers_per_block)
-    depth = transformer_depth(target, attention_levels=attention_levels, current=current, example=example)
+    depth = transformer_depth(target, attention_levels=levels_with_attention, current=current, example=example)
     if any(new < old for new, old in zip(target, current)):
         raise UserError(f"The --init U-Net has {','.join(map(str, current))} transformer blocks per level and "
                         f"--transformer-layers-per-block {','.join(map(str, target))} would drop trained ones; give each "

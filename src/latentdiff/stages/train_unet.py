@@ -150,11 +150,16 @@ def unet_preset(cfg: UnetTrainConfig) -> UnetPreset:
 
 
 def warn_if_conditioning_changes(cfg: UnetTrainConfig, num_layers: int) -> None:
-    """An --init pipeline whose text encoder has another number of layers than this run's learnt on other
-    conditioning: right when switching on --clip-skip, a slip when continuing a --clip-skip run with its full
-    CLIP (the U-Net would quietly start over on what it is told), so say so."""
+    """An --init pipeline whose U-Net learnt on other conditioning than this run gives it: its text encoder has
+    another number of layers (right when switching on --clip-skip, a slip when continuing a --clip-skip run with
+    its full CLIP), or it trained its text encoder and --clip is another folder. The U-Net would quietly start
+    over on what it is told, so say so."""
     import json
 
+    if Path(cfg.clip).resolve() != Path(cfg.init).resolve() and _trained_its_text_encoder(Path(cfg.init)):
+        log.warning("--init %s trained its text encoder with its U-Net (--train-text-encoder); this run conditions "
+                    "the U-Net on the text encoder of --clip %s instead. To continue it as it was trained, pass "
+                    "--clip %s.", cfg.init, cfg.clip, cfg.init)
     try:
         init_config = json.loads((Path(cfg.init) / "text_encoder" / "config.json").read_text())
         init_layers = int(init_config["num_hidden_layers"])
@@ -164,6 +169,16 @@ def warn_if_conditioning_changes(cfg: UnetTrainConfig, num_layers: int) -> None:
         log.warning("--init %s conditioned its U-Net on %d text-encoder layers; this run conditions it on %d "
                     "(--clip %s, --clip-skip %d). To continue it as it was trained, pass --clip %s.",
                     cfg.init, init_layers, num_layers, cfg.clip, cfg.clip_skip, cfg.init)
+
+
+def _trained_its_text_encoder(pipeline_dir: Path) -> bool:
+    """Whether the train-unet run that wrote `pipeline_dir` trained the text encoder (its latentdiff_config.json)."""
+    import json
+
+    try:
+        return bool(json.loads((pipeline_dir / "latentdiff_config.json").read_text())["config"].get("train_text_encoder"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def build_components(cfg: UnetTrainConfig):

@@ -1,6 +1,7 @@
 """DiffusionTask: the U-Net stage's part of the one training loop (see `latentdiff.training.task`).
 
-It owns the frozen VAE and text encoder, the latent/text caches, the noising (diffusers' DDPMScheduler),
+It owns the frozen VAE, the text encoder (frozen, or trained with the U-Net under --train-text-encoder:
+`latentdiff.models.text_conditioned_unet`), the latent/text caches, the noising (diffusers' DDPMScheduler),
 the objective (`latentdiff.losses.diffusion`), validation (loss at fixed timesteps and seeds, plus a grid
 of sample images) and the export of a complete `StableDiffusionPipeline` folder.
 
@@ -8,6 +9,8 @@ Per step (cached path): for each image draw one of its captions, replace it by t
 probability `caption_dropout` (classifier-free guidance, Ho & Salimans 2022), draw z ~ N(mean, std^2) from
 the cached VAE posterior and scale it by the VAE's `scaling_factor`, then noise it at a uniform timestep.
 The no-cache path (`--no-cache`) does the same from pixels and caption strings, encoding every step.
+With --train-text-encoder the cached path keeps the latents but encodes the drawn captions' token ids every
+step through the trained encoder (the cached text embeddings are the frozen encoder's).
 A dataset in the webdataset layout gets the per-shard cache (`latentdiff.data.shard_cache`), read lazily.
 """
 
@@ -21,10 +24,20 @@ import torch
 from diffusers.utils import make_image_grid
 
 from latentdiff.config import UnetTrainConfig
-from latentdiff.data.cache import EMPTY_PROMPT, EMPTY_PROMPT_ROW, EncodedSplit, encode_latents, encode_prompts, load_or_build
+from latentdiff.data.cache import (
+    EMPTY_PROMPT,
+    EMPTY_PROMPT_ROW,
+    EncodedSplit,
+    encode_latents,
+    encode_prompts,
+    index_captions,
+    load_or_build,
+    pipeline_token_ids,
+)
 from latentdiff.data.prepared import ImageCaptionDataset, PreparedDataset
 from latentdiff.data.shard_cache import ShardedCache, is_sharded, load_or_build_sharded
 from latentdiff.diffusion.training_schedule import pipeline_scheduler, training_scheduler
+from latentdiff.errors import UserError
 from latentdiff.generation_defaults import DEFAULT_GUIDANCE
 from latentdiff.losses.diffusion import (
     diffusion_loss,
@@ -34,6 +47,7 @@ from latentdiff.losses.diffusion import (
     sample_timesteps,
 )
 from latentdiff.model_source import write_model_name
+from latentdiff.models.text_conditioned_unet import UNetWithTextEncoder, unet_of
 from latentdiff.runtime import cpu_generator
 
 # Validation loss: every validation image is noised at each of these timesteps with noise from a fixed
@@ -69,7 +83,11 @@ class DiffusionTask:
     def __init__(self, cfg: UnetTrainConfig, dataset: PreparedDataset, unet, vae, text_encoder, tokenizer):
         self.cfg, self.dataset = cfg, dataset
         self.unet = unet
-        self.vae, self.text_encoder, self.tokenizer = _freeze(vae), _freeze(text_encoder), tokenizer
+        self.vae, self.tokenizer = _freeze(vae), tokenizer
+        self.text_encoder = text_encoder if cfg.train_text_encoder else _freeze(text_encoder)
+        if cfg.train_text_encoder and cfg.cache and is_sharded(dataset):
+            raise UserError("--train-text-encoder encodes each step's captions, and the per-shard cache of a webdataset "
+                            "keeps them only as the frozen encoder's states; add --no-cache.")
         self.noise_scheduler = training_scheduler(cfg.prediction_type, cfg.zero_terminal_snr)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.cache: EncodedSplit | None = None
@@ -80,12 +98,24 @@ class DiffusionTask:
         elif cfg.cache:
             self.cache = load_or_build(vae, text_encoder, tokenizer, dataset, "train", cfg.cache_dir or None)
         self._embedding_table: torch.Tensor | None = None  # cache.text_embeddings on the training device
+        self._caption_token_ids: torch.Tensor | None = None  # (M, L) ids of the cache's caption rows (trained encoder)
+        if cfg.train_text_encoder and self.cache is not None:
+            self._caption_token_ids = self._cached_caption_token_ids()
         self._validation: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ data
 
     def trainable_module(self) -> torch.nn.Module:
+        if self.cfg.train_text_encoder:
+            return UNetWithTextEncoder(self.unet, self.text_encoder, self.cfg.text_encoder_lr or None)
         return self.unet
+
+    def _cached_caption_token_ids(self) -> torch.Tensor:
+        """(M, L) token ids of the cache's caption rows, in the cache's row order (`index_captions` of the split)."""
+        captions, caption_index = index_captions([r.captions for r in ImageCaptionDataset(self.dataset, "train").records])
+        if not torch.equal(caption_index, self.cache.caption_index):
+            raise UserError(f"The latent cache {self.cache.path} does not match the dataset's captions; delete it and rerun.")
+        return pipeline_token_ids(self.tokenizer, captions)
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         if self.shard_cache is not None:
@@ -112,7 +142,8 @@ class DiffusionTask:
         if next(self.vae.parameters()).device != device:
             self.vae.to(device)
             self.text_encoder.to(device)
-        if self.cache is not None and (self._embedding_table is None or self._embedding_table.device != device):
+        if (self.cache is not None and self._caption_token_ids is None
+                and (self._embedding_table is None or self._embedding_table.device != device)):
             self._embedding_table = self.cache.text_embeddings.to(device)
         if self.shard_cache is not None and (self._empty_embedding is None or self._empty_embedding.device != device):
             self._empty_embedding = self.shard_cache.empty_prompt_embedding().to(device)
@@ -125,41 +156,51 @@ class DiffusionTask:
         return choice, dropped
 
     def _inputs(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled latents (B, C, h, w) and text embeddings (B, L, D) for one step."""
+        """Scaled latents (B, C, h, w) and the text condition for one step: the frozen encoder's hidden states
+        (B, L, D), or with --train-text-encoder the token ids (B, L) that the trained one encodes in the model."""
         if self.cache is not None:
             caption_index = batch["caption_index"].cpu()  # (B, K)
             choice, dropped = self._draw_captions((caption_index >= 0).sum(dim=1), generator)
             rows = caption_index.gather(1, choice[:, None]).squeeze(1)
             rows[dropped] = EMPTY_PROMPT_ROW
-            embeddings = self._embedding_table[rows.to(self._embedding_table.device)].float()  # (B, L, D)
+            if self._caption_token_ids is not None:
+                condition = self._caption_token_ids[rows].to(batch["latent_mean"].device)  # (B, L) token ids
+            else:
+                condition = self._embedding_table[rows.to(self._embedding_table.device)].float()  # (B, L, D)
             mean, std = batch["latent_mean"], batch["latent_std"]
         elif self.shard_cache is not None:
             choice, dropped = self._draw_captions(batch["num_captions"].cpu(), generator)
             per_image = batch["caption_embeddings"]  # (B, K, L, D)
-            embeddings = per_image[torch.arange(per_image.shape[0], device=per_image.device), choice.to(per_image.device)]
-            embeddings[dropped.to(per_image.device)] = self._empty_embedding  # (B, L, D)
-            embeddings = embeddings.float()
+            condition = per_image[torch.arange(per_image.shape[0], device=per_image.device), choice.to(per_image.device)]
+            condition[dropped.to(per_image.device)] = self._empty_embedding  # (B, L, D)
+            condition = condition.float()
             mean, std = batch["latent_mean"], batch["latent_std"]
         else:
             captions = batch["captions"]
             choice, dropped = self._draw_captions(torch.tensor([len(c) for c in captions]), generator)
             prompts = [EMPTY_PROMPT if drop else caps[int(j)] for caps, j, drop in zip(captions, choice, dropped)]
-            embeddings = encode_prompts(self.text_encoder, self.tokenizer, prompts).float()
+            if self.cfg.train_text_encoder:
+                condition = pipeline_token_ids(self.tokenizer, prompts).to(batch["pixel_values"].device)  # (B, L)
+            else:
+                condition = encode_prompts(self.text_encoder, self.tokenizer, prompts).float()
             mean, std = encode_latents(self.vae, batch["pixel_values"])
         eps = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
         latents = (mean + std * eps) * self.scaling_factor  # a posterior sample, as latent_dist.sample()
-        return latents, embeddings
+        return latents, condition
 
     def loss(self, model, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(model.parameters()).device
         self._to(device)
-        latents, embeddings = self._inputs(batch, generator)
+        latents, condition = self._inputs(batch, generator)
         noise = sample_noise(latents, generator, self.cfg.noise_offset)  # (B, C, h, w)
         timesteps = sample_timesteps(latents.shape[0], self.noise_scheduler, generator, device, self.cfg.timestep_sampling,
                                      self.cfg.logit_mean, self.cfg.logit_std)  # (B,)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
-        prediction = model(noisy, timesteps, encoder_hidden_states=embeddings).sample
+        if self.cfg.train_text_encoder:  # through the (possibly DDP-wrapped) UNetWithTextEncoder: it encodes the ids
+            prediction = model(noisy, timesteps, condition)
+        else:
+            prediction = model(noisy, timesteps, encoder_hidden_states=condition).sample
         weights = min_snr_weights(self.noise_scheduler, timesteps, self.cfg.snr_gamma) if self.cfg.snr_gamma > 0 else None
         return diffusion_loss(prediction, target, weights), {}
 
@@ -180,12 +221,15 @@ class DiffusionTask:
             pixels = torch.stack([images[i]["pixel_values"] for i in range(count)])
             latents = torch.cat([encode_latents(self.vae, pixels[s:s + 32])[0] for s in range(0, count, 32)])
             prompts = [records[i].captions[0] for i in range(count)]
-            embeddings = torch.cat([encode_prompts(self.text_encoder, self.tokenizer, prompts[s:s + 32])
-                                    for s in range(0, count, 32)])
+            embeddings = None  # a trained text encoder's change between validations, so they are encoded each time
+            if not self.cfg.train_text_encoder:
+                embeddings = torch.cat([encode_prompts(self.text_encoder, self.tokenizer, prompts[s:s + 32])
+                                        for s in range(0, count, 32)]).float().cpu()
             generator = cpu_generator(VALIDATION_SEED)
             noise = torch.randn((len(VALIDATION_TIMESTEPS),) + tuple(latents.shape), generator=generator)
             self._validation = {"split": split, "latents": latents.float().cpu() * self.scaling_factor,
-                                "embeddings": embeddings.float().cpu(), "noise": noise}
+                                "token_ids": pipeline_token_ids(self.tokenizer, prompts), "embeddings": embeddings,
+                                "noise": noise}
         return self._validation
 
     @torch.no_grad()
@@ -193,14 +237,19 @@ class DiffusionTask:
         device = next(model.parameters()).device
         self._to(device)
         inputs = self._validation_inputs(device)
-        latents, embeddings = inputs["latents"].to(device), inputs["embeddings"].to(device)
+        latents, unet = inputs["latents"].to(device), unet_of(model)
+        if isinstance(model, UNetWithTextEncoder):
+            ids = inputs["token_ids"].to(device)
+            embeddings = torch.cat([model.encode(ids[s:s + 32]) for s in range(0, ids.shape[0], 32)]).float()
+        else:
+            embeddings = inputs["embeddings"].to(device)
         metrics, losses = {}, []
         for k, t in enumerate(VALIDATION_TIMESTEPS):
             timesteps = torch.full((latents.shape[0],), t, dtype=torch.int64, device=device)
             noise = inputs["noise"][k].to(device)
             noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
             target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
-            prediction = torch.cat([model(noisy[s:s + 32], timesteps[s:s + 32], encoder_hidden_states=embeddings[s:s + 32]).sample
+            prediction = torch.cat([unet(noisy[s:s + 32], timesteps[s:s + 32], encoder_hidden_states=embeddings[s:s + 32]).sample
                                     for s in range(0, latents.shape[0], 32)])
             loss = float(diffusion_loss(prediction, target))
             metrics[f"loss_t{t}"] = loss
@@ -247,16 +296,18 @@ class DiffusionTask:
     # ------------------------------------------------------------------ export
 
     def pipeline(self, model):
-        """A StableDiffusionPipeline assembled in memory around `model` (no copy of the weights)."""
+        """A StableDiffusionPipeline assembled in memory around `model` (no copy of the weights): its U-Net, and
+        its text encoder when it trains one."""
         from latentdiff.models.weights import stable_diffusion_pipeline_class
 
-        return stable_diffusion_pipeline_class()(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                       unet=model, scheduler=pipeline_scheduler(self.noise_scheduler),
+        text_encoder = model.text_encoder if isinstance(model, UNetWithTextEncoder) else self.text_encoder
+        return stable_diffusion_pipeline_class()(vae=self.vae, text_encoder=text_encoder, tokenizer=self.tokenizer,
+                                       unet=unet_of(model), scheduler=pipeline_scheduler(self.noise_scheduler),
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
     def export(self, model, out_dir: Path) -> None:
         """The pipeline folder: model_index.json, unet/ (EMA weights when EMA is on: the loop copies them
-        in before calling this), vae/, text_encoder/, tokenizer/, scheduler/ (with the training's
+        in before calling this), vae/, text_encoder/ (trained, and averaged, with --train-text-encoder), tokenizer/, scheduler/ (with the training's
         prediction_type), all weights in safetensors."""
         self.pipeline(model).save_pretrained(out_dir, safe_serialization=True)
         write_model_name(out_dir)  # 'shapes' for runs/shapes/pipeline, not 'pipeline' for every run

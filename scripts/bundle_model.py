@@ -65,6 +65,7 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
 
     from latentdiff.folder_kinds import RUN_CLIP_DIRNAME, RUN_PIPELINE_DIRNAME, folder_kind, run_text_encoder_clip
     from latentdiff.models.clip import load_clip
+    from latentdiff.stages.train_unet import trained_its_text_encoder
 
     given = {"pipeline": pipeline_dir, "vae": vae_dir, "clip": clip_dir}
     for kind, folder in given.items():
@@ -91,7 +92,8 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
     vae = {"vae": AutoencoderKL.from_pretrained(vae_dir)} if vae_dir else {}
     pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, **vae)
     clip_parts = load_clip(str(clip_dir))  # CLIPModel, tokenizer, image processor
-    check_clip_matches_text_encoder(clip_parts[0], pipe.text_encoder, clip_dir)
+    check_clip_matches_text_encoder(clip_parts[0], pipe.text_encoder, clip_dir,
+                                    trained_with_unet=trained_its_text_encoder(pipeline_dir))
     pipe.save_pretrained(out, safe_serialization=True)
     for part in clip_parts:  # the bundle keeps its CLIP where a run does
         part.save_pretrained(out / RUN_CLIP_DIRNAME)
@@ -99,13 +101,16 @@ def save_bundle(run: Path, out: Path, pipeline_dir: Path | None = None, vae_dir:
         to_float16(weights)
 
 
-def check_clip_matches_text_encoder(clip, text_encoder, clip_dir: Path) -> None:
+def check_clip_matches_text_encoder(clip, text_encoder, clip_dir: Path, trained_with_unet: bool = False) -> None:
     """The bundled CLIP serves CLIP score/retrieval for the prompts the U-Net was conditioned on, so its text tower
-    must be the pipeline's text encoder (the one `train-unet --clip` was given)."""
+    must be the pipeline's text encoder (the one `train-unet --clip` was given). A pipeline that trained its text
+    encoder with the U-Net (`--train-text-encoder`) has moved away from that tower, and the CLIP it started from,
+    whose towers were trained together, stays the judge: then only the shapes must agree."""
     clip_weights = clip.text_model.state_dict()
     for name, tensor in text_encoder.state_dict().items():  # CLIPTextModel: "text_model." prefix or none
         other = clip_weights.get(name.removeprefix("text_model."))
-        if other is None or not torch.equal(other, tensor):  # False for different shapes too
+        differs = other is None or other.shape != tensor.shape or not (trained_with_unet or torch.equal(other, tensor))
+        if differs:
             raise SystemExit(f"{clip_dir}'s text tower is not the pipeline's text encoder ({name} differs): pass "
                              "--clip the CLIP folder that `train-unet --clip` used for this pipeline.")
 

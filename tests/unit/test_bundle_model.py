@@ -88,3 +88,25 @@ def test_a_pipelines_own_vae_folder_is_taken(bundle, run, tmp_path):
     out = tmp_path / "bundled"
     assert bundle.main(["--run", str(run), "--vae", str(run / "pipeline" / "vae"), "--out", str(out)]) == 0
     assert (out / "vae" / "config.json").is_file()
+
+
+def test_a_text_encoder_trained_with_the_unet_is_bundled_beside_the_clip_it_started_from(bundle, run, tmp_path):
+    """`train-unet --train-text-encoder` moves the pipeline's text encoder away from the CLIP's text tower: the
+    bundle keeps both (generation with the trained one, CLIP score with the CLIP whose towers were trained
+    together); the same difference without that record is refused as a wrong --clip."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = run / "pipeline" / "text_encoder" / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k in tensors if k.endswith("final_layer_norm.bias"))
+    tensors[name] = tensors[name] + 0.5
+    save_file(tensors, weights)
+    with pytest.raises(SystemExit, match="text tower is not the pipeline's text encoder"):
+        bundle.main(["--run", str(run), "--out", str(tmp_path / "refused")])
+    (run / "pipeline" / "latentdiff_config.json").write_text(json.dumps({"config": {"train_text_encoder": True}}))
+    out = tmp_path / "bundled"
+    assert bundle.main(["--run", str(run), "--out", str(out)]) == 0
+    bundled = load_file(out / "text_encoder" / "model.safetensors")[name]
+    clip = load_file(out / "clip" / "model.safetensors")["text_model." + name.removeprefix("text_model.")]
+    assert torch.equal(bundled, tensors[name].half()) and not torch.equal(bundled, clip)

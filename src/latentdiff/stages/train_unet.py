@@ -156,7 +156,7 @@ def warn_if_conditioning_changes(cfg: UnetTrainConfig, num_layers: int) -> None:
     over on what it is told, so say so."""
     import json
 
-    if Path(cfg.clip).resolve() != Path(cfg.init).resolve() and _trained_its_text_encoder(Path(cfg.init)):
+    if Path(cfg.clip).resolve() != Path(cfg.init).resolve() and trained_its_text_encoder(Path(cfg.init)):
         log.warning("--init %s trained its text encoder with its U-Net (--train-text-encoder); this run conditions "
                     "the U-Net on the text encoder of --clip %s instead. To continue it as it was trained, pass "
                     "--clip %s.", cfg.init, cfg.clip, cfg.init)
@@ -171,7 +171,7 @@ def warn_if_conditioning_changes(cfg: UnetTrainConfig, num_layers: int) -> None:
                     cfg.init, init_layers, num_layers, cfg.clip, cfg.clip_skip, cfg.init)
 
 
-def _trained_its_text_encoder(pipeline_dir: Path) -> bool:
+def trained_its_text_encoder(pipeline_dir: Path) -> bool:
     """Whether the train-unet run that wrote `pipeline_dir` trained the text encoder (its latentdiff_config.json)."""
     import json
 

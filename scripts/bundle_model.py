@@ -109,8 +109,7 @@ def check_clip_matches_text_encoder(clip, text_encoder, clip_dir: Path, trained_
     clip_weights = clip.text_model.state_dict()
     for name, tensor in text_encoder.state_dict().items():  # CLIPTextModel: "text_model." prefix or none
         other = clip_weights.get(name.removeprefix("text_model."))
-        differs = other is None or other.shape != tensor.shape or not (trained_with_unet or torch.equal(other, tensor))
-        if differs:
+        if other is None or other.shape != tensor.shape or (not trained_with_unet and not torch.equal(other, tensor)):
             raise SystemExit(f"{clip_dir}'s text tower is not the pipeline's text encoder ({name} differs): pass "
                              "--clip the CLIP folder that `train-unet --clip` used for this pipeline.")
 

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from latentdiff.config import UnetTrainConfig
-from latentdiff.options import run_stage
+from latentdiff.options import CONFIG_FILENAME, run_stage
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
 from latentdiff.presets import UNET_PRESETS, UnetPreset, lookup_preset
@@ -172,11 +172,11 @@ def warn_if_conditioning_changes(cfg: UnetTrainConfig, num_layers: int) -> None:
 
 
 def trained_its_text_encoder(pipeline_dir: Path) -> bool:
-    """Whether the train-unet run that wrote `pipeline_dir` trained the text encoder (its latentdiff_config.json)."""
+    """Whether the train-unet run that wrote `pipeline_dir` trained the text encoder (its saved config says so)."""
     import json
 
     try:
-        return bool(json.loads((pipeline_dir / "latentdiff_config.json").read_text())["config"].get("train_text_encoder"))
+        return bool(json.loads((pipeline_dir / CONFIG_FILENAME).read_text())["config"].get("train_text_encoder"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 

@@ -221,7 +221,7 @@ class DiffusionTask:
             pixels = torch.stack([images[i]["pixel_values"] for i in range(count)])
             latents = torch.cat([encode_latents(self.vae, pixels[s:s + 32])[0] for s in range(0, count, 32)])
             prompts = [records[i].captions[0] for i in range(count)]
-            embeddings = None  # a trained text encoder's change between validations, so they are encoded each time
+            embeddings = None  # a trained text encoder changes between validations: encoded at each one instead
             if not self.cfg.train_text_encoder:
                 embeddings = torch.cat([encode_prompts(self.text_encoder, self.tokenizer, prompts[s:s + 32])
                                         for s in range(0, count, 32)]).float().cpu()
@@ -307,7 +307,7 @@ class DiffusionTask:
 
     def export(self, model, out_dir: Path) -> None:
         """The pipeline folder: model_index.json, unet/ (EMA weights when EMA is on: the loop copies them
-        in before calling this), vae/, text_encoder/ (trained, and averaged, with --train-text-encoder), tokenizer/, scheduler/ (with the training's
-        prediction_type), all weights in safetensors."""
+        in before calling this), vae/, text_encoder/ (trained, and averaged, with --train-text-encoder), tokenizer/,
+        scheduler/ (with the training's prediction_type), all weights in safetensors."""
         self.pipeline(model).save_pretrained(out_dir, safe_serialization=True)
         write_model_name(out_dir)  # 'shapes' for runs/shapes/pipeline, not 'pipeline' for every run

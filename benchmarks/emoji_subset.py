@@ -11,6 +11,12 @@ images" ablation; `--languages` keeps the captions of the languages listed (e.g.
 in). A U-Net trained on the subset is then measured on the FULL data (`speedrun.py --measure
 PIPELINE --data runs/speedrun/emoji`): each concept is still ranked among all 3,382 training images.
 
+    python benchmarks/emoji_subset.py --data runs/speedrun/emoji --repeat-singletons 6 --out runs/speedrun/emoji-single6
+
+keeps every training emoji and lists each one without skin-tone siblings (its concept group, the English name
+without skin-tone modifiers, has one member) that many times: kohya's folder "repeats", so those emoji are drawn
+that many times as often per pass (docs/speedrun.md, "Which training emoji are missed").
+
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --grid OUT.png --models A B ... [--guidance 3]
 
 draws the first 12 of those 50 concepts from their English names (`--grid-language fr`: their French ones, ...)
@@ -25,7 +31,7 @@ import json
 import shutil
 from pathlib import Path
 
-from multilingual_agreement import LANGUAGES, concepts
+from multilingual_agreement import LANGUAGES, concept_group, concepts
 from speedrun import MEASURE_CONCEPTS, MEASURE_STEPS, SEED
 
 
@@ -70,6 +76,24 @@ def write_subset(data: Path, out: Path, num_images: int, languages: set[str] | N
     return len(kept)
 
 
+def write_repeated(data: Path, out: Path, repeats: int) -> int:
+    """Copy the dataset to `out` with each training emoji whose concept group has one member listed `repeats`
+    times in the training metadata (the image file once); returns the number of training rows."""
+    rows = [json.loads(line) for line in (data / "train" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    english = [row["text"][row["language"].index("en")] for row in rows]
+    group_sizes: dict[str, int] = {}
+    for name in english:
+        group_sizes[concept_group(name)] = group_sizes.get(concept_group(name), 0) + 1
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(data, out, ignore=shutil.ignore_patterns(".latentdiff-cache", "metadata.jsonl"))
+    kept = []
+    for row, name in zip(rows, english):
+        kept += [json.dumps(row, ensure_ascii=False)] * (repeats if group_sizes[concept_group(name)] == 1 else 1)
+    (out / "train" / "metadata.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return len(kept)
+
+
 def write_grid(data: Path, out: Path, models: list[str], guidance: float | None, language: str = "en",
                num_concepts: int = 12) -> None:
     from PIL import Image
@@ -108,6 +132,8 @@ def main() -> int:
     parser.add_argument("--english-only", action="store_true", help="keep only the English caption of each image")
     parser.add_argument("--languages", type=language_set,
                         help="keep only the captions in these comma-separated languages (e.g. en,fr)")
+    parser.add_argument("--repeat-singletons", type=int, default=0, metavar="N",
+                        help="instead of a subset: every training emoji, those without skin-tone siblings listed N times")
     parser.add_argument("--grid", help="instead: write this PNG of --models' drawings of the measured concepts")
     parser.add_argument("--models", nargs="+", default=[], help="pipeline folders, one grid row each")
     parser.add_argument("--guidance", type=float, default=None,
@@ -122,6 +148,12 @@ def main() -> int:
         parser.error("pass --out (the subset to write) or --grid (a picture of --models)")
     if args.english_only and args.languages:
         parser.error("pass --english-only or --languages, not both (--english-only is --languages en)")
+    if args.repeat_singletons:
+        if args.repeat_singletons < 2:
+            parser.error(f"--repeat-singletons {args.repeat_singletons}: give 2 or more (1 is the dataset as it is)")
+        count = write_repeated(Path(args.data), Path(args.out), args.repeat_singletons)
+        print(f"wrote {args.out}: {count} training rows")
+        return 0
     languages = {"en"} if args.english_only else args.languages
     count = write_subset(Path(args.data), Path(args.out), args.num_images, languages)
     print(f"wrote {args.out}: {count} training images")

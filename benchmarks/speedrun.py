@@ -24,10 +24,11 @@ Writes runs/speedrun/NAME/speedrun.json and benchmarks/results/speedrun/NAME.jso
 docs/speedrun.md.
 
     python benchmarks/speedrun.py --name NAME --data EMOJI_DATA --measure PIPELINE --guidance 2 \
-        [--splits train_spread --num-concepts 150] [--guidance-rescale 0.7]
+        [--splits train_spread --num-concepts 150] [--guidance-rescale 0.7] [--guidance-interval 500,999]
 
 measures a finished pipeline only: `--splits` picks which emoji measurements to make (a larger sample of one
-costs minutes, not the other two), `--guidance-rescale` sets diffusers' `guidance_rescale` on every image.
+costs minutes, not the other two), `--guidance-rescale` sets diffusers' `guidance_rescale` on every image,
+`--guidance-interval T_LOW,T_HIGH` guides only at those timesteps (`eval_guidance_interval.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from eval_guidance_interval import guide_in_interval_every_call
 from eval_guidance_rescale import rescale_every_call
 from multilingual_agreement import LANGUAGES, concepts, score_languages
 from results_file import write_results
@@ -251,6 +253,11 @@ def main() -> int:
     parser.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
                         help="diffusers' guidance_rescale for every measured image (Lin et al. 2024; 0: off, "
                              "as latentdiff generates)")
+    parser.add_argument("--guidance-interval", default=None, metavar="T_LOW,T_HIGH",
+                        help="apply --guidance only at timesteps in [T_LOW, T_HIGH] of 0-999, --guidance-outside "
+                             "elsewhere (Kynkaanniemi et al. 2024; default: every step, as latentdiff generates)")
+    parser.add_argument("--guidance-outside", type=float, default=1.0,
+                        help="the guidance scale outside --guidance-interval (1: none)")
     parser.add_argument("--splits", default=",".join(EMOJI_MEASUREMENTS),
                         help=f"the emoji measurements to make, comma-separated, of {','.join(EMOJI_MEASUREMENTS)} "
                              "(e.g. train_spread alone with a larger --num-concepts)")
@@ -269,6 +276,16 @@ def main() -> int:
                      "`latentdiff train-unet --out` folder or a bundled model's folder")
     if args.guidance_rescale:  # after the cheap checks: it imports diffusers
         rescale_every_call(args.guidance_rescale)
+    interval = None
+    if args.guidance_interval:
+        try:
+            interval = [float(value) for value in args.guidance_interval.split(",")]
+        except ValueError:
+            interval = []
+        if len(interval) != 2 or not 0 <= interval[0] <= interval[1]:
+            parser.error(f"--guidance-interval {args.guidance_interval}: give two timesteps T_LOW,T_HIGH with "
+                         "0 <= T_LOW <= T_HIGH, e.g. 500,999")
+        guide_in_interval_every_call(interval[0], interval[1], args.guidance_outside)
 
     from latentdiff.data.prepared import open_prepared
     from latentdiff.model_source import guidance_for
@@ -296,6 +313,7 @@ def main() -> int:
         args.guidance = guidance_for(pipeline)
     payload["parameters"] = parameter_counts(work, pipeline)
     payload["protocol"] = {"steps": args.steps, "guidance": args.guidance, "guidance_rescale": args.guidance_rescale,
+                           "guidance_interval": interval, "guidance_outside": args.guidance_outside if interval else None,
                            "splits": args.splits, "scheduler": "dpmpp-2m", "seed": SEED,
                            "num_concepts": args.num_concepts, "features": "EfficientNet-Lite0"}
     payload["vae"] = measure_vae(pipeline, dataset)

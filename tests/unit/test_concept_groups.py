@@ -54,3 +54,35 @@ def test_spread_concepts_cover_the_whole_split_and_the_first_ones_do_not(monkeyp
     assert first == [f"e{i:03d}" for i in range(10)]
     assert len(concepts(records, ("en", "fr"), 500, spread=True)) == 103  # asked for more than there are: all
     assert concepts(records, ("en", "de"), 10, spread=True) == []  # no German caption: not eligible
+
+
+def test_repeating_singletons_lists_only_emoji_without_skin_tone_siblings_again(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    write_repeated = importlib.import_module("emoji_subset").write_repeated
+    data = tmp_path / "emoji"
+    for split in ("train", "test"):
+        (data / split).mkdir(parents=True)
+    (data / "manifest.json").write_text("{}")
+    (data / ".latentdiff-cache").mkdir()
+    names = ["waving hand", "waving hand dark skin tone", "red apple"]
+    rows = [{"file_name": f"{i}.png", "language": ["fr", "en"], "text": [f"fr {name}", name]} for i, name in enumerate(names)]
+    (data / "train" / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for row in rows:
+        (data / "train" / row["file_name"]).write_bytes(b"png")
+    out = tmp_path / "repeated"
+    assert write_repeated(data, out, 3) == 5
+    listed = [json.loads(line)["file_name"] for line in (out / "train" / "metadata.jsonl").read_text().splitlines()]
+    assert listed == ["0.png", "1.png", "2.png", "2.png", "2.png"]  # the apple has no siblings; the hands do
+    assert sorted(p.name for p in (out / "train").glob("*.png")) == ["0.png", "1.png", "2.png"]  # each image once
+    assert not (out / ".latentdiff-cache").exists()  # the caches are of the source's metadata
+
+
+def test_the_misses_are_split_by_group_size(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    by_group_size = importlib.import_module("emoji_misses").by_group_size
+    hits = torch.tensor([False, True, True, True, False, True])
+    assert by_group_size([1, 5, 5, 6, 1, 25], hits) == {"1": {"num_concepts": 2, "top5": 0.0},
+                                                        "2-5": {"num_concepts": 2, "top5": 1.0},
+                                                        "6+": {"num_concepts": 2, "top5": 1.0}}

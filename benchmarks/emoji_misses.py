@@ -7,13 +7,16 @@ hits and misses are split by two properties of the emoji itself:
 - how alike its name's condition is to the nearest other training emoji's (cosine of the text encoder's whole
   output sequence, every token the U-Net attends to): a name the condition barely tells apart from another's.
 
-Hit rates per third of each property, by the name's length in tokens, and by the size of the emoji's concept
+With `--clip CLIP` it also ranks the same 150 by that CLIP's own text->image retrieval (the English name against
+every training image's CLIP embedding): whether the contrastive model behind the U-Net's condition tells the
+emoji apart at all. Hit rates per third of each property, by the name's length in tokens, and by the size of the emoji's concept
 group (1: an emoji without skin-tone siblings; 5-6: a person or gesture in its skin tones) say which the misses
 follow. `--grid` also saves, for the first misses,
 the real emoji, the drawing, and the real image the drawing landed nearest.
 
     python benchmarks/emoji_misses.py --model src/latentdiff/default_model --data runs/speedrun/emoji \
-        --num-concepts 150 --guidance 2 --out benchmarks/results/emoji-misses-bundled.json --grid misses.png
+        --num-concepts 150 --guidance 2 --out benchmarks/results/emoji-misses-bundled.json --grid misses.png \
+        [--clip src/latentdiff/default_model/clip]
 """
 
 from __future__ import annotations
@@ -52,6 +55,19 @@ def by_group_size(sizes: list[int], hits: torch.Tensor) -> dict:
     return rows
 
 
+def clip_hits(clip_dir: str, names: list[str], real_images, own: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: is name i's own image (index own[i] of real_images) among the 5 nearest by the CLIP's own
+    text->image similarity?"""
+    from latentdiff.models.clip import load_clip
+    from latentdiff.models.clip_embeddings import encode_images, encode_texts
+
+    model, tokenizer, processor = load_clip(clip_dir)
+    model.eval()
+    similarity = encode_texts(model, tokenizer, names) @ encode_images(model, processor, real_images).T  # (N, N_real)
+    order = similarity.argsort(dim=1, descending=True, stable=True)
+    return (order[:, :TOP_K] == own[:, None]).any(dim=1)
+
+
 def text_similarity_to_nearest_other(pipeline, names: list[str], all_names: list[str]) -> torch.Tensor:
     """(N,) cosine of each name's text-encoder sequence (flattened) to the nearest different training name's."""
     def embed(texts: list[str]) -> torch.Tensor:
@@ -73,6 +89,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=MEASURE_STEPS)
     parser.add_argument("--out", required=True, help="results file (json)")
+    parser.add_argument("--clip", default=None, help="also score this CLIP folder's text->image retrieval of the same emoji")
     parser.add_argument("--grid", default=None, help="PNG of the first misses: real, drawn, nearest real")
     args = parser.parse_args(argv)
 
@@ -128,6 +145,10 @@ def main(argv: list[str]) -> int:
                       "text_similarity_to_nearest_other_name": float(text_twin[i]),
                       "nearest_other_real_image_distance": float(twin_distance[i])} for i in range(len(chosen))],
     }
+    if args.clip:
+        retrieved = clip_hits(args.clip, names, load_real(records).images, own)
+        result["clip"] = {"folder": str(Path(args.clip).resolve()), "top5": float(retrieved.float().mean()),
+                          "by_group_size": by_group_size(sizes, retrieved)}
     write_results(result, args.out)
     print(f"top-5 {result['top5']:.3f}; {len(misses)} misses, {same_group} of them nearest an image of their own "
           f"group, median rank of the own image {result['misses_own_rank_median']}")
@@ -135,6 +156,9 @@ def main(argv: list[str]) -> int:
         print(key, " | ".join(f"{row['from']:.3g}-{row['to']:.3g}: {row['top5']:.2f}" for row in result[key]))
     print("by_group_size", " | ".join(f"{label} ({row['num_concepts']}): {row['top5']:.2f}"
                                       for label, row in result["by_group_size"].items()))
+    if args.clip:
+        print("CLIP text->image top-5", f"{result['clip']['top5']:.3f};", " | ".join(
+            f"{label} ({row['num_concepts']}): {row['top5']:.2f}" for label, row in result["clip"]["by_group_size"].items()))
     if args.grid and misses:
         shown = misses[:12]
         reals = load_real([chosen[i][0] for i in shown]).images

@@ -86,3 +86,19 @@ def test_the_misses_are_split_by_group_size(monkeypatch):
     assert by_group_size([1, 5, 5, 6, 1, 25], hits) == {"1": {"num_concepts": 2, "top5": 0.0},
                                                         "2-5": {"num_concepts": 2, "top5": 1.0},
                                                         "6+": {"num_concepts": 2, "top5": 1.0}}
+
+
+def test_clip_hits_ask_whether_the_own_image_is_among_the_five_nearest(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    clip_hits = importlib.import_module("emoji_misses").clip_hits
+    import latentdiff.models.clip as clip_module
+    import latentdiff.models.clip_embeddings as embeddings
+
+    real = torch.eye(8)  # (N_real, D): eight distinct images, image j along axis j
+    texts = torch.stack([real[0], 0.9 * real[1] + 0.1 * real[7], real[2:8].sum(dim=0)])  # names 0, 1, 2
+    monkeypatch.setattr(clip_module, "load_clip", lambda folder: (torch.nn.Identity(), None, None))
+    monkeypatch.setattr(embeddings, "encode_images", lambda model, processor, images: real)
+    monkeypatch.setattr(embeddings, "encode_texts", lambda model, tokenizer, names: texts)
+    # name 0 finds image 0 first; name 1 image 1 first; name 2 is as near to images 2-7 as to each other, and
+    # its own image (0) is the farthest
+    assert clip_hits("CLIP", ["a", "b", "c"], [None] * 8, torch.tensor([0, 1, 0])).tolist() == [True, True, False]

@@ -1,18 +1,19 @@
 """What the training emoji a model misses have in common: each spread training emoji is drawn from its English
 name (the speedrun's protocol: seed 0 + i, 20 DPM++ 2M steps) and ranked among all training images, then the
-hits and misses are split by two properties of the emoji itself:
+hits and misses are split by properties of the emoji itself:
 
+- the size of its concept group (1: an emoji without skin-tone siblings; 5-6: a person or gesture in its skin
+  tones);
 - how alike its nearest OTHER real image looks (EfficientNet-Lite0 distance, the ranking's own space): an emoji
   with a near-twin (a flag among 258, a skin tone among five) must be drawn more exactly to rank in the top 5;
 - how alike its name's condition is to the nearest other training emoji's (cosine of the text encoder's whole
-  output sequence, every token the U-Net attends to): a name the condition barely tells apart from another's.
+  output sequence, every token the U-Net attends to): a name the condition barely tells apart from another's;
+- the name's length in tokens.
 
-With `--clip CLIP` it also ranks the same 150 by that CLIP's own text->image retrieval (the English name against
-every training image's CLIP embedding): whether the contrastive model behind the U-Net's condition tells the
-emoji apart at all. Hit rates per third of each property, by the name's length in tokens, and by the size of the emoji's concept
-group (1: an emoji without skin-tone siblings; 5-6: a person or gesture in its skin tones) say which the misses
-follow. `--grid` also saves, for the first misses,
-the real emoji, the drawing, and the real image the drawing landed nearest.
+With `--clip CLIP` it also ranks the same emoji by that CLIP's own text->image retrieval (the English name against
+every training image's CLIP embedding): whether the contrastive model behind the U-Net's condition tells them
+apart at all. `--grid` saves, for the first misses, the real emoji, the drawing, and the real image the drawing
+landed nearest.
 
     python benchmarks/emoji_misses.py --model src/latentdiff/default_model --data runs/speedrun/emoji \
         --num-concepts 150 --guidance 2 --out benchmarks/results/emoji-misses-bundled.json --grid misses.png \
@@ -22,13 +23,14 @@ the real emoji, the drawing, and the real image the drawing landed nearest.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from multilingual_agreement import LANGUAGES, concepts, concept_group
+from multilingual_agreement import LANGUAGES, concept_group, concepts, group_sizes
 from results_file import write_results
 from speedrun import MEASURE_STEPS, SEED, real_features
 
@@ -48,7 +50,7 @@ def thirds(values: torch.Tensor, hits: torch.Tensor) -> list[dict]:
 def by_group_size(sizes: list[int], hits: torch.Tensor) -> dict:
     """Hit rate of the emoji without skin-tone siblings ("1"), of small groups ("2-5") and of large ones ("6+")."""
     rows = {}
-    for label, low, high in (("1", 1, 1), ("2-5", 2, 5), ("6+", 6, len(sizes) + max(sizes))):
+    for label, low, high in (("1", 1, 1), ("2-5", 2, 5), ("6+", 6, math.inf)):
         members = [i for i, size in enumerate(sizes) if low <= size <= high]
         if members:
             rows[label] = {"num_concepts": len(members), "top5": float(hits[members].float().mean())}
@@ -124,10 +126,8 @@ def main(argv: list[str]) -> int:
 
     tokenizer = pipeline.pipe.tokenizer
     num_tokens = torch.tensor([len(tokenizer(name, truncation=True).input_ids) for name in names])  # with BOS, EOS
-    group_size = {}
-    for name in all_names:
-        group_size[concept_group(name)] = group_size.get(concept_group(name), 0) + 1
-    sizes = [group_size[concept_group(name)] for name in names]
+    size_of = group_sizes(all_names)
+    sizes = [size_of[concept_group(name)] for name in names]
     nearest = order[:, 0]
     misses = [i for i in range(len(chosen)) if not hits[i]]
     same_group = sum(concept_group(all_names[int(nearest[i])]) == concept_group(names[i]) for i in misses)

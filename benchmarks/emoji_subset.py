@@ -31,7 +31,7 @@ import json
 import shutil
 from pathlib import Path
 
-from multilingual_agreement import LANGUAGES, concept_group, concepts
+from multilingual_agreement import LANGUAGES, concept_group, concepts, group_sizes
 from speedrun import MEASURE_CONCEPTS, MEASURE_STEPS, SEED
 
 
@@ -81,15 +81,13 @@ def write_repeated(data: Path, out: Path, repeats: int) -> int:
     times in the training metadata (the image file once); returns the number of training rows."""
     rows = [json.loads(line) for line in (data / "train" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
     english = [row["text"][row["language"].index("en")] for row in rows]
-    group_sizes: dict[str, int] = {}
-    for name in english:
-        group_sizes[concept_group(name)] = group_sizes.get(concept_group(name), 0) + 1
+    size_of = group_sizes(english)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(data, out, ignore=shutil.ignore_patterns(".latentdiff-cache", "metadata.jsonl"))
     kept = []
     for row, name in zip(rows, english):
-        kept += [json.dumps(row, ensure_ascii=False)] * (repeats if group_sizes[concept_group(name)] == 1 else 1)
+        kept += [json.dumps(row, ensure_ascii=False)] * (repeats if size_of[concept_group(name)] == 1 else 1)
     (out / "train" / "metadata.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
     return len(kept)
 

@@ -20,6 +20,7 @@ to 25 alike, and a good drawing's nearest images are its own siblings in any ord
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import platform
 import re
@@ -39,6 +40,11 @@ SKIN_TONE = re.compile(r"\b(?:medium-light|medium-dark|light|medium|dark) skin t
 def concept_group(english_name: str) -> str:
     """The emoji's name without its skin-tone modifiers: the skin-tone variants of one emoji form one group."""
     return re.sub(r"[:,\s]+", " ", SKIN_TONE.sub(" ", english_name)).strip()  # and the punctuation around them
+
+
+def group_sizes(english_names: list[str]) -> collections.Counter:
+    """How many of the names fall in each concept group (1: an emoji without skin-tone siblings)."""
+    return collections.Counter(concept_group(name) for name in english_names)
 
 
 def concepts(records, languages: tuple[str, ...], limit: int, spread: bool = False) -> list[tuple[object, dict[str, str]]]:

@@ -118,6 +118,14 @@ def test_too_small_dataset_for_one_batch_is_a_user_error(tmp_path):
         train(ToyTask(), _cfg(tmp_path, batch_size=64), tmp_path)
 
 
+def test_the_run_states_its_batch_steps_and_lr_before_training(tmp_path, capsys):
+    # A continuation inherits --init's defaults (batch 8, not 32): the first line says what the run will do.
+    train(ToyTask(), _cfg(tmp_path, max_steps=6, batch_size=4, grad_accum_steps=2, lr=3e-3), tmp_path)
+    captured = capsys.readouterr()
+    assert "batch 4 x 2 accumulation x 1 process(es) = 8 per step; 6 steps" in captured.out + captured.err
+    assert "peak lr 0.003 (cosine, 3 warm-up steps)" in captured.out + captured.err
+
+
 def test_dataloader_workers_do_not_change_the_result(tmp_path):
     train(ToyTask(), _cfg(tmp_path / "w0", max_steps=6), tmp_path / "w0")
     train(ToyTask(), _cfg(tmp_path / "w2", max_steps=6, num_workers=2), tmp_path / "w2")

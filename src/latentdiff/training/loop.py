@@ -127,6 +127,14 @@ class _Run(RunCheckpoints):
         self.stream = BatchStream(self.dataset, task.collate, cfg.batch_size, cfg.seed, self.rank, self.world_size,
                                   num_workers=cfg.num_workers, position=self.position)
 
+    def _summary(self, samples_per_step: int) -> str:
+        cfg, passes = self.cfg, self.num_steps * samples_per_step / max(1, len(self.dataset))
+        start = f", resuming at step {self.step}" if self.step else ""
+        return (f"[{self.task.name}] {len(self.dataset):,} training items; batch {cfg.batch_size} x "
+                f"{cfg.grad_accum_steps} accumulation x {self.world_size} process(es) = {samples_per_step} per step; "
+                f"{self.num_steps:,} steps (about {passes:.1f} passes); peak lr {cfg.lr:g} ({cfg.lr_scheduler}, "
+                f"{cfg.warmup_steps} warm-up steps){start}")
+
     def _lr_scheduler(self):
         return get_scheduler(self.cfg.lr_scheduler, self.optimizer, num_warmup_steps=self.cfg.warmup_steps,
                              num_training_steps=self.num_steps)
@@ -242,6 +250,10 @@ class _Run(RunCheckpoints):
         acc, cfg = self.accelerator, self.cfg
         writer = SummaryWriter(str(self.out_dir / "logs"), purge_step=self.step) if acc.is_main_process else None
         samples_per_step = cfg.batch_size * cfg.grad_accum_steps * self.world_size
+        if acc.is_main_process:
+            # What diffusers' example scripts log as "***** Running training *****": the numbers a continuation
+            # run inherits from defaults (--init's batch differs from a from-scratch one) are seen before it runs.
+            tqdm.write(self._summary(samples_per_step))
         bar = tqdm(total=self.num_steps, initial=self.step, desc=f"train {self.task.name}", unit="step",
                    disable=not acc.is_main_process, dynamic_ncols=True)
         self.model.train()

@@ -126,6 +126,12 @@ def test_the_run_states_its_batch_steps_and_lr_before_training(tmp_path, capsys)
     assert "peak lr 0.003 (cosine, 3 warm-up steps)" in captured.out + captured.err
 
 
+def test_the_stated_passes_are_the_epochs_asked_for(tmp_path, capsys):
+    train(ToyTask(), _cfg(tmp_path, max_steps=0, epochs=2, batch_size=4), tmp_path)
+    captured = capsys.readouterr()
+    assert "(about 2.0 passes)" in captured.out + captured.err
+
+
 def test_dataloader_workers_do_not_change_the_result(tmp_path):
     train(ToyTask(), _cfg(tmp_path / "w0", max_steps=6), tmp_path / "w0")
     train(ToyTask(), _cfg(tmp_path / "w2", max_steps=6, num_workers=2), tmp_path / "w2")
@@ -140,6 +146,7 @@ def test_max_minutes_fixes_the_step_count_from_the_measured_speed(tmp_path, caps
     assert TIMING_STEPS <= result.step < 10_000
     captured = capsys.readouterr()
     assert f"the run ends at step {result.step}" in captured.out + captured.err
+    assert "at most 10,000 steps" in captured.out + captured.err  # the first line, before the count is timed
     state = json.loads((checkpoint.list_checkpoints(tmp_path)[-1][1] / checkpoint.STATE_FILE).read_text())
     assert state["num_steps"] == result.step and state["num_steps_fixed"] is True
 

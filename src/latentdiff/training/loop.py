@@ -128,12 +128,17 @@ class _Run(RunCheckpoints):
                                   num_workers=cfg.num_workers, position=self.position)
 
     def _summary(self, samples_per_step: int) -> str:
-        cfg, passes = self.cfg, self.num_steps * samples_per_step / max(1, len(self.dataset))
+        cfg = self.cfg
+        # Passes as the data order counts them (whole batches per shard), so --epochs N reads back as N.
+        passes = self.num_steps * cfg.grad_accum_steps / batches_per_epoch(len(self.dataset), cfg.batch_size,
+                                                                            self.world_size)
+        length = f"{self.num_steps:,} steps (about {passes:.1f} passes)"
+        if not self.budget.steps_fixed:
+            length = f"at most {length}, --max-minutes {cfg.max_minutes:g} fixes the count once timed"
         start = f", resuming at step {self.step}" if self.step else ""
         return (f"[{self.task.name}] {len(self.dataset):,} training items; batch {cfg.batch_size} x "
                 f"{cfg.grad_accum_steps} accumulation x {self.world_size} process(es) = {samples_per_step} per step; "
-                f"{self.num_steps:,} steps (about {passes:.1f} passes); peak lr {cfg.lr:g} ({cfg.lr_scheduler}, "
-                f"{cfg.warmup_steps} warm-up steps){start}")
+                f"{length}; peak lr {cfg.lr:g} ({cfg.lr_scheduler}, {cfg.warmup_steps} warm-up steps){start}")
 
     def _lr_scheduler(self):
         return get_scheduler(self.cfg.lr_scheduler, self.optimizer, num_warmup_steps=self.cfg.warmup_steps,

@@ -149,6 +149,10 @@ class UnetTrainConfig(TrainConfig):
     logit_std: float = option(1.0, "std of the normal behind --timestep-sampling logit_normal")
     snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's choice; 0: off)")
     noise_offset: float = option(0.0, "std of a per-channel noise offset (0.05-0.1 helps very dark/bright images; 0: off)")
+    input_perturbation: float = option(0.0, "std of extra noise added to the U-Net's noisy input but not to its target "
+                                            "(Ning et al. 2023, diffusers' --input_perturbation; 0.1 is the paper's "
+                                            "choice): it trains on inputs like the sampler's own slightly-off ones, "
+                                            "against exposure bias (0: off)")
     caption_dropout: float = option(0.1, "fraction of steps trained on the empty prompt, for classifier-free guidance")
     clip_skip: int = option(0, "condition on the text encoder's hidden states this many layers before its last "
                                "(diffusers' clip_skip; AUTOMATIC1111's CLIP skip N+1); the saved pipeline keeps only the "

@@ -1,4 +1,5 @@
-"""The diffusion objective: targets for each prediction type, min-SNR-gamma weights, noise offset, timestep sampling."""
+"""The diffusion objective: targets for each prediction type, min-SNR-gamma weights, noise offset, input
+perturbation, timestep sampling."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from latentdiff.diffusion.training_schedule import pipeline_scheduler, training_scheduler
-from latentdiff.losses.diffusion import diffusion_loss, diffusion_target, min_snr_weights, sample_noise, sample_timesteps
+from latentdiff.losses.diffusion import (diffusion_loss, diffusion_target, min_snr_weights, perturb_noise, sample_noise,
+                                        sample_timesteps)
 
 
 def _batch(seed=0):
@@ -73,6 +75,15 @@ def test_noise_offset_shifts_whole_channels_and_is_seeded():
     # per-(sample, channel) means: ~N(0, 1/64) without offset, ~N(0, 1/64 + 0.25) with it
     assert plain.mean(dim=(2, 3)).std() < 0.2
     assert offset.mean(dim=(2, 3)).std() > 0.4
+
+
+def test_input_perturbation_moves_the_input_noise_by_its_std_and_is_off_at_zero():
+    _, noise, _ = _batch()
+    g = torch.Generator().manual_seed(1)
+    assert perturb_noise(noise, g, 0.0) is noise
+    assert torch.equal(torch.randn(3, generator=g), torch.randn(3, generator=torch.Generator().manual_seed(1)))  # no draw
+    perturbed = perturb_noise(noise, torch.Generator().manual_seed(1), 0.1)
+    assert float((perturbed - noise).std()) == pytest.approx(0.1, rel=0.15)
 
 
 def test_uniform_timesteps_are_the_draws_of_earlier_runs():

@@ -25,7 +25,7 @@ def inputs(tmp_path_factory):
 def trained(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("unet_run") / "pipeline"
     argv = tiny_unet_argv(inputs, out, "--prediction-type", "v_prediction", "--snr-gamma", "5",
-                          "--noise-offset", "0.05", "--cache-dir", str(out.parent / "cache"))
+                          "--noise-offset", "0.05", "--input-perturbation", "0.1", "--cache-dir", str(out.parent / "cache"))
     assert train_unet.main(argv) == 0
     return out, argv
 
@@ -367,3 +367,10 @@ def test_clip_skip_past_the_text_encoders_layers_is_one_sentence(inputs, tmp_pat
     err = _error(capsys, tiny_unet_argv(inputs, tmp_path / "o", "--clip-skip", "9"))
     assert "--clip-skip 9 is more than the" in err and "pass at most" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_negative_input_perturbation_is_refused_before_training(inputs, tmp_path, capsys):
+    out = tmp_path / "pipeline"
+    assert train_unet.main(tiny_unet_argv(inputs, out, "--input-perturbation", "-0.1")) == 2
+    assert "--input-perturbation must be 0 (off) or positive (got -0.1)" in capsys.readouterr().err
+    assert not out.exists()

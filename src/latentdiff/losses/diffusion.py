@@ -29,6 +29,17 @@ def sample_noise(latents: torch.Tensor, generator: torch.Generator, noise_offset
     return noise.to(latents.device, latents.dtype)
 
 
+def perturb_noise(noise: torch.Tensor, generator: torch.Generator, input_perturbation: float) -> torch.Tensor:
+    """The noise the U-Net's input is made with under input perturbation (Ning et al. 2023, as diffusers'
+    train_text_to_image.py): noise + gamma * fresh N(0, I), (B, C, h, w); the target keeps `noise`, so the U-Net
+    learns to undo inputs a little off the forward process, as the sampler's own inputs are. `noise` itself
+    when gamma is 0 (no draw, so runs without it keep their random stream)."""
+    if input_perturbation <= 0:
+        return noise
+    extra = torch.randn(noise.shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return noise + input_perturbation * extra.to(noise.device, noise.dtype)
+
+
 def sample_timesteps(batch_size: int, scheduler: DDPMScheduler, generator: torch.Generator,
                      device: torch.device, sampling: str = "uniform", logit_mean: float = 0.0,
                      logit_std: float = 1.0) -> torch.Tensor:

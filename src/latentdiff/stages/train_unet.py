@@ -85,7 +85,8 @@ def check_options(cfg: UnetTrainConfig) -> tuple[Path, Path]:
     """The checks that need no model (and no torch): (the --clip folder, the --vae folder)."""
     clip_dir = _require_folder(cfg.clip, "--clip", "latentdiff train-clip")
     vae_dir = _require_folder(cfg.vae, "--vae", "latentdiff train-vae")
-    for name, value in (("--snr-gamma", cfg.snr_gamma), ("--noise-offset", cfg.noise_offset)):
+    for name, value in (("--snr-gamma", cfg.snr_gamma), ("--noise-offset", cfg.noise_offset),
+                        ("--input-perturbation", cfg.input_perturbation)):
         if value < 0:
             raise UserError(f"{name} must be 0 (off) or positive (got {value}).")
     if cfg.zero_terminal_snr and cfg.prediction_type != "v_prediction":

@@ -43,6 +43,7 @@ from latentdiff.losses.diffusion import (
     diffusion_loss,
     diffusion_target,
     min_snr_weights,
+    perturb_noise,
     sample_noise,
     sample_timesteps,
 )
@@ -195,8 +196,9 @@ class DiffusionTask:
         noise = sample_noise(latents, generator, self.cfg.noise_offset)  # (B, C, h, w)
         timesteps = sample_timesteps(latents.shape[0], self.noise_scheduler, generator, device, self.cfg.timestep_sampling,
                                      self.cfg.logit_mean, self.cfg.logit_std)  # (B,)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        noisy = self.noise_scheduler.add_noise(latents, perturb_noise(noise, generator, self.cfg.input_perturbation),
+                                               timesteps)
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)  # the unperturbed noise's target
         if self.cfg.train_text_encoder:  # through the (possibly DDP-wrapped) UNetWithTextEncoder: it encodes the ids
             prediction = model(noisy, timesteps, condition)
         else:

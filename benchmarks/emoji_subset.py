@@ -17,6 +17,14 @@ keeps every training emoji and lists each one without skin-tone siblings (its co
 without skin-tone modifiers, has one member) that many times: kohya's folder "repeats", so those emoji are drawn
 that many times as often per pass (docs/speedrun.md, "Which training emoji are missed").
 
+    python benchmarks/emoji_subset.py --data runs/speedrun/emoji --crowded 5 --clips CLIP_A CLIP_B --out runs/speedrun/emoji-crowded
+
+keeps the measured training emoji without skin-tone siblings (those of the 150 that `emoji_misses.py` scores) and,
+for each, the 5 training emoji whose conditions are nearest to its own by each CLIP folder's text encoder (the
+output at the last position, which the aligned encoder makes the whole condition; docs/speedrun.md, "How far apart
+the conditions are"): a small split in which each of those emoji keeps the neighbours it is confused with, so
+U-Nets on two text encoders can be compared from nothing at many passes.
+
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --grid OUT.png --models A B ... [--guidance 3]
 
 draws the first 12 of those 50 concepts from their English names (`--grid-language fr`: their French ones, ...)
@@ -54,6 +62,36 @@ def write_subset(data: Path, out: Path, num_images: int, languages: set[str] | N
 
     records = open_prepared(str(data)).require_split("train")
     chosen = {record.path.name for record, _ in concepts(records, LANGUAGES, num_images, spread=True)}
+    return write_chosen(data, out, chosen, languages)
+
+
+def crowded_names(data: Path, clips: list[str], neighbours: int, num_concepts: int = 150) -> set[str]:
+    """File names of the measured emoji without skin-tone siblings (of `num_concepts` spread ones) and of the
+    `neighbours` training emoji nearest to each by each CLIP's condition (English names, the text encoder's output
+    at the last of the pipeline's positions)."""
+    import torch
+
+    from condition_spread import conditions_of
+    from latentdiff.data.prepared import open_prepared
+
+    records = open_prepared(str(data)).require_split("train")
+    english = [record.captions[record.languages.index("en")] for record in records]
+    size_of = group_sizes(english)
+    index_of = {id(record): i for i, record in enumerate(records)}
+    alone = [index_of[id(record)] for record, names in concepts(records, LANGUAGES, num_concepts, spread=True)
+             if size_of[concept_group(names["en"])] == 1]
+    chosen = set(alone)
+    for clip in clips:
+        condition = conditions_of(clip, english)  # (N, D)
+        distances = torch.cdist(condition[alone], condition)  # (len(alone), N)
+        distances[torch.arange(len(alone)), torch.tensor(alone)] = float("inf")
+        chosen.update(int(i) for i in distances.topk(neighbours, largest=False).indices.flatten())
+    return {records[i].path.name for i in chosen}
+
+
+def write_chosen(data: Path, out: Path, chosen: set[str], languages: set[str] | None = None) -> int:
+    """Copy the training images named in `chosen` (with only the captions in `languages`, when given) and the
+    whole validation and test splits to `out`; returns the number of training images."""
     if out.exists():
         shutil.rmtree(out)
     (out / "train").mkdir(parents=True)
@@ -132,6 +170,10 @@ def main() -> int:
                         help="keep only the captions in these comma-separated languages (e.g. en,fr)")
     parser.add_argument("--repeat-singletons", type=int, default=0, metavar="N",
                         help="instead of a subset: every training emoji, those without skin-tone siblings listed N times")
+    parser.add_argument("--crowded", type=int, default=0, metavar="K",
+                        help="instead of a spread subset: the measured emoji without skin-tone siblings, each with its K "
+                             "nearest training emoji by the condition of each of --clips")
+    parser.add_argument("--clips", nargs="+", default=[], help="CLIP folders whose conditions --crowded uses")
     parser.add_argument("--grid", help="instead: write this PNG of --models' drawings of the measured concepts")
     parser.add_argument("--models", nargs="+", default=[], help="pipeline folders, one grid row each")
     parser.add_argument("--guidance", type=float, default=None,
@@ -153,6 +195,13 @@ def main() -> int:
         print(f"wrote {args.out}: {count} training rows")
         return 0
     languages = {"en"} if args.english_only else args.languages
+    if args.crowded:
+        if not args.clips:
+            parser.error("--crowded needs --clips: the CLIP folders whose conditions tell which emoji are near")
+        count = write_chosen(Path(args.data), Path(args.out), crowded_names(Path(args.data), args.clips, args.crowded),
+                             languages)
+        print(f"wrote {args.out}: {count} training images")
+        return 0
     count = write_subset(Path(args.data), Path(args.out), args.num_images, languages)
     print(f"wrote {args.out}: {count} training images")
     return 0

@@ -102,3 +102,28 @@ def test_clip_hits_ask_whether_the_own_image_is_among_the_five_nearest(monkeypat
     # name 0 finds image 0 first; name 1 image 1 first; name 2 is as near to images 2-7 as to each other, and
     # its own image (0) is the farthest
     assert clip_hits("CLIP", ["a", "b", "c"], [None] * 8, torch.tensor([0, 1, 0])).tolist() == [True, True, False]
+
+
+def test_a_crowded_subset_keeps_the_emoji_without_siblings_and_their_nearest_by_each_encoder(monkeypatch):
+    from pathlib import PurePath
+    from types import SimpleNamespace
+
+    import latentdiff.data.prepared as prepared
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    subset = importlib.import_module("emoji_subset")
+    spread = importlib.import_module("condition_spread")
+    languages = importlib.import_module("multilingual_agreement").LANGUAGES
+    names = ["eagle", "falafel", "tram", "waving hand", "waving hand dark skin tone", "bicycle"]
+    records = [SimpleNamespace(path=PurePath(f"{i}.png"), languages=list(languages), captions=[name] * len(languages))
+               for i, name in enumerate(names)]
+    monkeypatch.setattr(prepared, "open_prepared", lambda root: SimpleNamespace(require_split=lambda split: records))
+    # encoder A puts falafel next to eagle and tram, the dark-skinned hand next to the bicycle; encoder B puts tram next to
+    # bicycle and falafel next to eagle
+    by_encoder = {"A": torch.tensor([[0.0], [0.1], [3.0], [9.0], [20.1], [20.0]]),
+                  "B": torch.tensor([[0.0], [0.2], [10.1], [30.0], [50.0], [10.0]])}
+    monkeypatch.setattr(spread, "conditions_of", lambda clip, english: by_encoder[clip])
+    # the waving hands have siblings, so only eagle, falafel, tram and bicycle are asked about, each with its nearest
+    assert subset.crowded_names(Path("data"), ["A"], 1) == {"0.png", "1.png", "2.png", "5.png", "4.png"}
+    assert subset.crowded_names(Path("data"), ["A", "B"], 1) == {"0.png", "1.png", "2.png", "4.png", "5.png"}
+    assert subset.crowded_names(Path("data"), ["B"], 1) == {"0.png", "1.png", "2.png", "5.png"}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from multilingual_agreement import concept_group, group_sizes
+from multilingual_agreement import without_siblings
 from results_file import write_results
 
 WHITENED_DIRECTIONS = (8, 20, 40)
@@ -31,12 +31,13 @@ SHOWN_SINGULAR_VALUES = 16
 
 
 def conditions_of(clip: str, names: list[str]) -> torch.Tensor:
-    """(len(names), D) each name's condition: the CLIP folder's text encoder output at the pipeline's last position."""
-    from transformers import AutoTokenizer, CLIPTextModel
-
+    """(len(names), D) each name's condition: the text encoder output at the pipeline's last position, the encoder
+    loaded as `train-unet --clip` loads it (a CLIP folder or a pipeline folder)."""
     from latentdiff.data.cache import encode_prompts
+    from latentdiff.stages.train_unet import load_text_encoder
 
-    text_encoder, tokenizer = CLIPTextModel.from_pretrained(clip).eval(), AutoTokenizer.from_pretrained(clip)
+    text_encoder, tokenizer = load_text_encoder(Path(clip))
+    text_encoder.eval()
     return torch.cat([encode_prompts(text_encoder, tokenizer, names[s:s + 256])[:, -1] for s in range(0, len(names), 256)])
 
 
@@ -75,7 +76,7 @@ def spread(conditions: torch.Tensor, alone: torch.Tensor) -> dict:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the prepared emoji dataset")
-    parser.add_argument("--clips", nargs="+", required=True, help="CLIP folders (or pipelines' text_encoder folders' parents)")
+    parser.add_argument("--clips", nargs="+", required=True, help="CLIP or pipeline folders (what train-unet --clip takes)")
     parser.add_argument("--out", required=True, help="results file (json)")
     args = parser.parse_args(argv)
 
@@ -83,8 +84,7 @@ def main(argv: list[str]) -> int:
 
     records = open_prepared(args.data).require_split("train")
     english = [record.captions[record.languages.index("en")] for record in records]
-    size_of = group_sizes(english)
-    alone = torch.tensor([size_of[concept_group(name)] == 1 for name in english])
+    alone = torch.tensor(without_siblings(english))
     result = {"data": str(Path(args.data).resolve()), "num_without_siblings": int(alone.sum()), "encoders": {}}
     for clip in args.clips:
         row = spread(conditions_of(clip, english), alone)

@@ -39,7 +39,7 @@ import json
 import shutil
 from pathlib import Path
 
-from multilingual_agreement import LANGUAGES, concept_group, concepts, group_sizes
+from multilingual_agreement import LANGUAGES, concepts, without_siblings
 from speedrun import MEASURE_CONCEPTS, MEASURE_STEPS, SEED
 
 
@@ -76,10 +76,10 @@ def crowded_names(data: Path, clips: list[str], neighbours: int, num_concepts: i
 
     records = open_prepared(str(data)).require_split("train")
     english = [record.captions[record.languages.index("en")] for record in records]
-    size_of = group_sizes(english)
     index_of = {id(record): i for i, record in enumerate(records)}
-    alone = [index_of[id(record)] for record, names in concepts(records, LANGUAGES, num_concepts, spread=True)
-             if size_of[concept_group(names["en"])] == 1]
+    lone = without_siblings(english)
+    alone = [i for i in (index_of[id(record)] for record, _ in concepts(records, LANGUAGES, num_concepts, spread=True))
+             if lone[i]]
     chosen = set(alone)
     for clip in clips:
         condition = conditions_of(clip, english)  # (N, D)
@@ -119,13 +119,12 @@ def write_repeated(data: Path, out: Path, repeats: int) -> int:
     times in the training metadata (the image file once); returns the number of training rows."""
     rows = [json.loads(line) for line in (data / "train" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
     english = [row["text"][row["language"].index("en")] for row in rows]
-    size_of = group_sizes(english)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(data, out, ignore=shutil.ignore_patterns(".latentdiff-cache", "metadata.jsonl"))
     kept = []
-    for row, name in zip(rows, english):
-        kept += [json.dumps(row, ensure_ascii=False)] * (repeats if size_of[concept_group(name)] == 1 else 1)
+    for row, alone in zip(rows, without_siblings(english)):
+        kept += [json.dumps(row, ensure_ascii=False)] * (repeats if alone else 1)
     (out / "train" / "metadata.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
     return len(kept)
 
@@ -200,9 +199,8 @@ def main() -> int:
             parser.error("--crowded needs --clips: the CLIP folders whose conditions tell which emoji are near")
         count = write_chosen(Path(args.data), Path(args.out), crowded_names(Path(args.data), args.clips, args.crowded),
                              languages)
-        print(f"wrote {args.out}: {count} training images")
-        return 0
-    count = write_subset(Path(args.data), Path(args.out), args.num_images, languages)
+    else:
+        count = write_subset(Path(args.data), Path(args.out), args.num_images, languages)
     print(f"wrote {args.out}: {count} training images")
     return 0
 

@@ -47,6 +47,12 @@ def group_sizes(english_names: list[str]) -> collections.Counter:
     return collections.Counter(concept_group(name) for name in english_names)
 
 
+def without_siblings(english_names: list[str]) -> list[bool]:
+    """For each name, whether it is alone in its concept group (an emoji without skin-tone siblings)."""
+    size_of = group_sizes(english_names)
+    return [size_of[concept_group(name)] == 1 for name in english_names]
+
+
 def concepts(records, languages: tuple[str, ...], limit: int, spread: bool = False) -> list[tuple[object, dict[str, str]]]:
     """(record, {language: caption}) of `limit` records that carry every language: the first ones, or with
     `spread` ones evenly spaced over the whole split (the emoji split is sorted by name, so its first 50 are

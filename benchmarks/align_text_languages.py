@@ -4,8 +4,8 @@ results file beside the other benchmarks'.
     python benchmarks/align_text_languages.py --clip CLIP_DIR --data EMOJI_DATA --out OUT_CLIP_DIR [--epochs 20]
 
 The alignment itself (what it trains, and what `agreement` and `retrieval` measure) is the `latentdiff align-text`
-stage: latentdiff.training.text_alignment. The records of docs/speedrun.md ("One emoji, one condition" and after)
-were made by this script before it was that stage: the same targets, loss, optimizer and schedule, the captions in
+stage: latentdiff.training.text_alignment. The records of docs/speedrun/text-encoder.md ("One emoji, one condition"
+and after) were made by this script before it was that stage: the same targets, loss, optimizer and schedule, the captions in
 another order (the loop's seeded sampler instead of one permutation per epoch).
 """
 

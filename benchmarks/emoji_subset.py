@@ -1,4 +1,4 @@
-"""A prepared emoji dataset cut to fewer training images: the memorisation test of docs/speedrun.md.
+"""A prepared emoji dataset cut to fewer training images: the memorisation test of docs/speedrun/emoji-unet-passes.md.
 
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --num-images 200 --out runs/speedrun/emoji-s200 \
         [--english-only | --languages en,fr,es,de,zh,ja]
@@ -15,13 +15,13 @@ PIPELINE --data runs/speedrun/emoji`): each concept is still ranked among all 3,
 
 keeps every training emoji and lists each one without skin-tone siblings (its concept group, the English name
 without skin-tone modifiers, has one member) that many times: kohya's folder "repeats", so those emoji are drawn
-that many times as often per pass (docs/speedrun.md, "Which training emoji are missed").
+that many times as often per pass (docs/speedrun/conditions.md, "Which training emoji are missed").
 
     python benchmarks/emoji_subset.py --data runs/speedrun/emoji --crowded 5 --clips CLIP_A CLIP_B --out runs/speedrun/emoji-crowded
 
 keeps the measured training emoji without skin-tone siblings (those of the 150 that `emoji_misses.py` scores) and,
 for each, the 5 training emoji whose conditions are nearest to its own by each CLIP folder's text encoder (the
-output at the last position, which the aligned encoder makes the whole condition; docs/speedrun.md, "How far apart
+output at the last position, which the aligned encoder makes the whole condition; docs/speedrun/conditions.md, "How far apart
 the conditions are"): a small split in which each of those emoji keeps the neighbours it is confused with, so
 U-Nets on two text encoders can be compared from nothing at many passes.
 

@@ -7,7 +7,7 @@ img2img pipeline has none either); this asks the question before adding one.
     python benchmarks/eval_guidance_rescale.py 0.7 --model shapes --data DATA --split test --num-samples 100 \\
         --guidance 4 --guidance-sweep 2,4,7.5 --out eval-rescale
 
-Measured 2026-12-01 (docs/speedrun.md, "Guidance"): no gain on either bundled model. `benchmarks/speedrun.py
+Measured 2026-12-01 (docs/speedrun/shapes.md, "Guidance"): no gain on either bundled model. `benchmarks/speedrun.py
 --measure M --guidance-rescale PHI` asks the same of the training emoji (2026-12-04: no gain there either).
 """
 

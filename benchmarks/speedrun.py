@@ -96,8 +96,8 @@ def samples_per_second(out: Path) -> float | None:
 
 
 def align_text(args, work: Path) -> float:
-    """`latentdiff align-text` on the CLIP just trained (docs/speedrun.md, "One emoji, one condition"); returns its
-    wall seconds. A finished alignment is skipped (by the stage itself), so a rerun resumes after it."""
+    """`latentdiff align-text` on the CLIP just trained (docs/speedrun/text-encoder.md, "One emoji, one condition");
+    returns its wall seconds. A finished alignment is skipped (by the stage itself), so a rerun resumes after it."""
     from latentdiff.stages import align_text as align_text_stage
 
     argv = ["--clip", str(work / "clip"), "--data", args.data, "--out", str(work / ALIGNED_CLIP),

@@ -4,16 +4,16 @@
 #   2. CLIP (text + vision towers, small preset): 3,000 steps of batch 32
 #   3. the VAE with 8 latent channels: 45 min on 32 px crops with the colour term, 25 min more from it
 #      (lr 5e-4), then its decoder alone on whole images for 12 min (a decoder that only saw crops tints whole
-#      images; the encoder, and so the latent space, stays the same). docs/speedrun.md, "The emoji VAE".
+#      images; the encoder, and so the latent space, stays the same). docs/speedrun/vae.md, "The emoji VAE".
 #   4. the U-Net for 180 min at lr 1e-3: v-prediction, zero terminal SNR, the pooled prompt in the time
-#      embedding (docs/speedrun.md: lr 1e-3 memorised 2.5x better than 3e-4 at equal time)
+#      embedding (docs/speedrun/emoji-unet-passes.md: lr 1e-3 memorised 2.5x better than 3e-4 at equal time)
 #   5. the U-Net again from that export, UNET_MORE_STEPS more at lr 1e-3 (a warm restart of the cosine schedule),
 #      and the VAE's decoder again, VAE_FINISH_STEPS more on whole images with the colour term in CIELAB
-#      (the encoder and latent space stay fixed, so the U-Net still fits). docs/speedrun.md, "More passes".
+#      (the encoder and latent space stay fixed, so the U-Net still fits). docs/speedrun/emoji-unet-passes.md, "More passes".
 #   6. the U-Net once more from that, UNET_MORE2_STEPS at lr 1e-3 with an EMA of its weights (decay 0.999; the
-#      export is the average). docs/speedrun.md, "More passes, again".
+#      export is the average). docs/speedrun/emoji-unet-passes.md, "More passes, again".
 #   7. the VAE's decoder once more from its last finish, VAE_FINISH2_STEPS at lr 1e-4 with the colour term on every
-#      pixel (--colour-cell-size 1) instead of 4x4 cells: docs/speedrun.md, "The colour term on every pixel".
+#      pixel (--colour-cell-size 1) instead of 4x4 cells: docs/speedrun/vae.md, "The colour term on every pixel".
 #   8. the U-Net once more from step 6's export, UNET_MORE3_STEPS at lr 1e-3 with the EMA: "More passes, a third time";
 #      then again from that, UNET_MORE4_STEPS: "More passes, a fourth time".
 #   9. the CLIP's text tower aligned across languages (`latentdiff align-text`, 10 epochs, then 12 more
@@ -23,7 +23,7 @@
 #      encoder, then from that UNET_ALIGNED2_STEPS, UNET_ALIGNED3_STEPS, UNET_ALIGNED4_STEPS and UNET_ALIGNED5_STEPS
 #      more (warm restarts of the cosine schedule), then UNET_ALIGNED6_STEPS and UNET_ALIGNED7_STEPS at a lower
 #      peak lr, 3e-4, UNET_ALIGNED8_STEPS at 1e-4 and last UNET_ALIGNED9_STEPS at 3e-4 again.
-#      docs/speedrun.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
+#      docs/speedrun/aligned-unet.md, "The bundled U-Net on the aligned text encoder" and the sections after it.
 #  11. scripts/bundle_model.py: the pipeline (+ the aligned CLIP folder, for CLIP retrieval) into the package folder
 #      as fp16 safetensors.
 #
@@ -144,14 +144,16 @@ aligned_unet pipeline-aligned pipeline-aligned2 9 1e-3 "$UNET_ALIGNED2_STEPS" 30
 aligned_unet pipeline-aligned2 pipeline-aligned3 10 1e-3 "$UNET_ALIGNED3_STEPS" 100000
 aligned_unet pipeline-aligned3 pipeline-aligned4 11 1e-3 "$UNET_ALIGNED4_STEPS" 100000
 aligned_unet pipeline-aligned4 pipeline-aligned5 12 1e-3 "$UNET_ALIGNED5_STEPS" 100000
-# A lower peak lr beat another warm restart at 1e-3 (docs/speedrun.md, "A lower peak lr, 3e-4, after the warm restarts").
+# A lower peak lr beat another warm restart at 1e-3 (docs/speedrun/aligned-unet.md, "A lower peak lr, 3e-4, after the
+# warm restarts").
 aligned_unet pipeline-aligned5 pipeline-aligned6 13 3e-4 "$UNET_ALIGNED6_STEPS" 100000
 aligned_unet pipeline-aligned6 pipeline-aligned7 14 3e-4 "$UNET_ALIGNED7_STEPS" 100000
-# Then a peak of 1e-4 (level alone) and 3e-4 again (docs/speedrun.md, "114 more passes at 3e-4").
+# Then a peak of 1e-4 (level alone) and 3e-4 again (docs/speedrun/aligned-unet.md, "114 more passes at 3e-4").
 aligned_unet pipeline-aligned7 pipeline-aligned8 15 1e-4 "$UNET_ALIGNED8_STEPS" 100000
 aligned_unet pipeline-aligned8 pipeline-aligned9 16 3e-4 "$UNET_ALIGNED9_STEPS" 100000
 
-# --guidance 2: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3` on the test split (README, docs/speedrun.md)
+# --guidance 2: the best of `latentdiff evaluate --guidance-sweep 1.5,2,3` on the test split (README,
+# docs/speedrun/aligned-unet.md)
 "$PYTHON" "$REPO/scripts/bundle_model.py" --run "$WORK/run" --pipeline "$WORK/run/pipeline-aligned9" \
   --vae "$WORK/run/vae-finish2" --clip "$WORK/run/clip-aligned-more" --guidance 2 \
   --out "$REPO/src/latentdiff/default_model"

@@ -7,7 +7,7 @@
 #
 # Why a GPU script: on the 2-core CPU the same recipe draws 50 training emoji recognisably after about 2,500
 # passes over each image, and the whole split (3,382 images) would need about 55 hours of one core
-# (docs/speedrun.md, "Can the U-Net draw its training emoji at all?"). A GPU gives those passes in minutes,
+# (docs/speedrun/emoji-unet-passes.md, "Can the U-Net draw its training emoji at all?"). A GPU gives those passes in minutes,
 # so this recipe spends them on a wider, deeper U-Net at a large batch. Not yet run on a GPU (none was
 # lent to the sessions that wrote it): put its numbers in docs/speedrun.md when you run it.
 #
@@ -30,7 +30,7 @@ VAE_FLAGS="${VAE_FLAGS:---preset small --latent-channels 8 --crop-size 32 --colo
 UNET_FLAGS="${UNET_FLAGS:---preset small --block-out-channels 96,192,384 --layers-per-block 2 --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --batch-size 256 --lr 4e-4 --warmup-steps 200 --num-workers 4}"
 
 # The text encoder aligned across caption languages after CLIP (`latentdiff align-text`): on 200 emoji
-# at equal steps it lifted the U-Net's top-5 from 0.47 to 0.81 in six languages (docs/speedrun.md, "One emoji, one
+# at equal steps it lifted the U-Net's top-5 from 0.47 to 0.81 in six languages (docs/speedrun/text-encoder.md, "One emoji, one
 # condition"). ALIGN_TEXT=0 leaves it out.
 ALIGN_TEXT_FLAGS="${ALIGN_TEXT_FLAGS:---epochs 10}"
 ALIGN_ARGS=()

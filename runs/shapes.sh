@@ -4,13 +4,13 @@
 #      that state colour, shape, size, position, relation and count; 7,155 train / 421 validation / 424 test)
 #   2. benchmarks/speedrun.py with a 100-minute budget: CLIP until 7% of it, the VAE (32 px crops, colour term)
 #      until 27%, the U-Net (v-prediction, zero terminal SNR, pooled text in the time embedding) for the rest;
-#      then it measures the VAE and the attribute accuracy on the test scenes (docs/speedrun.md)
+#      then it measures the VAE and the attribute accuracy on the test scenes (docs/speedrun/shapes.md)
 #   3. the VAE's decoder alone on whole images for 10 minutes: the crop-trained decoder had never seen a whole
 #      64 px image and tinted its background; its reconstructions capped shape accuracy at 0.65 (now 0.98).
 #      The encoder, and so the latent space the U-Net learnt, stays bit for bit the same.
 #   4. the U-Net continued for 62 minutes with --clip-skip 3: conditioned on the text encoder's token
 #      embeddings instead of its last layer, which had made "on the left" and "on the right" nearly the same
-#      (docs/speedrun.md). The latents come from the same encoder, so step 3's VAE is bundled with it.
+#      (docs/speedrun/shapes.md). The latents come from the same encoder, so step 3's VAE is bundled with it.
 #   5. the U-Net 28 minutes more at half the learning rate: the binding of colour words to shapes, which the
 #      cut text encoder no longer does, was still improving (colour 0.75 -> 0.82, relations 0.53 -> 0.71)
 #   6. and 95 minutes more, a new cosine cycle from lr 1e-4 (validation loss 0.048 -> 0.042; all attributes at

@@ -143,7 +143,7 @@ class UnetTrainConfig(TrainConfig):
     timestep_sampling: str = option("uniform", "how training timesteps are drawn: uniformly (DDPM), or logit-normal "
                                                "(SD3, Esser et al. 2024: t/T = sigmoid(N(--logit-mean, --logit-std)); "
                                                "a positive mean trains more at high noise; mean 1 spoiled the "
-                                               "emoji drawings, docs/speedrun.md)",
+                                               "emoji drawings, docs/speedrun/emoji-unet-passes.md)",
                                     choices=UNET_TIMESTEP_SAMPLINGS)
     logit_mean: float = option(0.0, "mean of the normal behind --timestep-sampling logit_normal (0: centred on t = T/2)")
     logit_std: float = option(1.0, "std of the normal behind --timestep-sampling logit_normal")
@@ -163,7 +163,7 @@ class UnetTrainConfig(TrainConfig):
                                              "Slower per step (captions are encoded every step)")
     text_encoder_lr: float = option(0.0, "peak learning rate of the text encoder with --train-text-encoder (0: --lr)")
     block_out_channels: list[int] = option([], "channels of a new U-Net at each resolution, one per level of the "
-                                               "preset (small: 32,64,128): the width ablation of docs/speedrun.md "
+                                               "preset (small: 32,64,128): the width ablation of docs/speedrun/emoji-unet-passes.md "
                                                "(empty: the preset's)")
     layers_per_block: int = option(0, "ResNet (and attention) layers per level of a new U-Net: its depth (0: the "
                                       "preset's, 1 for small)")
@@ -229,7 +229,7 @@ class VaeTrainConfig(TrainConfig):
 class AlignTextConfig(TrainConfig):
     """`latentdiff align-text`: a CLIP's text transformer trained so that one image's captions in every language give
     nearly the same hidden states, the sequence the U-Net cross-attends to (latentdiff.training.text_alignment).
-    Defaults: the recipe of the bundled emoji model's text encoder (docs/speedrun.md, "One emoji, one condition")."""
+    Defaults: the recipe of the bundled emoji model's text encoder (docs/speedrun/text-encoder.md, "One emoji, one condition")."""
 
     clip: str = option("", "the CLIP folder to start from (from `latentdiff train-clip`); its vision tower, projections "
                            "and tokenizer are kept")

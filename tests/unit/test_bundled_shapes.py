@@ -21,7 +21,7 @@ def test_it_is_found_by_name_and_everything_bundled_fits_in_60_mb():
 
     source = resolve_model("shapes")
     assert source.path == SHAPES_DIR.resolve() and source.name == "latentdiff-shapes"
-    # it draws best at guidance 2 (docs/speedrun.md: the model before its last 95 minutes got all attributes of
+    # it draws best at guidance 2 (docs/speedrun/shapes.md: the model before its last 95 minutes got all attributes of
     # the test scenes right 0.78 of the time at 2, 0.49 at diffusers' 7.5)
     assert model_guidance(SHAPES_DIR) == 2.0
     total = sum(f.stat().st_size for folder in BUNDLED_MODELS.values() for f in folder.rglob("*") if f.is_file())
@@ -49,7 +49,7 @@ def test_it_draws_the_asked_colours_and_counts():
     right, total = hits(prompts, lambda want, objects: len(objects) == want[1] and all(o.color == want[0] for o in objects))
     # A model that ignored the prompt would get the colour right about 1 time in 6 and the count about 6 in 10:
     # about 0.8 hits of 8 (5 or more: under 0.1%). The bundled model gets 7 at its guidance 2 (test split: colour
-    # 0.99, count 0.98; docs/speedrun.md); a retrained one must not draw less of what it is asked.
+    # 0.99, count 0.98; docs/speedrun/shapes.md); a retrained one must not draw less of what it is asked.
     assert right >= 5, f"{right} of {total} images had the asked colour and count"
 
 

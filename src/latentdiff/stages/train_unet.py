@@ -69,7 +69,7 @@ def skip_last_layers(text_encoder, num_skipped: int, clip_dir: Path) -> None:
     state diffusers' `encode_prompt(..., clip_skip=num_skipped)` takes from the whole encoder (the final layer
     norm still applies), so the saved pipeline needs no clip_skip argument to draw what it was trained on.
     Why: a small CLIP trained contrastively on `shapes` makes "on the left" and "on the right" nearly the same
-    after its first layer (docs/speedrun.md), and a U-Net cannot follow words it does not receive."""
+    after its first layer (docs/speedrun/shapes.md), and a U-Net cannot follow words it does not receive."""
     from latentdiff.models.clip import text_tower
 
     encoder = text_tower(text_encoder).encoder

@@ -3,8 +3,8 @@
 Why: the U-Net cross-attends to the text encoder's last hidden states, all `model_max_length` of them
 (StableDiffusionPipeline passes no attention mask). Contrastive CLIP training pulls one image's captions in 14
 languages together only in the pooled, projected embedding; the hidden states stay 14 different sequences, and
-the U-Net has to learn each as its own condition (docs/speedrun.md, "One, six or 14 caption languages": each
-language costs passes).
+the U-Net has to learn each as its own condition (docs/speedrun/text-encoder.md, "One, six or 14 caption languages":
+each language costs passes).
 
 What it trains: a frozen copy of the CLIP (the teacher) gives every training caption's pooled state (the last
 hidden state at its first end-of-text token, what CLIP projects). An image's TARGET is the mean of those over its

@@ -9,7 +9,12 @@ Printed and written per CLIP folder:
 - `nearest_over_spread`: the median distance from an emoji's condition to the nearest other's, over the mean
   distance to the centre; the same after whitening the top k principal directions (each scaled to unit variance),
   what a U-Net's first linear layer would see if the encoder gave its conditions evenly spread;
-- the same nearest/spread ratio for the emoji without skin-tone siblings and for the others.
+- the same nearest/spread ratio for the emoji without skin-tone siblings and for the others;
+- per other language (`--languages`): how often an emoji's caption in it has its own emoji's English condition as
+  the nearest (top-1) or among the 5 nearest (top-5) of all the English conditions, for all emoji and for those
+  without siblings: how well the encoder's alignment makes one condition of an emoji's captions. (Not a cap on
+  what a U-Net draws from a training caption, since it trains on every language's condition, but each language
+  that differs from English is one more condition per emoji to learn.)
 
     python benchmarks/condition_spread.py --data runs/speedrun/emoji --clips src/latentdiff/default_model/clip CLIP_B \
         --out benchmarks/results/condition-spread.json
@@ -73,10 +78,26 @@ def spread(conditions: torch.Tensor, alone: torch.Tensor) -> dict:
     return result
 
 
+def language_agreement(english: torch.Tensor, other: torch.Tensor, owners: torch.Tensor,
+                       alone: torch.Tensor) -> dict:
+    """english: (N, D) each emoji's English condition; other: (M, D) captions in one other language of the emoji
+    `owners` (M,) (rows of `english`); alone: (N,) bool. Top-1/top-5 of its own emoji's English condition among all
+    N by distance, over the M captions and over those of emoji without siblings."""
+    distances = torch.cdist(other.double(), english.double())  # (M, N)
+    rank = (distances < distances.gather(1, owners[:, None])).sum(dim=1)  # (M,) how many English are nearer
+    mine = alone[owners]
+    return {"num_captions": len(owners), "top1": float((rank < 1).double().mean()),
+            "top5": float((rank < 5).double().mean()),
+            "top1_without_siblings": float((rank[mine] < 1).double().mean()),
+            "top5_without_siblings": float((rank[mine] < 5).double().mean())}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the prepared emoji dataset")
     parser.add_argument("--clips", nargs="+", required=True, help="CLIP or pipeline folders (what train-unet --clip takes)")
+    parser.add_argument("--languages", nargs="*", default=["fr", "es", "de", "zh", "ja"],
+                        help="other caption languages to compare with English (none: skip)")
     parser.add_argument("--out", required=True, help="results file (json)")
     args = parser.parse_args(argv)
 
@@ -87,13 +108,24 @@ def main(argv: list[str]) -> int:
     alone = torch.tensor(without_siblings(english))
     result = {"data": str(Path(args.data).resolve()), "num_without_siblings": int(alone.sum()), "encoders": {}}
     for clip in args.clips:
-        row = spread(conditions_of(clip, english), alone)
+        english_conditions = conditions_of(clip, english)
+        row = spread(english_conditions, alone)
+        row["languages"] = {}
+        for language in args.languages:
+            owners = [i for i, record in enumerate(records) if language in record.languages]
+            captions = [records[i].captions[records[i].languages.index(language)] for i in owners]
+            row["languages"][language] = language_agreement(english_conditions, conditions_of(clip, captions),
+                                                            torch.tensor(owners), alone)
         result["encoders"][str(Path(clip).resolve())] = row
         print(f"{clip}: effective rank {row['effective_rank']:.1f} of {row['dims']}; singular values "
               f"{row['singular_values'][:10]}; nearest/spread {row['nearest_over_spread']:.3f} (without siblings "
               f"{row['nearest_over_spread_without_siblings']:.3f}, with {row['nearest_over_spread_with_siblings']:.3f}); "
               "whitened " + ", ".join(f"top {k}: {row[f'nearest_over_spread_whitened_top{k}']:.3f}"
                                       for k in WHITENED_DIRECTIONS))
+        for language, agreement in row["languages"].items():
+            print(f"  {language}: its own emoji's English condition nearest {agreement['top1']:.3f}, among the 5 "
+                  f"nearest {agreement['top5']:.3f} (without siblings {agreement['top1_without_siblings']:.3f} / "
+                  f"{agreement['top5_without_siblings']:.3f})")
     write_results(result, args.out)
     return 0
 

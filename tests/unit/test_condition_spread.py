@@ -36,3 +36,14 @@ def test_conditions_on_one_long_axis_are_crowded_until_whitened(spread_module):
     assert row["nearest_over_spread"] < 0.01
     assert row["nearest_over_spread_whitened_top8"] > 0.3  # both directions at unit variance
     assert len(row["singular_values"]) == 8 and row["dims"] == 8
+
+
+def test_a_caption_nearest_its_own_emojis_english_condition_counts_as_agreeing(spread_module):
+    english = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [20.0, 20.0], [30.0, 30.0]])
+    alone = torch.tensor([True, True, False, False, False, False])
+    # emoji 0's caption lands on it; emoji 1's lands near emoji 2's English condition, three others nearer than its own
+    other = torch.tensor([[0.5, 0.0], [2.0, 8.0]])
+    row = spread_module.language_agreement(english, other, torch.tensor([0, 1]), alone)
+    assert row["num_captions"] == 2
+    assert row["top1"] == 0.5 and row["top1_without_siblings"] == 0.5
+    assert row["top5"] == 1.0  # emoji 1 is the fourth nearest to its own caption: among the 5

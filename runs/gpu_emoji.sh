@@ -31,8 +31,10 @@ UNET_FLAGS="${UNET_FLAGS:---preset small --block-out-channels 96,192,384 --layer
 
 # The text encoder aligned across caption languages after CLIP (`latentdiff align-text`): on 200 emoji
 # at equal steps it lifted the U-Net's top-5 from 0.47 to 0.81 in six languages (docs/speedrun/text-encoder.md, "One emoji, one
-# condition"). ALIGN_TEXT=0 leaves it out.
-ALIGN_TEXT_FLAGS="${ALIGN_TEXT_FLAGS:---epochs 10}"
+# condition"). 40 epochs, not 10: the 10-epoch alignment stopped with its loss still falling, and at 40 a training
+# caption in another language finds its own emoji's English condition first 0.88-0.90 of the time instead of
+# 0.66-0.74 (docs/speedrun/conditions.md, "The alignment trained longer"); seconds on a GPU. ALIGN_TEXT=0 leaves it out.
+ALIGN_TEXT_FLAGS="${ALIGN_TEXT_FLAGS:---epochs 40}"
 ALIGN_ARGS=()
 if [ "${ALIGN_TEXT:-1}" != 0 ]; then ALIGN_ARGS=(--align-text "$ALIGN_TEXT_FLAGS"); fi
 

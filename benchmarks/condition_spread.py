@@ -113,6 +113,9 @@ def main(argv: list[str]) -> int:
         row["languages"] = {}
         for language in args.languages:
             owners = [i for i, record in enumerate(records) if language in record.languages]
+            if not owners:
+                print(f"  {language}: no training caption in this language; skipped")
+                continue
             captions = [records[i].captions[records[i].languages.index(language)] for i in owners]
             row["languages"][language] = language_agreement(english_conditions, conditions_of(clip, captions),
                                                             torch.tensor(owners), alone)

@@ -130,6 +130,24 @@ def _download(hub_id: str) -> Path:
                         f"check the id and your network, or pass a local pipeline folder.") from err
 
 
+def unfinished_run_sentence(path: Path) -> str | None:
+    """What to do with a training run folder that has checkpoints but has not exported yet (stopped, or still
+    running: a train-unet --out writes its pipeline only at the end), or None for any other folder."""
+    from latentdiff import checkpoint
+
+    checkpoints = checkpoint.list_checkpoints(path)
+    if not checkpoints or checkpoint.is_stage_complete(path):
+        return None
+    step, latest = checkpoints[-1]
+    try:
+        of = f" of {int(json.loads((latest / checkpoint.STATE_FILE).read_text())['num_steps'])}"
+    except (OSError, ValueError, KeyError, TypeError):
+        of = ""
+    return (f"Model folder '{path}' is a training run that has not finished: its last checkpoint is step {step}{of} "
+            f"({latest.name} under {checkpoint.STATE_DIRNAME}/), and a train-unet run writes its pipeline there only "
+            f"when it ends; rerun the same training command to finish it, or pass a finished pipeline folder.")
+
+
 def check_pipeline_folder(path: Path) -> Path:
     """Raise a one-sentence UserError unless `path` is a complete diffusers StableDiffusionPipeline folder
     with safetensors weights; return it resolved."""
@@ -138,6 +156,9 @@ def check_pipeline_folder(path: Path) -> Path:
         raise UserError(f"Model '{path}' is a file, not a pipeline folder; pass the folder that holds {MODEL_INDEX}.")
     index_file = path / MODEL_INDEX
     if not index_file.is_file():
+        unfinished = unfinished_run_sentence(path)
+        if unfinished:
+            raise UserError(unfinished)
         raise UserError(f"Model folder '{path}' has no {MODEL_INDEX}, so it is not a diffusers pipeline; pass the "
                         f"folder written by `latentdiff train` or `train-unet`.")
     try:

@@ -66,6 +66,27 @@ def test_run_writes_config_validation_and_samples(trained):
     assert step == 4 and np.array_equal(np.asarray(logged.convert("RGB")), np.asarray(Image.open(last_png).convert("RGB")))
 
 
+def test_an_unfinished_run_folder_given_as_a_model_says_where_it_stopped(trained, tmp_path):
+    """A train-unet --out folder that has checkpoints but no pipeline yet (stopped, or still running) is named as
+    such, with its last step and how to finish it, instead of 'not a diffusers pipeline'."""
+    import shutil
+
+    from latentdiff.errors import UserError
+    from latentdiff.model_source import check_pipeline_folder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for kept in ("training_state", "logs"):  # what a run holds before its export: checkpoints and TensorBoard logs
+        shutil.copytree(trained[0] / kept, run / kept)
+    with pytest.raises(UserError, match=r"training run that has not finished: its last checkpoint is step 4 of 4 "
+                                        r"\(step-000004 under training_state/\).*rerun the same training command"):
+        check_pipeline_folder(run)
+    # a finished run without its model_index.json is not "unfinished": the general sentence
+    shutil.copy(trained[0] / "latentdiff_complete.json", run)
+    with pytest.raises(UserError, match="has no model_index.json, so it is not a diffusers pipeline"):
+        check_pipeline_folder(run)
+
+
 def test_rerun_reuses_the_cache_and_the_finished_run(trained):
     out, argv = trained
     caches = sorted((out.parent / "cache").glob("*.safetensors"))

@@ -20,6 +20,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "align-text": ("align_text", "align a CLIP's text encoder across caption languages (for a multilingual U-Net)"),
     "train-unet": ("train_unet", "train the latent U-Net on a CLIP + VAE; writes a StableDiffusionPipeline folder"),
     "train": ("train", "train CLIP (aligned across caption languages), VAE and U-Net in order into one run folder (resumable)"),
+    "export-checkpoint": ("export_checkpoint", "a pipeline folder from a train-unet run's saved checkpoint, while it runs or after it stopped"),
     "generate": ("generate", "generate images from text prompts with a pipeline folder, hub id or the bundled model"),
     "export": ("export", "export a pipeline for ONNX Runtime or OpenVINO (optimum's layout); generate --backend runs it"),
     "evaluate": ("evaluate", "measure a pipeline, CLIP or VAE folder on a dataset split: metrics.json + report.md"),

@@ -338,6 +338,18 @@ class ExportConfig:
 
 
 @dataclass
+class ExportCheckpointConfig:
+    """`latentdiff export-checkpoint RUN --out DIR [--step N]`: a pipeline folder from a train-unet run's saved
+    training state, while the run goes on or after it stopped (what the run would export at the end)."""
+
+    run: str = positional("the --out folder of a train-unet run (it holds training_state/step-N checkpoints)")
+    out: str = option("", "folder for the pipeline (new or empty)")
+    step: int = option(0, "the checkpoint's step (0: the latest)")
+    weights: str = option("ema", "ema: the averaged weights the run exports (the raw ones when it keeps no EMA); "
+                                 "raw: the weights the optimizer is at", choices=("ema", "raw"))
+
+
+@dataclass
 class EvaluateConfig:
     """`latentdiff evaluate --model M --data DIR`: metrics.json + report.md for a pipeline, CLIP or VAE
     folder on one split of a prepared dataset. What the folder is decides what is measured."""

@@ -145,7 +145,8 @@ def unfinished_run_sentence(path: Path) -> str | None:
         of = ""
     return (f"Model folder '{path}' is a training run that has not finished: its last checkpoint is step {step}{of} "
             f"({latest.name} under {checkpoint.STATE_DIRNAME}/), and a train-unet run writes its pipeline there only "
-            f"when it ends; rerun the same training command to finish it, or pass a finished pipeline folder.")
+            f"when it ends; rerun the same training command to finish it, or write a pipeline of that checkpoint with "
+            f"`latentdiff export-checkpoint {path} --out DIR` and pass DIR.")
 
 
 def check_pipeline_folder(path: Path) -> Path:

@@ -79,12 +79,54 @@ def test_an_unfinished_run_folder_given_as_a_model_says_where_it_stopped(trained
     for kept in ("training_state", "logs"):  # what a run holds before its export: checkpoints and TensorBoard logs
         shutil.copytree(trained[0] / kept, run / kept)
     with pytest.raises(UserError, match=r"training run that has not finished: its last checkpoint is step 4 of 4 "
-                                        r"\(step-000004 under training_state/\).*rerun the same training command"):
+                                        r"\(step-000004 under training_state/\).*rerun the same training command.*"
+                                        r"latentdiff export-checkpoint .* --out DIR"):
         check_pipeline_folder(run)
     # a finished run without its model_index.json is not "unfinished": the general sentence
     shutil.copy(trained[0] / "latentdiff_complete.json", run)
     with pytest.raises(UserError, match="has no model_index.json, so it is not a diffusers pipeline"):
         check_pipeline_folder(run)
+
+
+def test_export_checkpoint_writes_the_pipeline_the_run_exports(trained, tmp_path):
+    """`latentdiff export-checkpoint` on the run's last checkpoint gives the U-Net the run itself exported (its EMA
+    weights), in a pipeline that loads and generates; --weights raw gives the optimizer's weights instead."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    from latentdiff.stages import export_checkpoint
+
+    run, _ = trained
+    snapshot = tmp_path / "step-4"
+    assert export_checkpoint.main([str(run), "--out", str(snapshot)]) == 0
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    exported, snapshotted = load_file(run / weights), load_file(snapshot / weights)
+    assert exported.keys() == snapshotted.keys() and all(torch.equal(exported[k], snapshotted[k]) for k in exported)
+    pipe = StableDiffusionPipeline.from_pretrained(snapshot)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red square", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
+
+    raw = tmp_path / "raw"
+    assert export_checkpoint.main([str(run), "--out", str(raw), "--weights", "raw", "--step", "4"]) == 0
+    optimizer_weights = load_file(run / "training_state" / "step-000004" / "model.safetensors")
+    raw_unet = load_file(raw / weights)
+    assert all(torch.equal(raw_unet[k], optimizer_weights[k]) for k in raw_unet)
+    assert not all(torch.equal(raw_unet[k], exported[k]) for k in raw_unet)  # the EMA is another average
+
+
+def test_export_checkpoint_mistakes_are_one_sentence(trained, tmp_path, capsys):
+    from latentdiff.stages import export_checkpoint
+
+    run, _ = trained
+    assert export_checkpoint.main([str(run), "--out", str(tmp_path / "a"), "--step", "3"]) == 2
+    assert "has no checkpoint of step 3; it keeps steps" in capsys.readouterr().err
+    assert export_checkpoint.main([str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert "holds no training checkpoint" in capsys.readouterr().err
+    assert export_checkpoint.main([str(run), "--out", str(run)]) == 2
+    assert "--out is the run folder itself" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_rerun_reuses_the_cache_and_the_finished_run(trained):

@@ -228,9 +228,13 @@ def run(cfg: UnetTrainConfig):
 
     out = cfg.out
     if result is not None and process_state().is_main_process:
-        print(f"pipeline written to {out} (step {result.step}, last loss {result.last_loss:.4f}); load it with "
-              f"StableDiffusionPipeline.from_pretrained('{out}') or `latentdiff generate --model {out} PROMPT`")
+        print(f"pipeline written to {out} (step {result.step}, last loss {result.last_loss:.4f}); {load_hint(out)}")
     return result
+
+
+def load_hint(pipeline_dir) -> str:
+    return (f"load it with StableDiffusionPipeline.from_pretrained('{pipeline_dir}') or "
+            f"`latentdiff generate --model {pipeline_dir} PROMPT`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,17 @@ def run(cfg: ExportCheckpointConfig) -> Path:
                         f"another folder, such as {run_dir}-step-{step}.")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty; pass a new or empty folder for the pipeline.")
+    try:
+        return export(run_dir, step, folder, out, cfg.weights)
+    except FileNotFoundError as err:  # a running train-unet rotated the checkpoint away while it was read
+        if folder.exists():
+            raise
+        raise UserError(f"The checkpoint of step {step} was deleted while it was read (the run keeps only its last "
+                        f"few, --keep-checkpoints); rerun to take the latest.") from err
+
+
+def export(run_dir: Path, step: int, folder: Path, out: Path, weights: str) -> Path:
+    """The pipeline of checkpoint `folder` (of `step`) of `run_dir`, written to `out`."""
     state = json.loads((folder / checkpoint.STATE_FILE).read_text())
     unet_cfg = run_config(run_dir, state["config"])
 
@@ -67,7 +78,7 @@ def run(cfg: ExportCheckpointConfig) -> Path:
     model = task.trainable_module()  # the U-Net (and the text encoder with --train-text-encoder), as the loop trains it
     checkpoint.load_module_weights(model, folder / checkpoint.MODEL_FILE)
     averaged = folder / checkpoint.EMA_FILE
-    use_ema = cfg.weights == "ema" and averaged.is_file()
+    use_ema = weights == "ema" and averaged.is_file()
     if use_ema:  # the EMA file holds the shadow of every trainable parameter, keyed by its name
         shadow = checkpoint.load_tensors(averaged)
         with torch.no_grad():

@@ -347,6 +347,8 @@ class ExportCheckpointConfig:
     step: int = option(0, "the checkpoint's step (0: the latest)")
     weights: str = option("ema", "ema: the averaged weights the run exports (the raw ones when it keeps no EMA); "
                                  "raw: the weights the optimizer is at", choices=("ema", "raw"))
+    allow_pickle: bool = option(False, "allow the run's --init, CLIP or VAE from pickled .bin/.pt weights, as the run "
+                                       "itself was allowed (not recorded in its checkpoint)")
 
 
 @dataclass

@@ -131,8 +131,8 @@ def _download(hub_id: str) -> Path:
 
 
 def unfinished_run_sentence(path: Path) -> str | None:
-    """What to do with a training run folder that has checkpoints but has not exported yet (stopped, or still
-    running: a train-unet --out writes its pipeline only at the end), or None for any other folder."""
+    """What to do with a train-unet run folder that has checkpoints but has not exported yet (stopped, or still
+    running: it writes its pipeline only at the end), or None for any other folder."""
     from latentdiff import checkpoint
 
     checkpoints = checkpoint.list_checkpoints(path)
@@ -140,13 +140,16 @@ def unfinished_run_sentence(path: Path) -> str | None:
         return None
     step, latest = checkpoints[-1]
     try:
-        of = f" of {int(json.loads((latest / checkpoint.STATE_FILE).read_text())['num_steps'])}"
-    except (OSError, ValueError, KeyError, TypeError):
-        of = ""
-    return (f"Model folder '{path}' is a training run that has not finished: its last checkpoint is step {step}{of} "
-            f"({latest.name} under {checkpoint.STATE_DIRNAME}/), and a train-unet run writes its pipeline there only "
-            f"when it ends; rerun the same training command to finish it, or write a pipeline of that checkpoint with "
-            f"`latentdiff export-checkpoint {path} --out DIR` and pass DIR.")
+        state = json.loads((latest / checkpoint.STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("task") != "unet":
+        return None
+    of = f" of {state['num_steps']}" if isinstance(state.get("num_steps"), int) else ""
+    return (f"Model folder '{path}' is a train-unet run that has not finished: its last checkpoint is step {step}{of} "
+            f"({latest.name} under {checkpoint.STATE_DIRNAME}/), and it writes its pipeline there only when it ends; "
+            f"if it is not still running, rerun the same training command to finish it, or write a pipeline of that "
+            f"checkpoint with `latentdiff export-checkpoint {path} --out DIR` and pass DIR.")
 
 
 def check_pipeline_folder(path: Path) -> Path:

@@ -78,7 +78,7 @@ def test_an_unfinished_run_folder_given_as_a_model_says_where_it_stopped(trained
     run.mkdir()
     for kept in ("training_state", "logs"):  # what a run holds before its export: checkpoints and TensorBoard logs
         shutil.copytree(trained[0] / kept, run / kept)
-    with pytest.raises(UserError, match=r"training run that has not finished: its last checkpoint is step 4 of 4 "
+    with pytest.raises(UserError, match=r"train-unet run that has not finished: its last checkpoint is step 4 of 4 "
                                         r"\(step-000004 under training_state/\).*rerun the same training command.*"
                                         r"latentdiff export-checkpoint .* --out DIR"):
         check_pipeline_folder(run)
@@ -116,17 +116,70 @@ def test_export_checkpoint_writes_the_pipeline_the_run_exports(trained, tmp_path
     assert not all(torch.equal(raw_unet[k], exported[k]) for k in raw_unet)  # the EMA is another average
 
 
+def _run_with_state(trained, tmp_path, **changes):
+    """A copy of the trained run's checkpoints with fields of its last state.json changed."""
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(trained[0] / "training_state", run / "training_state")
+    state_file = run / "training_state" / "step-000004" / "state.json"
+    state = json.loads(state_file.read_text())
+    for key, value in changes.items():
+        if key == "config":
+            state["config"].update(value)
+        else:
+            state[key] = value
+    state_file.write_text(json.dumps(state))
+    return run
+
+
 def test_export_checkpoint_mistakes_are_one_sentence(trained, tmp_path, capsys):
     from latentdiff.stages import export_checkpoint
 
+    def error(*argv) -> str:
+        capsys.readouterr()
+        assert export_checkpoint.main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
     run, _ = trained
-    assert export_checkpoint.main([str(run), "--out", str(tmp_path / "a"), "--step", "3"]) == 2
-    assert "has no checkpoint of step 3; it keeps steps" in capsys.readouterr().err
-    assert export_checkpoint.main([str(tmp_path), "--out", str(tmp_path / "b")]) == 2
-    assert "holds no training checkpoint" in capsys.readouterr().err
-    assert export_checkpoint.main([str(run), "--out", str(run)]) == 2
-    assert "--out is the run folder itself" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert "has no checkpoint of step 3; it keeps steps 4" in error(run, "--out", tmp_path / "a", "--step", 3)
+    assert "holds no training checkpoint" in error(tmp_path, "--out", tmp_path / "b")
+    assert "--out is the run folder itself" in error(run, "--out", run)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    assert "is not empty" in error(run, "--out", tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    clip_run = _run_with_state(trained, tmp_path / "c", task="clip")
+    assert "is a clip training run, not a train-unet one" in error(clip_run, "--out", tmp_path / "d")
+    moved = _run_with_state(trained, tmp_path / "m", config={"clip": "runs/x/clip-aligned"})
+    assert "trained with --clip runs/x/clip-aligned, which is not found from here" in error(moved, "--out", tmp_path / "e")
+    assert not any((tmp_path / name).exists() for name in "abde")
+
+
+@pytest.mark.slow  # 8 s: trains a U-Net with its text encoder, then exports two checkpoints
+def test_export_checkpoint_of_a_run_that_trains_its_text_encoder(inputs, tmp_path):
+    """Midway and at the end: the last checkpoint gives the U-Net and text encoder the run exported, an earlier one
+    other weights; the folder is named after the run and step and records what trained it."""
+    from safetensors.torch import load_file
+
+    from latentdiff.model_source import model_name_of
+    from latentdiff.stages import export_checkpoint
+
+    run = tmp_path / "te-run"
+    argv = tiny_unet_argv(inputs, run, "--train-text-encoder", "--checkpoint-every", "2", "--keep-checkpoints", "3",
+                          "--num-validation-prompts", "0", "--cache-dir", str(tmp_path / "cache"))
+    assert train_unet.main(argv) == 0
+    for step in (2, 4):
+        assert export_checkpoint.main([str(run), "--out", str(tmp_path / f"s{step}"), "--step", str(step)]) == 0
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        final, last, earlier = (load_file(folder / part) for folder in (run, tmp_path / "s4", tmp_path / "s2"))
+        assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final), part
+        assert not all(torch.equal(final[k], earlier[k]) for k in final), part
+    assert model_name_of(tmp_path / "s2") == "te-run-step-2"
+    recorded = json.loads((tmp_path / "s2" / "latentdiff_config.json").read_text())
+    assert recorded["stage"] == "UnetTrainConfig" and recorded["config"]["train_text_encoder"] is True
 
 
 def test_rerun_reuses_the_cache_and_the_finished_run(trained):

@@ -35,14 +35,37 @@ def pick_checkpoint(run_dir: Path, step: int) -> tuple[int, Path]:
                     f"{', '.join(str(found) for found, _ in checkpoints)} (--keep-checkpoints says how many).")
 
 
-def run_config(run_dir: Path, saved: dict) -> UnetTrainConfig:
+def run_config(run_dir: Path, state: dict, allow_pickle: bool) -> UnetTrainConfig:
     """The train-unet options a checkpoint recorded, as the config that built the run (without its cache: the
-    export needs no training data)."""
+    export needs no training data), after checking that the folders it names are still found from here."""
+    if state.get("task") != "unet":
+        raise UserError(f"{run_dir} is a {state.get('task', 'non-U-Net')} training run, not a train-unet one; "
+                        f"export-checkpoint makes pipelines from U-Net runs (the other stages' folders are what "
+                        f"they export at their end).")
+    saved = state["config"]
     names = {f.name for f in dataclasses.fields(UnetTrainConfig)}
-    if not set(saved) <= names or "prediction_type" not in saved:
-        raise UserError(f"{run_dir} is not a train-unet run (its checkpoint records other options); export-checkpoint "
-                        f"makes pipelines from U-Net runs, whose CLIP and VAE are the finished folders they trained on.")
-    return dataclasses.replace(UnetTrainConfig(), **{**saved, "out": str(run_dir), "cache": False})
+    if not set(saved) <= names:
+        raise UserError(f"{run_dir}'s checkpoint records options this latentdiff does not have "
+                        f"({', '.join(sorted(set(saved) - names))}); export it with the version that trained it.")
+    cfg = dataclasses.replace(UnetTrainConfig(), **{**saved, "out": str(run_dir), "cache": False,
+                                                    "allow_pickle": allow_pickle})
+    for flag, folder in (("--data", cfg.data), ("--clip", cfg.clip), ("--vae", cfg.vae)):
+        if folder and not Path(folder).expanduser().exists():
+            raise UserError(f"The run was trained with {flag} {folder}, which is not found from here (a relative "
+                            f"path counts from the folder the run was started in); run export-checkpoint from that "
+                            f"folder, or put {folder} back.")
+    return cfg
+
+
+def load_checkpoint_weights(folder: Path, weights: str) -> tuple[dict, bool]:
+    """(the trainable module's weights by name, whether they are the EMA) of a checkpoint: the EMA file holds the
+    shadow of every trainable parameter; buffers, and everything when `weights` is raw, come from the model file."""
+    tensors = checkpoint.load_tensors(folder / checkpoint.MODEL_FILE)
+    averaged = folder / checkpoint.EMA_FILE
+    use_ema = weights == "ema" and averaged.is_file()
+    if use_ema:
+        tensors.update(checkpoint.load_tensors(averaged))
+    return tensors, use_ema
 
 
 def run(cfg: ExportCheckpointConfig) -> Path:
@@ -55,41 +78,33 @@ def run(cfg: ExportCheckpointConfig) -> Path:
                         f"another folder, such as {run_dir}-step-{step}.")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty; pass a new or empty folder for the pipeline.")
-    try:
-        return export(run_dir, step, folder, out, cfg.weights)
-    except FileNotFoundError as err:  # a running train-unet rotated the checkpoint away while it was read
+    try:  # read at once: a running train-unet deletes all but its last few checkpoints
+        state = json.loads((folder / checkpoint.STATE_FILE).read_text())
+        tensors, use_ema = load_checkpoint_weights(folder, cfg.weights)
+    except FileNotFoundError as err:
         if folder.exists():
             raise
         raise UserError(f"The checkpoint of step {step} was deleted while it was read (the run keeps only its last "
                         f"few, --keep-checkpoints); rerun to take the latest.") from err
+    unet_cfg = run_config(run_dir, state, cfg.allow_pickle)
 
-
-def export(run_dir: Path, step: int, folder: Path, out: Path, weights: str) -> Path:
-    """The pipeline of checkpoint `folder` (of `step`) of `run_dir`, written to `out`."""
-    state = json.loads((folder / checkpoint.STATE_FILE).read_text())
-    unet_cfg = run_config(run_dir, state["config"])
-
-    import torch
-
+    from latentdiff.model_source import run_name, write_model_name
+    from latentdiff.options import save_config
     from latentdiff.stages.train_unet import build_components, load_hint
     from latentdiff.training.diffusion_task import DiffusionTask
 
     task = DiffusionTask(unet_cfg, *build_components(unet_cfg))
     model = task.trainable_module()  # the U-Net (and the text encoder with --train-text-encoder), as the loop trains it
-    checkpoint.load_module_weights(model, folder / checkpoint.MODEL_FILE)
-    averaged = folder / checkpoint.EMA_FILE
-    use_ema = weights == "ema" and averaged.is_file()
-    if use_ema:  # the EMA file holds the shadow of every trainable parameter, keyed by its name
-        shadow = checkpoint.load_tensors(averaged)
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                parameter.copy_(shadow[name])
+    model.load_state_dict(tensors, strict=True)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     task.export(model, out)
-    which = "EMA" if use_ema else "raw"
-    print(f"Wrote the pipeline of {run_dir} at step {step} of {state['num_steps']} ({which} weights) to {out}; "
-          f"{load_hint(out)}.")
+    save_config(unet_cfg, out)  # what trained it, as a finished run's folder has (--init and bundling read it)
+    write_model_name(out, f"{run_name(run_dir)}-step-{step}")
+    if cfg.weights == "ema" and not use_ema:
+        print(f"{run_dir} keeps no EMA (--ema-decay 0), so these are the optimizer's weights.")
+    print(f"Wrote the pipeline of {run_dir} at step {step} of {state['num_steps']} "
+          f"({'EMA' if use_ema else 'raw'} weights) to {out}; {load_hint(out)}.")
     return out
 
 

@@ -71,6 +71,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
+def read_state(folder: Path) -> dict[str, Any]:
+    """A checkpoint's state.json: its step, data position, the run's options and task."""
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+def write_state(folder: Path, state: dict[str, Any]) -> None:
+    # Written last: a folder without it is never taken for a checkpoint.
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
 # ------------------------------------------------------------------ atomic writing
 
 

@@ -140,7 +140,7 @@ def unfinished_run_sentence(path: Path) -> str | None:
         return None
     step, latest = checkpoints[-1]
     try:
-        state = json.loads((latest / checkpoint.STATE_FILE).read_text())
+        state = checkpoint.read_state(latest)
     except (OSError, ValueError):
         return None
     if not isinstance(state, dict) or state.get("task") != "unet":

@@ -80,6 +80,21 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert not checkpoint.is_stage_complete(tmp_path)
 
 
+def test_a_run_that_fails_closes_its_progress_bar(tmp_path):
+    # A bar left open for the garbage collector can leave tqdm's instance set while the next run's tqdm.write
+    # walks it ("Set changed size during iteration"): a notebook's second run after an error crashed.
+    from tqdm.auto import tqdm
+
+    open_before = len(getattr(tqdm, "_instances", ()))
+    # The errors are kept, as a notebook keeps its last traceback: they hold the failed runs' frames alive.
+    with pytest.raises(TrainingDiverged) as diverged:
+        train(ToyTask(nan_at_step=6), _cfg(tmp_path / "nan"), tmp_path / "nan")
+    with pytest.raises(RuntimeError) as crashed:
+        train(ToyTask(crash_at_step=5), _cfg(tmp_path / "crash"), tmp_path / "crash")
+    assert len(getattr(tqdm, "_instances", ())) == open_before, (diverged, crashed)
+    assert train(ToyTask(), _cfg(tmp_path / "crash"), tmp_path / "crash").step == 12
+
+
 def test_resuming_with_different_options_is_refused(tmp_path):
     with pytest.raises(RuntimeError):
         train(ToyTask(crash_at_step=5), _cfg(tmp_path), tmp_path)

@@ -80,22 +80,23 @@ def pack_split(root: Path, split: str, samples_per_shard: int) -> list[dict[str,
     located = folder / f".{METADATA_FILENAME}.tmp"
     with open(located, "w", encoding="utf-8") as out:
         chunks = _rows_in_chunks(folder / METADATA_FILENAME, samples_per_shard)
-        for number, chunk in enumerate(tqdm(chunks, total=num_shards, desc=f"packing {split} shards", unit="shard")):
-            name = SHARD_PATTERN.format(number)
-            with open(folder / name, "wb") as stream:
-                writer = webdataset.TarWriter(stream, mtime=FIXED_MTIME)
+        with tqdm(chunks, total=num_shards, desc=f"packing {split} shards", unit="shard") as progress:
+            for number, chunk in enumerate(progress):
+                name = SHARD_PATTERN.format(number)
+                with open(folder / name, "wb") as stream:
+                    writer = webdataset.TarWriter(stream, mtime=FIXED_MTIME)
+                    for row in chunk:
+                        meta = {k: v for k, v in row.items() if k != "file_name"}
+                        writer.write({"__key__": Path(row["file_name"]).stem,
+                                      "png": (folder / row["file_name"]).read_bytes(), "json": meta})
+                    writer.close()
+                locations = _member_locations(folder / name)
                 for row in chunk:
-                    meta = {k: v for k, v in row.items() if k != "file_name"}
-                    writer.write({"__key__": Path(row["file_name"]).stem, "png": (folder / row["file_name"]).read_bytes(),
-                                  "json": meta})
-                writer.close()
-            locations = _member_locations(folder / name)
-            for row in chunk:
-                (folder / row["file_name"]).unlink()
-                offset, size = locations[row["file_name"]]
-                row.update(shard=name, offset=offset, size=size)
-                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-            shards.append({"url": f"{split}/{name}", "num_samples": len(chunk)})
+                    (folder / row["file_name"]).unlink()
+                    offset, size = locations[row["file_name"]]
+                    row.update(shard=name, offset=offset, size=size)
+                    out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                shards.append({"url": f"{split}/{name}", "num_samples": len(chunk)})
     os.replace(located, folder / METADATA_FILENAME)
     return shards
 

@@ -164,51 +164,52 @@ def _write_items(result, root, image_size, seed, max_images, skipped, counts, nu
                  spools) -> int:
     """Write every usable item's PNG and metadata row; returns how many were kept."""
     kept = 0
-    for item in tqdm(result.items, total=result.num_items, desc=f"prepare {result.source}", unit="img"):
-        if max_images and kept >= max_images:
-            break
-        heartbeat.beat()
-        if item.key in seen:
-            skipped.append(Skipped(item.key, "duplicate entry (already kept once)"))
-            continue
-        captions, languages = [], []
-        for text, lang in zip(item.captions, item.languages or ["en"] * len(item.captions)):
-            text = clean_caption(text)
-            if text and text not in captions:
-                captions.append(text)
-                languages.append(lang)
-        if not captions:
-            skipped.append(Skipped(item.key, "no non-empty caption"))
-            continue
-        try:
-            image = square_image(item.load_image(), image_size)
-        except SkipItem as reason:
-            skipped.append(Skipped(item.key, str(reason)))
-            continue
-        except FileNotFoundError:
-            skipped.append(Skipped(item.key, "image file not found"))
-            continue
-        # DecompressionBombError is not an OSError: a corrupt header can claim billions of pixels.
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            skipped.append(Skipped(item.key, f"unreadable image ({type(err).__name__}: {err})"))
-            continue
-        split = item.split or split_for_key(item.key, seed)
-        if split not in counts:
-            raise ValueError(f"source gave unknown split {split!r}")
-        if not item.split:
-            heapq.heappush(movable[split], (-_key_position(item.key, seed), counts[split], item.key))
-            if len(movable[split]) > len(SPLITS):
-                heapq.heappop(movable[split])  # drops the highest position
-        file_name = f"{counts[split]:06d}.png"
-        image.save(root / split / file_name, format="PNG", optimize=False)
-        row = {"file_name": file_name, "id": item.key, "text": captions, "language": languages}
-        if item.attributes is not None:
-            row["attributes"] = item.attributes
-        spools[split].write(_row_line(row))
-        counts[split] += 1
-        num_captions[split] += len(captions)
-        seen.add(item.key)
-        kept += 1
+    with tqdm(result.items, total=result.num_items, desc=f"prepare {result.source}", unit="img") as progress:
+        for item in progress:
+            if max_images and kept >= max_images:
+                break
+            heartbeat.beat()
+            if item.key in seen:
+                skipped.append(Skipped(item.key, "duplicate entry (already kept once)"))
+                continue
+            captions, languages = [], []
+            for text, lang in zip(item.captions, item.languages or ["en"] * len(item.captions)):
+                text = clean_caption(text)
+                if text and text not in captions:
+                    captions.append(text)
+                    languages.append(lang)
+            if not captions:
+                skipped.append(Skipped(item.key, "no non-empty caption"))
+                continue
+            try:
+                image = square_image(item.load_image(), image_size)
+            except SkipItem as reason:
+                skipped.append(Skipped(item.key, str(reason)))
+                continue
+            except FileNotFoundError:
+                skipped.append(Skipped(item.key, "image file not found"))
+                continue
+            # DecompressionBombError is not an OSError: a corrupt header can claim billions of pixels.
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                skipped.append(Skipped(item.key, f"unreadable image ({type(err).__name__}: {err})"))
+                continue
+            split = item.split or split_for_key(item.key, seed)
+            if split not in counts:
+                raise ValueError(f"source gave unknown split {split!r}")
+            if not item.split:
+                heapq.heappush(movable[split], (-_key_position(item.key, seed), counts[split], item.key))
+                if len(movable[split]) > len(SPLITS):
+                    heapq.heappop(movable[split])  # drops the highest position
+            file_name = f"{counts[split]:06d}.png"
+            image.save(root / split / file_name, format="PNG", optimize=False)
+            row = {"file_name": file_name, "id": item.key, "text": captions, "language": languages}
+            if item.attributes is not None:
+                row["attributes"] = item.attributes
+            spools[split].write(_row_line(row))
+            counts[split] += 1
+            num_captions[split] += len(captions)
+            seen.add(item.key)
+            kept += 1
     return kept
 
 

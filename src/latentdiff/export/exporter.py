@@ -128,23 +128,23 @@ def export_pipeline(source: ModelSource, out_dir: str | Path, fmt: str, *, sourc
     staging.chmod(0o755)  # mkdtemp's 0700 would become the export's own mode
     try:
         specs = _onnx_specs(pipe)
-        for component, (module, args, inputs, outputs, axes) in tqdm(specs.items(), desc=f"exporting to {fmt}",
-                                                                      unit="model", disable=not show_progress):
-            folder = staging / component
-            folder.mkdir()
-            onnx_path = folder / MODEL_FILES["onnx"]
-            with _quiet_export(), torch.inference_mode(False), torch.no_grad():
-                torch.onnx.export(module.eval(), args, str(onnx_path), input_names=inputs, output_names=outputs,
-                                  dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
-            if fmt == "openvino":
-                xml_path = model_file(staging, component, fmt)
-                _onnx_to_openvino(onnx_path, xml_path, weights == "fp16")
-                for intermediate in folder.iterdir():  # the ONNX file and any side files of its weights
-                    if intermediate not in (xml_path, xml_path.with_suffix(".bin")):
-                        intermediate.unlink()
-            elif weights == "fp16":
-                _onnx_to_fp16(onnx_path)
-            shutil.copy2(source.path / COMPONENTS[component] / "config.json", folder / "config.json")
+        with tqdm(specs.items(), desc=f"exporting to {fmt}", unit="model", disable=not show_progress) as progress:
+            for component, (module, args, inputs, outputs, axes) in progress:
+                folder = staging / component
+                folder.mkdir()
+                onnx_path = folder / MODEL_FILES["onnx"]
+                with _quiet_export(), torch.inference_mode(False), torch.no_grad():
+                    torch.onnx.export(module.eval(), args, str(onnx_path), input_names=inputs, output_names=outputs,
+                                      dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
+                if fmt == "openvino":
+                    xml_path = model_file(staging, component, fmt)
+                    _onnx_to_openvino(onnx_path, xml_path, weights == "fp16")
+                    for intermediate in folder.iterdir():  # the ONNX file and any side files of its weights
+                        if intermediate not in (xml_path, xml_path.with_suffix(".bin")):
+                            intermediate.unlink()
+                elif weights == "fp16":
+                    _onnx_to_fp16(onnx_path)
+                shutil.copy2(source.path / COMPONENTS[component] / "config.json", folder / "config.json")
         for name in COPIED_FOLDERS:
             shutil.copytree(source.path / name, staging / name)
         for name in (MODEL_INDEX, MODEL_INFO):

@@ -11,7 +11,6 @@ at its end) unless `--weights raw`. Nothing in RUN is changed, and the latent ca
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from latentdiff import checkpoint
@@ -79,7 +78,7 @@ def run(cfg: ExportCheckpointConfig) -> Path:
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty; pass a new or empty folder for the pipeline.")
     try:  # read at once: a running train-unet deletes all but its last few checkpoints
-        state = json.loads((folder / checkpoint.STATE_FILE).read_text())
+        state = checkpoint.read_state(folder)
         tensors, use_ema = load_checkpoint_weights(folder, cfg.weights)
     except FileNotFoundError as err:
         if folder.exists():

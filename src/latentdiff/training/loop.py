@@ -240,13 +240,10 @@ class _Run(RunCheckpoints):
         raise TrainingDiverged(f"Training stopped at step {self.step + 1}: the {what} became {value}; {where}. "
                                f"Lower --lr (now {self.cfg.lr:g}) or raise --warmup-steps, then rerun with a new --out.")
 
-    def _stop_interrupted(self, writer, bar, signal_name: str) -> None:
+    def _stop_interrupted(self, signal_name: str) -> None:
         """After SIGINT/SIGTERM: the step in progress has finished; save it (unless just saved), stop."""
         if self.last_saved_step != self.step:
             self.save_checkpoint()
-        bar.close()
-        if writer is not None:
-            writer.close()
         latest = checkpoint.state_dir(self.out_dir) / checkpoint.checkpoint_name(self.step)
         raise TrainingInterrupted(f"stopped by {signal_name} after step {self.step} of {self.num_steps}; the training "
                                   f"state is saved in {latest}: rerun the same command to resume from there.")
@@ -264,56 +261,62 @@ class _Run(RunCheckpoints):
         self.model.train()
         last_loss, metrics, started = float("nan"), {}, time.perf_counter()
         steps_this_run = 0
-        with StopRequests() as stop:
-            while self.step < self.num_steps:
-                logs: dict[str, float] = {}
-                total = torch.zeros((), device=acc.device)
-                for _ in range(cfg.grad_accum_steps):
-                    batch = _to_device(next(self.stream), acc.device)
-                    with acc.accumulate(self.model):
-                        with acc.autocast():
-                            loss, logs = self.task.loss(self.model, batch, self.generator)
-                        if self._any_process(~torch.isfinite(loss.detach())):
-                            self._stop_diverged("loss", float(loss.detach()))
-                        acc.backward(loss)
-                        total += loss.detach() / cfg.grad_accum_steps
-                        if acc.sync_gradients:
-                            grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                                         if cfg.max_grad_norm > 0 else None)
-                            if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
-                                self._stop_diverged("gradient norm", float(grad_norm))
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.step(acc.unwrap_model(self.model).parameters())
-                self.step += 1
-                steps_this_run += 1
-                last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
-                now = time.perf_counter()
-                rate = steps_this_run * samples_per_step / max(now - started, 1e-9)
-                if self._follow_time_budget(steps_this_run, started, now):
-                    bar.total = self.num_steps
-                bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
-                bar.update(1)
-                if writer is not None:
-                    writer.add_scalar("train/loss", last_loss, self.step)
-                    writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                    writer.add_scalar("train/samples_per_s", rate, self.step)
-                    for key, value in logs.items():
-                        writer.add_scalar(f"train/{key}", float(value), self.step)
-                final = self.step >= self.num_steps
-                if cfg.validate_every > 0 and self.step % cfg.validate_every == 0 and not final:
-                    metrics = self.validate(writer)
-                if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or final:
-                    self.save_checkpoint()
-                if self._any_process(torch.tensor(float(stop.requested))):
-                    self._stop_interrupted(writer, bar, stop.signal_name or "a stop signal")
-        bar.close()
-        metrics = self.validate(writer)
-        self.export()
-        if writer is not None:
-            writer.close()
+        try:
+            with StopRequests() as stop:
+                while self.step < self.num_steps:
+                    logs: dict[str, float] = {}
+                    total = torch.zeros((), device=acc.device)
+                    for _ in range(cfg.grad_accum_steps):
+                        batch = _to_device(next(self.stream), acc.device)
+                        with acc.accumulate(self.model):
+                            with acc.autocast():
+                                loss, logs = self.task.loss(self.model, batch, self.generator)
+                            if self._any_process(~torch.isfinite(loss.detach())):
+                                self._stop_diverged("loss", float(loss.detach()))
+                            acc.backward(loss)
+                            total += loss.detach() / cfg.grad_accum_steps
+                            if acc.sync_gradients:
+                                grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                                             if cfg.max_grad_norm > 0 else None)
+                                if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+                                    self._stop_diverged("gradient norm", float(grad_norm))
+                            self.optimizer.step()
+                            self.optimizer.zero_grad(set_to_none=True)
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.step(acc.unwrap_model(self.model).parameters())
+                    self.step += 1
+                    steps_this_run += 1
+                    last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
+                    now = time.perf_counter()
+                    rate = steps_this_run * samples_per_step / max(now - started, 1e-9)
+                    if self._follow_time_budget(steps_this_run, started, now):
+                        bar.total = self.num_steps
+                    bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
+                    bar.update(1)
+                    if writer is not None:
+                        writer.add_scalar("train/loss", last_loss, self.step)
+                        writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                        writer.add_scalar("train/samples_per_s", rate, self.step)
+                        for key, value in logs.items():
+                            writer.add_scalar(f"train/{key}", float(value), self.step)
+                    final = self.step >= self.num_steps
+                    if cfg.validate_every > 0 and self.step % cfg.validate_every == 0 and not final:
+                        metrics = self.validate(writer)
+                    if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or final:
+                        self.save_checkpoint()
+                    if self._any_process(torch.tensor(float(stop.requested))):
+                        self._stop_interrupted(stop.signal_name or "a stop signal")
+            bar.close()
+            metrics = self.validate(writer)
+            self.export()
+        finally:
+            # Closed on every way out (diverged, full disk, interrupted): a bar left to the garbage collector can
+            # leave tqdm's instance set while a later bar's tqdm.write walks it ("Set changed size during
+            # iteration", tqdm#481), which broke the next run in the same process.
+            bar.close()
+            if writer is not None:
+                writer.close()
         return TrainResult(step=self.step, last_loss=last_loss, metrics=metrics)
 
 

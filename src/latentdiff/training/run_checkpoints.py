@@ -11,7 +11,6 @@ The file layout and the atomic write/commit are `latentdiff.checkpoint`'s.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ class RunCheckpoints:
         latest = checkpoint.latest_checkpoint(self.out_dir)
         if latest is None:
             return
-        state = json.loads((latest / checkpoint.STATE_FILE).read_text())
+        state = checkpoint.read_state(latest)
         saved, now = state["config"], self._config_record()
         # An option added after the run started is missing from its record: the run behaved as its default does
         # (new options default to the old behaviour), so it counts as that default.
@@ -159,5 +158,4 @@ class RunCheckpoints:
                  "config": self._config_record(), "task": self.task.name, "ema": None}
         if self.ema is not None:
             state["ema"] = ema_lib.save_ema(self.ema, model, tmp / checkpoint.EMA_FILE)
-        # state.json last: a folder without it is never taken for a checkpoint.
-        (tmp / checkpoint.STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        checkpoint.write_state(tmp, state)

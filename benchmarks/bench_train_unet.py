@@ -19,7 +19,7 @@ and, with --bf16, another:
 and, with --train-text-encoder, another:
   text-encoder: cached latents, the captions' token ids encoded every step by the text encoder that trains
             with the U-Net, as `train-unet --train-text-encoder` runs it
-Prints samples/s for each (and the one-off cache build time) and writes benchmarks/results/train_unet.json.
+Prints samples/s for each (and the one-off cache build time) and writes benchmarks/results/train_unet.json (or --out).
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-images", type=int, default=128, help="training images of the synthetic dataset")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", default=str(RESULTS), help="results file (one per variant keeps each measurement)")
     parser.add_argument("--compile", action="store_true", help="also time the cached mode with the U-Net compiled")
     parser.add_argument("--bf16", action="store_true", help="also time the cached mode under bf16 autocast")
     parser.add_argument("--train-text-encoder", action="store_true",
@@ -152,7 +153,7 @@ def main() -> int:
                "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "load_average_1min_at_end": load, "torch": torch.__version__,
                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_results(payload, RESULTS)
+    write_results(payload, args.out)
     return 0
 
 

@@ -248,6 +248,40 @@ class _Run(RunCheckpoints):
         raise TrainingInterrupted(f"stopped by {signal_name} after step {self.step} of {self.num_steps}; the training "
                                   f"state is saved in {latest}: rerun the same command to resume from there.")
 
+    def _optimizer_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """One optimizer step over cfg.grad_accum_steps micro-batches; returns the mean loss (a 0-dim tensor, still
+        on the device) and the task's last logs. Stops the run if the loss or the gradient norm is not finite."""
+        acc, cfg = self.accelerator, self.cfg
+        logs: dict[str, float] = {}
+        total = torch.zeros((), device=acc.device)
+        for _ in range(cfg.grad_accum_steps):
+            batch = _to_device(next(self.stream), acc.device)
+            with acc.accumulate(self.model):
+                with acc.autocast():
+                    loss, logs = self.task.loss(self.model, batch, self.generator)
+                if self._any_process(~torch.isfinite(loss.detach())):
+                    self._stop_diverged("loss", float(loss.detach()))
+                acc.backward(loss)
+                total += loss.detach() / cfg.grad_accum_steps
+                if acc.sync_gradients:
+                    grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                                 if cfg.max_grad_norm > 0 else None)
+                    if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+                        self._stop_diverged("gradient norm", float(grad_norm))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.step(acc.unwrap_model(self.model).parameters())
+        return total, logs
+
+    def _log_step(self, writer, loss: float, samples_per_s: float, logs: dict[str, float]) -> None:
+        writer.add_scalar("train/loss", loss, self.step)
+        writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+        writer.add_scalar("train/samples_per_s", samples_per_s, self.step)
+        for key, value in logs.items():
+            writer.add_scalar(f"train/{key}", float(value), self.step)
+
     def run(self) -> TrainResult:
         acc, cfg = self.accelerator, self.cfg
         writer = SummaryWriter(str(self.out_dir / "logs"), purge_step=self.step) if acc.is_main_process else None
@@ -264,27 +298,7 @@ class _Run(RunCheckpoints):
         try:
             with StopRequests() as stop:
                 while self.step < self.num_steps:
-                    logs: dict[str, float] = {}
-                    total = torch.zeros((), device=acc.device)
-                    for _ in range(cfg.grad_accum_steps):
-                        batch = _to_device(next(self.stream), acc.device)
-                        with acc.accumulate(self.model):
-                            with acc.autocast():
-                                loss, logs = self.task.loss(self.model, batch, self.generator)
-                            if self._any_process(~torch.isfinite(loss.detach())):
-                                self._stop_diverged("loss", float(loss.detach()))
-                            acc.backward(loss)
-                            total += loss.detach() / cfg.grad_accum_steps
-                            if acc.sync_gradients:
-                                grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                                             if cfg.max_grad_norm > 0 else None)
-                                if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
-                                    self._stop_diverged("gradient norm", float(grad_norm))
-                            self.optimizer.step()
-                            self.optimizer.zero_grad(set_to_none=True)
-                    self.scheduler.step()
-                    if self.ema is not None:
-                        self.ema.step(acc.unwrap_model(self.model).parameters())
+                    total, logs = self._optimizer_step()
                     self.step += 1
                     steps_this_run += 1
                     last_loss = float(acc.reduce(total, reduction="mean")) if self.world_size > 1 else float(total)
@@ -295,11 +309,7 @@ class _Run(RunCheckpoints):
                     bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
                     bar.update(1)
                     if writer is not None:
-                        writer.add_scalar("train/loss", last_loss, self.step)
-                        writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                        writer.add_scalar("train/samples_per_s", rate, self.step)
-                        for key, value in logs.items():
-                            writer.add_scalar(f"train/{key}", float(value), self.step)
+                        self._log_step(writer, last_loss, rate, logs)
                     final = self.step >= self.num_steps
                     if cfg.validate_every > 0 and self.step % cfg.validate_every == 0 and not final:
                         metrics = self.validate(writer)

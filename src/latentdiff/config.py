@@ -77,6 +77,10 @@ class TrainConfig:
     grad_accum_steps: int = option(1, "micro-batches accumulated per optimizer step")
     max_grad_norm: float = option(1.0, "clip the gradients' global L2 norm to this (0: no clipping)")
     ema_decay: float = option(0.0, "decay of an exponential moving average of the weights, used for export (0: off)")
+    stop_at_step: int = option(0, "stop after this optimizer step with its training state saved, without exporting: the "
+                                  "same command without it (or with a later step) goes on along the same LR schedule, "
+                                  "and `latentdiff export-checkpoint` writes a train-unet run's pipeline of that step "
+                                  "(0: train to the end)")
     validate_every: int = option(0, "run validation every N optimizer steps (0: only at the end)")
     checkpoint_every: int = option(100, "write resumable training state every N optimizer steps (0: only at the end)")
     keep_checkpoints: int = option(2, "how many of the latest training-state checkpoints to keep")

@@ -116,6 +116,28 @@ def test_export_checkpoint_writes_the_pipeline_the_run_exports(trained, tmp_path
     assert not all(torch.equal(raw_unet[k], exported[k]) for k in raw_unet)  # the EMA is another average
 
 
+def test_a_run_stopped_at_a_step_is_exported_there_and_goes_on_to_the_same_pipeline(trained, tmp_path, capsys):
+    """`--stop-at-step 2` of the same 4-step run: exit 0 with its state saved and no pipeline; export-checkpoint writes
+    step 2's; the same command without it then ends with exactly the U-Net of the run that never stopped."""
+    from safetensors.torch import load_file
+
+    from latentdiff.stages import export_checkpoint
+
+    run, argv = trained
+    stopped = tmp_path / "stopped"
+    argv = [stopped.as_posix() if arg == str(run) else arg for arg in argv]
+    assert train_unet.main([*argv, "--stop-at-step", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at step 2 of 4 (--stop-at-step)" in out and "export-checkpoint" in out
+    assert "pipeline written" not in out and not (stopped / "model_index.json").exists()
+    assert export_checkpoint.main([str(stopped), "--out", str(tmp_path / "step-2")]) == 0
+    assert train_unet.main(argv) == 0
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    finished, uninterrupted, midway = (load_file(folder / weights) for folder in (stopped, run, tmp_path / "step-2"))
+    assert all(torch.equal(finished[k], uninterrupted[k]) for k in finished)
+    assert not all(torch.equal(midway[k], finished[k]) for k in finished)
+
+
 def _run_with_state(trained, tmp_path, **changes):
     """A copy of the trained run's checkpoints with fields of its last state.json changed."""
     import shutil

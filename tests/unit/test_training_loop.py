@@ -44,6 +44,24 @@ def test_crashed_and_resumed_run_is_bit_identical(tmp_path, extra):
     assert [s for s, _ in checkpoint.list_checkpoints(resumed)] == [8, 12]  # the last 2 kept
 
 
+def test_a_run_stopped_at_a_step_goes_on_along_the_same_schedule(tmp_path, capsys):
+    ref = tmp_path / "ref"
+    train(ToyTask(), _cfg(ref, ema_decay=0.9), ref)
+    run = tmp_path / "run"
+    task = ToyTask()
+    result = train(task, _cfg(run, ema_decay=0.9, stop_at_step=6), run)  # between checkpoints (every 4)
+    assert (result.step, result.finished, task.exported) == (6, False, None)
+    assert [s for s, _ in checkpoint.list_checkpoints(run)] == [4, 6]  # its own step saved
+    assert not checkpoint.is_stage_complete(run) and not (run / "toy.safetensors").exists()
+    assert "stopped at step 6 of 12 (--stop-at-step)" in capsys.readouterr().out
+    # the same stop again trains nothing; a later one, then none, go on
+    assert train(ToyTask(), _cfg(run, ema_decay=0.9, stop_at_step=6), run).step == 6
+    assert train(ToyTask(), _cfg(run, ema_decay=0.9, stop_at_step=10), run).step == 10
+    result = train(ToyTask(), _cfg(run, ema_decay=0.9), run)
+    assert (result.step, result.finished) == (12, True)
+    assert (run / "toy.safetensors").read_bytes() == (ref / "toy.safetensors").read_bytes()  # as if never stopped
+
+
 def _ema_by_hand(raw_weights: list[dict[str, torch.Tensor]], decay: float) -> dict[str, torch.Tensor]:
     """EMA of the weights after each optimizer step, with diffusers' `EMAModel` schedule (no warm-up
     option): the first step copies the weights, step t > 1 uses min(decay, t / (9 + t))."""

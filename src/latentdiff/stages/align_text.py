@@ -79,8 +79,8 @@ def run(cfg: AlignTextConfig) -> Path:
     if state.is_main_process:
         print(f"latentdiff align-text: {len(task.input_ids)} captions of {len(task.train_records)} images; "
               f"before: {summary(task.before)}", flush=True)
-    train_and_record(task, cfg, out)
-    if state.is_main_process:
+    result = train_and_record(task, cfg, out)
+    if result.finished and state.is_main_process:
         measured = json.loads((out / METRICS_FILENAME).read_text(encoding="utf-8"))
         print(f"latentdiff align-text: after: {summary(measured['after'])}; wrote {out} "
               f"(`latentdiff train-unet --clip {out} ...`).", flush=True)

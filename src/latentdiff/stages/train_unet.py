@@ -227,7 +227,7 @@ def run(cfg: UnetTrainConfig):
     from latentdiff.runtime import process_state
 
     out = cfg.out
-    if result is not None and process_state().is_main_process:
+    if result is not None and result.finished and process_state().is_main_process:
         print(f"pipeline written to {out} (step {result.step}, last loss {result.last_loss:.4f}); {load_hint(out)}")
     return result
 

@@ -57,6 +57,7 @@ class TrainResult:
     step: int
     last_loss: float
     metrics: dict[str, float]
+    finished: bool = True  # False: stopped at --stop-at-step, nothing exported
 
 
 def plan_steps(cfg: TrainConfig, num_items: int, world_size: int) -> int:
@@ -282,6 +283,20 @@ class _Run(RunCheckpoints):
         for key, value in logs.items():
             writer.add_scalar(f"train/{key}", float(value), self.step)
 
+    def _at_stop_step(self) -> bool:
+        return 0 < self.cfg.stop_at_step <= self.step
+
+    def _stop_at_step(self) -> None:
+        if self.last_saved_step != self.step:
+            self.save_checkpoint()
+        if self.accelerator.is_main_process:
+            saved = checkpoint.state_dir(self.out_dir) / checkpoint.checkpoint_name(self.step)
+            look = (f"; `latentdiff export-checkpoint {self.out_dir} --out DIR` writes its pipeline"
+                    if self.task.name == "unet" else "")
+            tqdm.write(f"[{self.task.name}] stopped at step {self.step} of {self.num_steps} (--stop-at-step), its "
+                       f"training state saved in {saved}: rerun the same command without --stop-at-step (or with a "
+                       f"later step) to go on{look}.")
+
     def run(self) -> TrainResult:
         acc, cfg = self.accelerator, self.cfg
         writer = SummaryWriter(str(self.out_dir / "logs"), purge_step=self.step) if acc.is_main_process else None
@@ -297,7 +312,7 @@ class _Run(RunCheckpoints):
         steps_this_run = 0
         try:
             with StopRequests() as stop:
-                while self.step < self.num_steps:
+                while self.step < self.num_steps and not self._at_stop_step():
                     total, logs = self._optimizer_step()
                     self.step += 1
                     steps_this_run += 1
@@ -318,6 +333,9 @@ class _Run(RunCheckpoints):
                     if self._any_process(torch.tensor(float(stop.requested))):
                         self._stop_interrupted(stop.signal_name or "a stop signal")
             bar.close()
+            if self.step < self.num_steps:  # --stop-at-step: the state is saved, the schedule goes on when rerun
+                self._stop_at_step()
+                return TrainResult(step=self.step, last_loss=last_loss, metrics=metrics, finished=False)
             metrics = self.validate(writer)
             self.export()
         finally:

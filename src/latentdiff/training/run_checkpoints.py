@@ -26,7 +26,7 @@ from latentdiff.training.optim import check_optimizer_state
 # Options that may change between an interrupted run and its resumption without changing the result.
 # (--gradient-checkpointing recomputes the same numbers; --compile may round differently: keep it for bit-identity.)
 RESUMABLE_CHANGES = frozenset({"out", "num_workers", "validate_every", "checkpoint_every", "keep_checkpoints", "allow_pickle",
-                               "gradient_checkpointing", "compile"})
+                               "gradient_checkpointing", "compile", "stop_at_step"})
 
 
 class RunCheckpoints:

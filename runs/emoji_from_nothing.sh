@@ -18,11 +18,14 @@
 #                                                  to resume; WORK_DIR/unet is the pipeline when it ends)
 #
 # Look at the U-Net midway without stopping it: `latentdiff export-checkpoint WORK_DIR/unet --out SNAPSHOT`.
+# UNET_STOP_AT_STEP=N stops it after step N of the same schedule (`--stop-at-step`) and writes that step's pipeline
+# to WORK_DIR/unet-step-N: a model taken midway is rebuilt exactly; rerun without it to go on.
 # Wall time on the 2-core AMD EPYC development VM (2 threads, bf16): CLIP 39 min, alignment 50 min, the U-Net
 # about 12-13 hours at 3.5-4.5 steps/s. Steps are fixed, not minutes, so another machine trains the same model.
 #
-# Knobs (environment): THREADS (torch threads, 2), CLIP_MORE_STEPS (5000), ALIGN_EPOCHS (40), UNET_STEPS (190000),
-# UNET_VALIDATE_EVERY (20000): smaller values only check the script itself. PYTHON.
+# Knobs (environment): START_CLIP and START_VAE (a CLIP folder and a VAE or pipeline folder to start from instead of
+# bundle 0ecb06c's: runs/default.sh passes its own), THREADS (torch threads, 2), CLIP_MORE_STEPS (5000), ALIGN_EPOCHS
+# (40), UNET_STEPS (190000), UNET_VALIDATE_EVERY (20000): smaller values only check the script itself. PYTHON.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,22 +39,35 @@ if [ ! -f "$WORK/data/manifest.json" ]; then
   "${LD[@]}" prepare-data emoji --languages all --image-size 64 --out "$WORK/data"
 fi
 
-if [ ! -f "$WORK/start/model_index.json" ]; then
-  rm -rf "$WORK/start.tmp" && mkdir -p "$WORK/start.tmp"
-  git -C "$REPO" archive "$START_COMMIT" src/latentdiff/default_model \
-    | tar -x -C "$WORK/start.tmp" --strip-components=3
-  mv "$WORK/start.tmp" "$WORK/start"
+if [ -z "${START_CLIP:-}" ] || [ -z "${START_VAE:-}" ]; then
+  if [ ! -f "$WORK/start/model_index.json" ]; then
+    rm -rf "$WORK/start.tmp" && mkdir -p "$WORK/start.tmp"
+    git -C "$REPO" archive "$START_COMMIT" src/latentdiff/default_model \
+      | tar -x -C "$WORK/start.tmp" --strip-components=3
+    mv "$WORK/start.tmp" "$WORK/start"
+  fi
 fi
+START_CLIP="${START_CLIP:-$WORK/start/clip}"
+START_VAE="${START_VAE:-$WORK/start}"
 
-"${LD[@]}" train-clip --init "$WORK/start/clip" --data "$WORK/data" --out "$WORK/clip-more" --seed 1 \
+"${LD[@]}" train-clip --init "$START_CLIP" --data "$WORK/data" --out "$WORK/clip-more" --seed 1 \
   --batch-size 64 --lr 5e-4 --warmup-steps 200 --max-steps "${CLIP_MORE_STEPS:-5000}" --validate-every 2500 \
   --checkpoint-every 250
 
 "${LD[@]}" align-text --clip "$WORK/clip-more" --data "$WORK/data" --out "$WORK/clip-aligned" \
   --epochs "${ALIGN_EPOCHS:-40}"
 
-"${LD[@]}" train-unet --data "$WORK/data" --out "$WORK/unet" --clip "$WORK/clip-aligned" --vae "$WORK/start" \
+STOP=()
+if [ -n "${UNET_STOP_AT_STEP:-}" ]; then STOP=(--stop-at-step "$UNET_STOP_AT_STEP"); fi
+"${LD[@]}" train-unet --data "$WORK/data" --out "$WORK/unet" --clip "$WORK/clip-aligned" --vae "$START_VAE" \
   --preset small --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 \
   --warmup-steps 500 --batch-size 32 --ema-decay 0.999 --seed 40 --max-steps "${UNET_STEPS:-190000}" \
-  --mixed-precision bf16 --checkpoint-every 250 --validate-every "${UNET_VALIDATE_EVERY:-20000}"
-echo "emoji_from_nothing.sh: the pipeline is $WORK/unet (latentdiff generate --model $WORK/unet PROMPT)"
+  --mixed-precision bf16 --checkpoint-every 250 --validate-every "${UNET_VALIDATE_EVERY:-20000}" "${STOP[@]}"
+if [ -n "${UNET_STOP_AT_STEP:-}" ]; then
+  SNAPSHOT="$WORK/unet-step-$UNET_STOP_AT_STEP"
+  [ -f "$SNAPSHOT/model_index.json" ] || \
+    "${LD[@]}" export-checkpoint "$WORK/unet" --step "$UNET_STOP_AT_STEP" --out "$SNAPSHOT"
+  echo "emoji_from_nothing.sh: step $UNET_STOP_AT_STEP's pipeline is $SNAPSHOT (rerun without UNET_STOP_AT_STEP to go on)"
+else
+  echo "emoji_from_nothing.sh: the pipeline is $WORK/unet (latentdiff generate --model $WORK/unet PROMPT)"
+fi

@@ -23,9 +23,10 @@
 # Wall time on the 2-core AMD EPYC development VM (2 threads, bf16): CLIP 39 min, alignment 50 min, the U-Net
 # about 12-13 hours at 3.5-4.5 steps/s. Steps are fixed, not minutes, so another machine trains the same model.
 #
-# Knobs (environment): START_CLIP and START_VAE (a CLIP folder and a VAE or pipeline folder to start from instead of
-# bundle 0ecb06c's: runs/default.sh passes its own), THREADS (torch threads, 2), CLIP_MORE_STEPS (5000), ALIGN_EPOCHS
-# (40), UNET_STEPS (190000), UNET_VALIDATE_EVERY (20000): smaller values only check the script itself. PYTHON.
+# Knobs (environment): DATA (a prepared emoji dataset folder instead of WORK_DIR/data); START_CLIP and START_VAE (a
+# CLIP folder and a VAE or pipeline folder to start from instead of bundle 0ecb06c's); THREADS (torch threads, 2);
+# CLIP_MORE_STEPS (5000), ALIGN_EPOCHS (40), UNET_STEPS (190000), UNET_VALIDATE_EVERY (20000): smaller values only
+# check the script itself; PYTHON.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,8 +36,9 @@ export OMP_NUM_THREADS="${THREADS:-2}"
 LD=("$PYTHON" -m latentdiff)
 START_COMMIT=0ecb06c  # the bundle whose CLIP and VAE this recipe starts from
 
-if [ ! -f "$WORK/data/manifest.json" ]; then
-  "${LD[@]}" prepare-data emoji --languages all --image-size 64 --out "$WORK/data"
+DATA="${DATA:-$WORK/data}"
+if [ ! -f "$DATA/manifest.json" ]; then
+  "${LD[@]}" prepare-data emoji --languages all --image-size 64 --out "$DATA"
 fi
 
 if [ -z "${START_CLIP:-}" ] || [ -z "${START_VAE:-}" ]; then
@@ -50,16 +52,16 @@ fi
 START_CLIP="${START_CLIP:-$WORK/start/clip}"
 START_VAE="${START_VAE:-$WORK/start}"
 
-"${LD[@]}" train-clip --init "$START_CLIP" --data "$WORK/data" --out "$WORK/clip-more" --seed 1 \
+"${LD[@]}" train-clip --init "$START_CLIP" --data "$DATA" --out "$WORK/clip-more" --seed 1 \
   --batch-size 64 --lr 5e-4 --warmup-steps 200 --max-steps "${CLIP_MORE_STEPS:-5000}" --validate-every 2500 \
   --checkpoint-every 250
 
-"${LD[@]}" align-text --clip "$WORK/clip-more" --data "$WORK/data" --out "$WORK/clip-aligned" \
+"${LD[@]}" align-text --clip "$WORK/clip-more" --data "$DATA" --out "$WORK/clip-aligned" \
   --epochs "${ALIGN_EPOCHS:-40}"
 
 STOP=()
 if [ -n "${UNET_STOP_AT_STEP:-}" ]; then STOP=(--stop-at-step "$UNET_STOP_AT_STEP"); fi
-"${LD[@]}" train-unet --data "$WORK/data" --out "$WORK/unet" --clip "$WORK/clip-aligned" --vae "$START_VAE" \
+"${LD[@]}" train-unet --data "$DATA" --out "$WORK/unet" --clip "$WORK/clip-aligned" --vae "$START_VAE" \
   --preset small --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 \
   --warmup-steps 500 --batch-size 32 --ema-decay 0.999 --seed 40 --max-steps "${UNET_STEPS:-190000}" \
   --mixed-precision bf16 --checkpoint-every 250 --validate-every "${UNET_VALIDATE_EVERY:-20000}" "${STOP[@]}"

@@ -36,6 +36,16 @@ export OMP_NUM_THREADS="${THREADS:-2}"
 LD=("$PYTHON" -m latentdiff)
 START_COMMIT=0ecb06c  # the bundle whose CLIP and VAE this recipe starts from
 
+STOP=()
+if [ -n "${UNET_STOP_AT_STEP:-}" ]; then
+  if [ "$UNET_STOP_AT_STEP" -ge "${UNET_STEPS:-190000}" ]; then
+    echo "emoji_from_nothing.sh: UNET_STOP_AT_STEP=$UNET_STOP_AT_STEP is not before the schedule's end" \
+      "(${UNET_STEPS:-190000} steps); leave it out to train to the end." >&2
+    exit 2
+  fi
+  STOP=(--stop-at-step "$UNET_STOP_AT_STEP")
+fi
+
 DATA="${DATA:-$WORK/data}"
 if [ ! -f "$DATA/manifest.json" ]; then
   "${LD[@]}" prepare-data emoji --languages all --image-size 64 --out "$DATA"
@@ -43,6 +53,11 @@ fi
 
 if [ -z "${START_CLIP:-}" ] || [ -z "${START_VAE:-}" ]; then
   if [ ! -f "$WORK/start/model_index.json" ]; then
+    if ! git -C "$REPO" cat-file -e "$START_COMMIT^{commit}" 2>/dev/null; then
+      echo "emoji_from_nothing.sh: commit $START_COMMIT, whose CLIP and VAE this recipe starts from, is not in $REPO" \
+        "(a shallow clone or a copy without git history); fetch it, or pass START_CLIP and START_VAE." >&2
+      exit 2
+    fi
     rm -rf "$WORK/start.tmp" && mkdir -p "$WORK/start.tmp"
     git -C "$REPO" archive "$START_COMMIT" src/latentdiff/default_model \
       | tar -x -C "$WORK/start.tmp" --strip-components=3
@@ -59,12 +74,10 @@ START_VAE="${START_VAE:-$WORK/start}"
 "${LD[@]}" align-text --clip "$WORK/clip-more" --data "$DATA" --out "$WORK/clip-aligned" \
   --epochs "${ALIGN_EPOCHS:-40}"
 
-STOP=()
-if [ -n "${UNET_STOP_AT_STEP:-}" ]; then STOP=(--stop-at-step "$UNET_STOP_AT_STEP"); fi
 "${LD[@]}" train-unet --data "$DATA" --out "$WORK/unet" --clip "$WORK/clip-aligned" --vae "$START_VAE" \
   --preset small --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 \
   --warmup-steps 500 --batch-size 32 --ema-decay 0.999 --seed 40 --max-steps "${UNET_STEPS:-190000}" \
-  --mixed-precision bf16 --checkpoint-every 250 --validate-every "${UNET_VALIDATE_EVERY:-20000}" "${STOP[@]}"
+  --mixed-precision bf16 --checkpoint-every 250 --validate-every "${UNET_VALIDATE_EVERY:-20000}" ${STOP[@]+"${STOP[@]}"}
 if [ -n "${UNET_STOP_AT_STEP:-}" ]; then
   SNAPSHOT="$WORK/unet-step-$UNET_STOP_AT_STEP"
   [ -f "$SNAPSHOT/model_index.json" ] || \

@@ -130,6 +130,8 @@ def test_a_run_stopped_at_a_step_is_exported_there_and_goes_on_to_the_same_pipel
     out = capsys.readouterr().out
     assert "stopped at step 2 of 4 (--stop-at-step)" in out and "export-checkpoint" in out
     assert "pipeline written" not in out and not (stopped / "model_index.json").exists()
+    # its recorded options rerun it to the end (--config), not to the same stop
+    assert json.loads((stopped / "latentdiff_config.json").read_text())["config"]["stop_at_step"] == 0
     assert export_checkpoint.main([str(stopped), "--out", str(tmp_path / "step-2")]) == 0
     assert train_unet.main(argv) == 0
     weights = "unet/diffusion_pytorch_model.safetensors"

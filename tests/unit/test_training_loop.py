@@ -62,6 +62,25 @@ def test_a_run_stopped_at_a_step_goes_on_along_the_same_schedule(tmp_path, capsy
     assert (run / "toy.safetensors").read_bytes() == (ref / "toy.safetensors").read_bytes()  # as if never stopped
 
 
+@pytest.mark.parametrize("stop, extra, message", [
+    (12, {}, r"--stop-at-step 12 is not before the end of the schedule \(12 steps\)"),
+    (6, {"max_minutes": 5.0}, r"cannot be combined.*--max-steps"),
+    (-1, {}, r"must be 0 .* or a step number"),
+], ids=["at-the-end", "time-budget", "negative"])
+def test_a_stop_step_that_cannot_be_kept_is_refused_before_training(tmp_path, stop, extra, message):
+    with pytest.raises(UserError, match=message):
+        train(ToyTask(), _cfg(tmp_path, stop_at_step=stop, **extra), tmp_path)
+    assert not checkpoint.list_checkpoints(tmp_path)
+
+
+def test_a_stop_step_behind_the_run_is_refused_and_nothing_is_lost(tmp_path):
+    train(ToyTask(), _cfg(tmp_path, stop_at_step=8), tmp_path)
+    with pytest.raises(UserError, match=r"--stop-at-step 5 is behind this run, which is already at step 8"):
+        train(ToyTask(), _cfg(tmp_path, stop_at_step=5), tmp_path)
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [4, 8]
+    assert train(ToyTask(), _cfg(tmp_path), tmp_path).step == 12
+
+
 def _ema_by_hand(raw_weights: list[dict[str, torch.Tensor]], decay: float) -> dict[str, torch.Tensor]:
     """EMA of the weights after each optimizer step, with diffusers' `EMAModel` schedule (no warm-up
     option): the first step copies the weights, step t > 1 uses min(decay, t / (9 + t))."""

@@ -80,6 +80,13 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--lr must be positive (got {cfg.lr}).")
     if cfg.max_minutes < 0:
         raise UserError(f"--max-minutes must be 0 (no time budget) or positive (got {cfg.max_minutes}).")
+    if cfg.stop_at_step < 0:
+        raise UserError(f"--stop-at-step must be 0 (train to the end) or a step number (got {cfg.stop_at_step}).")
+    if cfg.stop_at_step and cfg.max_minutes:
+        # --max-minutes fixes the step count from the speed it measures, which a stopped and resumed run measures
+        # again: the schedule would not be the one a run that never stopped follows.
+        raise UserError("--stop-at-step and --max-minutes cannot be combined (a time budget refits the schedule "
+                        "when the run resumes); give the schedule's length with --max-steps instead.")
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -122,6 +129,7 @@ class _Run(RunCheckpoints):
         self.position = StreamPosition()
         self.last_saved_step: int | None = None
         self.resume()
+        self._check_stop_step()
         # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it
         # num_processes times per step).
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
@@ -282,6 +290,17 @@ class _Run(RunCheckpoints):
         writer.add_scalar("train/samples_per_s", samples_per_s, self.step)
         for key, value in logs.items():
             writer.add_scalar(f"train/{key}", float(value), self.step)
+
+    def _check_stop_step(self) -> None:
+        stop = self.cfg.stop_at_step
+        if stop and stop >= self.num_steps:
+            raise UserError(f"--stop-at-step {stop} is not before the end of the schedule ({self.num_steps} steps); "
+                            f"leave it out to train to the end.")
+        if 0 < stop < self.step:
+            look = (f"`latentdiff export-checkpoint {self.out_dir} --step {stop} --out DIR` writes that step's pipeline "
+                    f"if its checkpoint is still kept; " if self.task.name == "unet" else "")
+            raise UserError(f"--stop-at-step {stop} is behind this run, which is already at step {self.step}; {look}"
+                            f"leave --stop-at-step out (or give a later step) to go on.")
 
     def _at_stop_step(self) -> bool:
         return 0 < self.cfg.stop_at_step <= self.step

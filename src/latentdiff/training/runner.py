@@ -43,7 +43,8 @@ def train_and_record(task, cfg: TrainConfig, out: Path):
 
     result = train(task, cfg, out)
     if process_state().is_main_process:
-        save_config(cfg, out)
+        # Without --stop-at-step: rerun with this file, a stopped run goes on to the end of its schedule.
+        save_config(dataclasses.replace(cfg, stop_at_step=0), out)
     return result
 
 

@@ -249,11 +249,22 @@ class _Run(RunCheckpoints):
         raise TrainingDiverged(f"Training stopped at step {self.step + 1}: the {what} became {value}; {where}. "
                                f"Lower --lr (now {self.cfg.lr:g}) or raise --warmup-steps, then rerun with a new --out.")
 
-    def _stop_interrupted(self, signal_name: str) -> None:
-        """After SIGINT/SIGTERM: the step in progress has finished; save it (unless just saved), stop."""
+    def _save_unless_saved(self) -> Path:
+        """The current step's checkpoint, written now unless it just was; returns its folder."""
         if self.last_saved_step != self.step:
             self.save_checkpoint()
-        latest = checkpoint.state_dir(self.out_dir) / checkpoint.checkpoint_name(self.step)
+        return checkpoint.state_dir(self.out_dir) / checkpoint.checkpoint_name(self.step)
+
+    def _export_checkpoint_hint(self, step: int | None = None) -> str:
+        """How to write a pipeline of a saved step: only train-unet runs have `latentdiff export-checkpoint`."""
+        if self.task.name != "unet":
+            return ""
+        at = f" --step {step}" if step is not None else ""
+        return f"`latentdiff export-checkpoint {self.out_dir}{at} --out DIR` writes "
+
+    def _stop_interrupted(self, signal_name: str) -> None:
+        """After SIGINT/SIGTERM: the step in progress has finished; save it (unless just saved), stop."""
+        latest = self._save_unless_saved()
         raise TrainingInterrupted(f"stopped by {signal_name} after step {self.step} of {self.num_steps}; the training "
                                   f"state is saved in {latest}: rerun the same command to resume from there.")
 
@@ -297,8 +308,8 @@ class _Run(RunCheckpoints):
             raise UserError(f"--stop-at-step {stop} is not before the end of the schedule ({self.num_steps} steps); "
                             f"leave it out to train to the end.")
         if 0 < stop < self.step:
-            look = (f"`latentdiff export-checkpoint {self.out_dir} --step {stop} --out DIR` writes that step's pipeline "
-                    f"if its checkpoint is still kept; " if self.task.name == "unet" else "")
+            hint = self._export_checkpoint_hint(stop)
+            look = f"{hint}that step's pipeline if its checkpoint is still kept; " if hint else ""
             raise UserError(f"--stop-at-step {stop} is behind this run, which is already at step {self.step}; {look}"
                             f"leave --stop-at-step out (or give a later step) to go on.")
 
@@ -306,12 +317,10 @@ class _Run(RunCheckpoints):
         return 0 < self.cfg.stop_at_step <= self.step
 
     def _stop_at_step(self) -> None:
-        if self.last_saved_step != self.step:
-            self.save_checkpoint()
+        saved = self._save_unless_saved()
         if self.accelerator.is_main_process:
-            saved = checkpoint.state_dir(self.out_dir) / checkpoint.checkpoint_name(self.step)
-            look = (f"; `latentdiff export-checkpoint {self.out_dir} --out DIR` writes its pipeline"
-                    if self.task.name == "unet" else "")
+            hint = self._export_checkpoint_hint()
+            look = f"; {hint}its pipeline" if hint else ""
             tqdm.write(f"[{self.task.name}] stopped at step {self.step} of {self.num_steps} (--stop-at-step), its "
                        f"training state saved in {saved}: rerun the same command without --stop-at-step (or with a "
                        f"later step) to go on{look}.")

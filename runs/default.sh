@@ -52,6 +52,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$REPO/runs/default}"
 PYTHON="${PYTHON:-python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# The aligned continuations ran with bf16 autocast (1.23x fp32 on the AMD EPYC with AVX-512 BF16); on the Intel Xeon VM
+# of 2026-12-06 bf16 ran at 0.57x fp32 (benchmarks/bench_train_unet.py --threads 2 --bf16): MIXED_PRECISION=no there.
+MIXED_PRECISION="${MIXED_PRECISION:-bf16}"
 LD=("$PYTHON" -m latentdiff)
 
 CLIP_STEPS=3000  # batch 32: 96,000 image-caption pairs, ~28 epochs of the 3,382 training images
@@ -134,7 +137,7 @@ aligned_unet() {  # FROM OUT SEED PEAK_LR STEPS VALIDATE_EVERY (FROM and OUT: fo
   "${LD[@]}" train-unet --init "$WORK/run/$1" --out "$WORK/run/$2" --seed "$3" --lr "$4" --max-steps "$5" \
     --validate-every "$6" --clip "$WORK/run/clip-aligned-more" --vae "$WORK/run/vae-finish2" --data "$WORK/data" \
     --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --warmup-steps 100 --batch-size 32 \
-    --ema-decay 0.999 --mixed-precision bf16 --checkpoint-every 250
+    --ema-decay 0.999 --mixed-precision "$MIXED_PRECISION" --checkpoint-every 250
 }
 # The bundled model's run started from the fp16 bundle of pipeline-more4, with its VAE (vae-finish2).
 aligned_unet pipeline-more4 pipeline-aligned 8 1e-3 "$UNET_ALIGNED_STEPS" 4000

@@ -25,6 +25,9 @@
 #
 # Knobs (environment): DATA (a prepared emoji dataset folder instead of WORK_DIR/data); START_CLIP and START_VAE (a
 # CLIP folder and a VAE or pipeline folder to start from instead of bundle 0ecb06c's); THREADS (torch threads, 2);
+# MIXED_PRECISION (the U-Net's --mixed-precision, bf16: 1.23x fp32's speed on that AMD EPYC, but 0.57x on the Intel
+# Xeon VM of 2026-12-06, where `no` (fp32) is the faster; `benchmarks/bench_train_unet.py --threads 2 --bf16` tells;
+# a stopped U-Net resumes only with the precision it started with);
 # CLIP_MORE_STEPS (5000), ALIGN_EPOCHS (40), UNET_STEPS (190000), UNET_VALIDATE_EVERY (20000): smaller values only
 # check the script itself; PYTHON.
 set -euo pipefail
@@ -77,7 +80,7 @@ START_VAE="${START_VAE:-$WORK/start}"
 "${LD[@]}" train-unet --data "$DATA" --out "$WORK/unet" --clip "$WORK/clip-aligned" --vae "$START_VAE" \
   --preset small --prediction-type v_prediction --zero-terminal-snr --text-time-embedding --lr 1e-3 \
   --warmup-steps 500 --batch-size 32 --ema-decay 0.999 --seed 40 --max-steps "${UNET_STEPS:-190000}" \
-  --mixed-precision bf16 --checkpoint-every 250 --validate-every "${UNET_VALIDATE_EVERY:-20000}" ${STOP[@]+"${STOP[@]}"}
+  --mixed-precision "${MIXED_PRECISION:-bf16}" --checkpoint-every 250 --validate-every "${UNET_VALIDATE_EVERY:-20000}" ${STOP[@]+"${STOP[@]}"}
 if [ -n "${UNET_STOP_AT_STEP:-}" ]; then
   SNAPSHOT="$WORK/unet-step-$UNET_STOP_AT_STEP"
   [ -f "$SNAPSHOT/model_index.json" ] || \

@@ -1,6 +1,7 @@
 """runs/emoji_from_nothing.sh as a user runs it, shrunk to a few steps per stage (its knobs): the bundled model's
 CLIP trained on, aligned, a U-Net from nothing stopped midway and written as a pipeline there, then the same
-command going on to the end; a rerun of a finished chain trains nothing."""
+command going on to the end (not under another MIXED_PRECISION, which would change the run's numbers); a rerun
+of a finished chain trains nothing."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def test_emoji_from_nothing_stops_midway_writes_that_step_and_goes_on(tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(midway)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert not (work / "unet" / "model_index.json").exists()
+
+    switched = _run_script(work, data, MIXED_PRECISION="no")  # the run so far was bf16, the recipe's default
+    assert switched.returncode != 0 and "mixed_precision" in switched.stderr, switched.stderr[-2000:]
 
     finished = _run_script(work, data)
     assert finished.returncode == 0, finished.stderr[-2000:]

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -201,6 +202,24 @@ def test_max_minutes_fixes_the_step_count_from_the_measured_speed(tmp_path, caps
     assert "at most 10,000 steps" in captured.out + captured.err  # the first line, before the count is timed
     state = json.loads((checkpoint.list_checkpoints(tmp_path)[-1][1] / checkpoint.STATE_FILE).read_text())
     assert state["num_steps"] == result.step and state["num_steps_fixed"] is True
+
+
+class _SlowTask(ToyTask):
+    """A step of 20 ms: longer than a re-timing interval of a tiny --max-minutes budget."""
+
+    def loss(self, model, batch, generator):
+        time.sleep(0.02)
+        return super().loss(model, batch, generator)
+
+
+def test_a_run_whose_budget_is_spent_when_timed_ends_there(tmp_path, capsys):
+    # 0.002 minutes = 0.12 s is spent before the timing at step 25 (0.5 s), and every later step outlasts a
+    # tenth of it: the run must end at the timing, not add one more step at each re-timing without end.
+    result = train(_SlowTask(), _cfg(tmp_path, max_steps=200, checkpoint_every=0, validate_every=0,
+                                     max_minutes=0.002, lr_scheduler="cosine"), tmp_path)
+    assert result.step == TIMING_STEPS and result.finished
+    captured = capsys.readouterr()
+    assert f"so the run ends at step {TIMING_STEPS}" in captured.out + captured.err
 
 
 def test_a_negative_time_budget_is_one_sentence(tmp_path):

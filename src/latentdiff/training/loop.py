@@ -171,7 +171,7 @@ class _Run(RunCheckpoints):
         budget = torch.tensor(float(wanted), device=self.accelerator.device)
         if self.world_size > 1:
             budget = self.accelerator.reduce(budget, reduction="min")
-        num_steps = max(self.step + 1, min(self.step_limit, int(budget.item())))
+        num_steps = max(self.step, min(self.step_limit, int(budget.item())))  # == step: the budget is spent
         self._fix_num_steps(num_steps)
         if self.accelerator.is_main_process:
             tqdm.write(f"[{self.task.name}] --max-minutes {self.cfg.max_minutes:g}: "

@@ -36,9 +36,10 @@ class TimeBudget:
 
     def steps_that_fit(self, step: int, seconds_so_far: float, now: float) -> tuple[int, float]:
         """(the step count that uses the rest of the budget at the speed measured since the timing began,
-        that speed in steps/s); the next timing starts now."""
+        that speed in steps/s); the next timing starts now. A spent budget gives `step` itself: the run ends
+        here (one more step each time would never end a run whose steps outlast a re-timing interval)."""
         since, since_step = self._timed_from
         steps_per_second = (step - since_step) / (now - since)
         seconds_left = self.max_seconds - seconds_so_far
         self._timed_from = (now, step)
-        return step + max(1, int(seconds_left * steps_per_second)), steps_per_second
+        return step + max(0, int(seconds_left * steps_per_second)), steps_per_second

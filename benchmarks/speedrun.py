@@ -263,6 +263,8 @@ def main() -> int:
                              "(e.g. train_spread alone with a larger --num-concepts)")
     parser.add_argument("--eval-batch-size", type=int, default=25)
     parser.add_argument("--work", default=None, help="default: runs/speedrun/NAME (rerun to resume)")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="the results file (default: benchmarks/results/speedrun/NAME.json)")
     parser.add_argument("--measure", default=None, metavar="PIPELINE",
                         help="only measure this pipeline folder (e.g. src/latentdiff/default_model), train nothing")
     args = parser.parse_args()
@@ -322,7 +324,7 @@ def main() -> int:
     else:
         payload["emoji"] = measure_emoji(args, pipeline, dataset)
     (work / "speedrun.json").write_text(json.dumps(payload, indent=2) + "\n")
-    write_results(payload, RESULTS_DIR / f"{args.name}.json")
+    write_results(payload, Path(args.out) if args.out else RESULTS_DIR / f"{args.name}.json")
     print(json.dumps({k: payload[k] for k in ("name", "train_seconds", "vae") if k in payload}, indent=1))
     for split, row in payload.get("emoji", {}).items():
         shown = "  ".join(f"{lang} {v['top5']:.2f}/{v['top1']:.2f}" for lang, v in row["languages"].items())

@@ -12,8 +12,10 @@
 # lent to the sessions that wrote it): put its numbers in docs/speedrun.md when you run it.
 #
 # Knobs (environment): CLIP_FLAGS, VAE_FLAGS, UNET_FLAGS, ALIGN_TEXT_FLAGS replace a stage's flags below; CONCEPTS (50)
-# concepts measured per language; PYTHON. GPU_CHECK_ALLOW_CPU=1 runs it on a CPU (only to check this
-# script itself: give a budget of a few minutes and CONCEPTS=2).
+# concepts measured per language; RESULTS (the results file instead of
+# benchmarks/results/speedrun/gpu-emoji-<BUDGET>min.json); PYTHON. GPU_CHECK_ALLOW_CPU=1 runs it on a CPU (only to
+# check this script itself: tests/e2e/test_recipe_scripts.py does, with a 2-minute budget, tiny presets and
+# CONCEPTS=2).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,5 +50,6 @@ fi
 cd "$REPO/benchmarks"
 "$PYTHON" speedrun.py --name "gpu-emoji-${BUDGET_MIN}min" --data "$WORK/data" --work "$WORK/speedrun" \
   --budget-min "$BUDGET_MIN" --clip-share 0.1 --vae-share 0.3 --unet-overhead-min 1 \
-  --num-concepts "${CONCEPTS:-50}" --clip "$CLIP_FLAGS" --vae "$VAE_FLAGS" --unet "$UNET_FLAGS" "${ALIGN_ARGS[@]}"
+  --num-concepts "${CONCEPTS:-50}" --clip "$CLIP_FLAGS" --vae "$VAE_FLAGS" --unet "$UNET_FLAGS" "${ALIGN_ARGS[@]}" \
+  ${RESULTS:+--out "$RESULTS"}
 echo "gpu_emoji.sh: the pipeline is $WORK/speedrun/pipeline (latentdiff generate --model it); numbers above"

@@ -1,5 +1,5 @@
-"""The recipe scripts of runs/ as a user runs them. runs/emoji_from_nothing.sh shrunk to a few steps per stage (its knobs): the bundled model's
-CLIP trained on, aligned, a U-Net from nothing stopped midway and written as a pipeline there, then the same
+"""The recipe scripts of runs/ as a user runs them. runs/emoji_from_nothing.sh shrunk to a few steps per stage
+(its knobs): the bundled model's CLIP trained on, aligned, a U-Net from nothing stopped midway and written as a pipeline there, then the same
 command going on to the end (not under another MIXED_PRECISION, which would change the run's numbers); a rerun
 of a finished chain trains nothing. runs/gpu_emoji.sh, let onto a CPU, trains and measures its whole chain."""
 

@@ -47,3 +47,17 @@ def test_two_process_train_unet_saves_one_loadable_pipeline(tmp_path):
 
     image = pipe("a red square", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (64, 64)
+
+
+def test_two_processes_keep_a_time_budget(tmp_path):
+    # The processes agree on the smallest step count that fits the budget: 1.2 s of 10 ms steps, about a hundred,
+    # not the 1,000 --max-steps allows (a count summed over the processes never let the run end).
+    script = Path(__file__).resolve().parents[1] / "helpers" / "budget_run.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ended = int(result.stdout.split("ended at step")[-1].split()[0])
+    state = json.loads(max((tmp_path / "run" / "training_state").glob("step-*/state.json")).read_text())
+    assert state["world_size"] == 2 and state["step"] == ended
+    assert 25 <= ended < 500

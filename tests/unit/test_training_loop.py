@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ from latentdiff import checkpoint
 from latentdiff.config import TrainConfig
 from latentdiff.errors import UserError
 from latentdiff.options import run_reporting_errors
-from latentdiff.training.loop import TrainingDiverged, plan_steps, train
+from latentdiff.training.loop import TrainingDiverged, _Run, plan_steps, train
 from latentdiff.training.time_budget import RETIME_FRACTION, TIMING_SKIP_STEPS, TIMING_STEPS, TimeBudget
 
 
@@ -205,10 +206,14 @@ def test_max_minutes_fixes_the_step_count_from_the_measured_speed(tmp_path, caps
 
 
 class _SlowTask(ToyTask):
-    """A step of 20 ms: longer than a re-timing interval of a tiny --max-minutes budget."""
+    """Steps of `sleep_s` (20 ms: longer than a re-timing interval of a tiny --max-minutes budget)."""
+
+    def __init__(self, sleep_s: float = 0.02):
+        super().__init__()
+        self.sleep_s = sleep_s
 
     def loss(self, model, batch, generator):
-        time.sleep(0.02)
+        time.sleep(self.sleep_s)
         return super().loss(model, batch, generator)
 
 
@@ -220,6 +225,49 @@ def test_a_run_whose_budget_is_spent_when_timed_ends_there(tmp_path, capsys):
     assert result.step == TIMING_STEPS and result.finished
     captured = capsys.readouterr()
     assert f"so the run ends at step {TIMING_STEPS}" in captured.out + captured.err
+
+
+def _cosine_with_warmup(position: int, warmup: int, num_steps: int) -> float:
+    """The lr factor of diffusers' cosine schedule with warm-up after `position` scheduler steps."""
+    if position < warmup:
+        return position / max(1, warmup)
+    progress = (position - warmup) / max(1, num_steps - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _record_lrs(monkeypatch) -> list[tuple[float, int, int]]:
+    """(lr the optimizer steps with, the run's step count then, the schedule's position) for every optimizer step."""
+    used: list[tuple[float, int, int]] = []
+    optimizer_step = _Run._optimizer_step
+
+    def spy(run):
+        used.append((run.optimizer.param_groups[0]["lr"], run.num_steps, run.scheduler.last_epoch))
+        return optimizer_step(run)
+
+    monkeypatch.setattr(_Run, "_optimizer_step", spy)
+    return used
+
+
+@pytest.mark.parametrize("warmup_steps", [3, 0])
+def test_every_step_of_a_retimed_run_trains_at_its_schedules_lr(tmp_path, monkeypatch, warmup_steps):
+    # A 0.6 s budget of 5 ms steps is re-timed about every 60 ms. Each re-timing rebuilds the cosine for the new
+    # count; the step after it must train at that cosine's lr, not at the new schedule's step-0 value (0 with a
+    # warm-up, the peak without one).
+    used = _record_lrs(monkeypatch)
+    peak = 1e-2
+    result = train(_SlowTask(sleep_s=0.005), _cfg(tmp_path, max_steps=10_000, checkpoint_every=0, validate_every=0,
+                                                  max_minutes=0.01, lr=peak, warmup_steps=warmup_steps,
+                                                  lr_scheduler="cosine"), tmp_path)
+    assert TIMING_STEPS < result.step < 10_000 and len(used) == result.step
+    for lr, num_steps, position in used:
+        assert lr == pytest.approx(peak * _cosine_with_warmup(position, warmup_steps, num_steps), abs=1e-12)
+
+
+def test_a_constant_schedule_warms_up_first(tmp_path, monkeypatch):
+    used = _record_lrs(monkeypatch)
+    train(ToyTask(), _cfg(tmp_path, max_steps=6, checkpoint_every=0, validate_every=0, lr=1e-2, warmup_steps=3,
+                          lr_scheduler="constant"), tmp_path)
+    assert [lr for lr, _, _ in used] == pytest.approx([0.0, 1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 1e-2])
 
 
 def test_a_negative_time_budget_is_one_sentence(tmp_path):

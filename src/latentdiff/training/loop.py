@@ -150,7 +150,10 @@ class _Run(RunCheckpoints):
                 f"{length}; peak lr {cfg.lr:g} ({cfg.lr_scheduler}, {cfg.warmup_steps} warm-up steps){start}")
 
     def _lr_scheduler(self):
-        return get_scheduler(self.cfg.lr_scheduler, self.optimizer, num_warmup_steps=self.cfg.warmup_steps,
+        # diffusers' "constant" ignores num_warmup_steps; "constant_with_warmup" is the constant schedule with them
+        name = "constant_with_warmup" if self.cfg.lr_scheduler == "constant" and self.cfg.warmup_steps else \
+            self.cfg.lr_scheduler
+        return get_scheduler(name, self.optimizer, num_warmup_steps=self.cfg.warmup_steps,
                              num_training_steps=self.num_steps)
 
     def _fix_num_steps(self, num_steps: int) -> None:
@@ -158,8 +161,13 @@ class _Run(RunCheckpoints):
         current step, so the cosine still reaches its end on the last step."""
         state = self.scheduler.state_dict()
         self.num_steps, self.budget.steps_fixed = num_steps, True
-        self.scheduler = self._lr_scheduler()
-        self.scheduler.load_state_dict(state)
+        self.scheduler = self._lr_scheduler()  # a new LambdaLR sets each group's lr to its step-0 value ...
+        self.scheduler.load_state_dict(state)  # ... which loading the position back does not undo:
+        position = self.scheduler.last_epoch  # the next step's lr is the new schedule's at this position
+        lrs = [base * schedule(position) for base, schedule in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs  # what get_last_lr() reports; torch keeps no public setter
 
     def _follow_time_budget(self, steps_this_run: int, started: float, now: float) -> bool:
         """--max-minutes: set the step count when the budget says it is time (time_budget.py); the same
@@ -170,7 +178,8 @@ class _Run(RunCheckpoints):
         wanted, steps_per_second = self.budget.steps_that_fit(self.step, now - started, now)
         budget = torch.tensor(float(wanted), device=self.accelerator.device)
         if self.world_size > 1:
-            budget = self.accelerator.reduce(budget, reduction="min")
+            # the smallest count of all processes (accelerate's reduce knows sum, mean and max, not min)
+            budget = -self.accelerator.reduce(-budget, reduction="max")
         num_steps = max(self.step, min(self.step_limit, int(budget.item())))  # == step: the budget is spent
         self._fix_num_steps(num_steps)
         if self.accelerator.is_main_process:

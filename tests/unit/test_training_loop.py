@@ -217,14 +217,15 @@ class _SlowTask(ToyTask):
         return super().loss(model, batch, generator)
 
 
-def test_a_run_whose_budget_is_spent_when_timed_ends_there(tmp_path, capsys):
-    # 0.002 minutes = 0.12 s is spent before the timing at step 25 (0.5 s), and every later step outlasts a
-    # tenth of it: the run must end at the timing, not add one more step at each re-timing without end.
+def test_a_run_whose_budget_is_spent_before_its_timing_ends_there(tmp_path, capsys):
+    # 0.002 minutes = 0.12 s is spent by about step 6 of 20 ms steps, long before the timing at step 25 (0.5 s),
+    # and every step outlasts a tenth of it: the run must end where the budget is spent, not train on to step 25
+    # nor add one more step at each re-timing without end.
     result = train(_SlowTask(), _cfg(tmp_path, max_steps=200, checkpoint_every=0, validate_every=0,
                                      max_minutes=0.002, lr_scheduler="cosine"), tmp_path)
-    assert result.step == TIMING_STEPS and result.finished
+    assert TIMING_SKIP_STEPS < result.step < TIMING_STEPS and result.finished
     captured = capsys.readouterr()
-    assert f"so the run ends at step {TIMING_STEPS}" in captured.out + captured.err
+    assert f"so the run ends at step {result.step}" in captured.out + captured.err
 
 
 def _cosine_with_warmup(position: int, warmup: int, num_steps: int) -> float:

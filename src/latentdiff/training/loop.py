@@ -172,7 +172,7 @@ class _Run(RunCheckpoints):
     def _follow_time_budget(self, steps_this_run: int, started: float, now: float) -> bool:
         """--max-minutes: set the step count when the budget says it is time (time_budget.py); the same
         count on every process. True when the count was set again."""
-        if not self.budget.timing_due(steps_this_run, self.step, now,
+        if not self.budget.timing_due(steps_this_run, self.step, now, seconds_so_far=now - started,
                                       agreed=lambda due: self._any_process(torch.tensor(float(due)))):
             return False
         wanted, steps_per_second = self.budget.steps_that_fit(self.step, now - started, now)

@@ -174,3 +174,24 @@ def test_path_may_be_the_annotations_folder(tmp_path):
     expected = make_official(tmp_path / "coco", with_quirks=False)
     prepare(tmp_path / "coco" / "annotations", tmp_path / "out")
     assert {k: v[1] for k, v in records(tmp_path / "out").items()} == expected
+
+
+def test_ids_that_are_neither_numbers_nor_strings_and_repeated_captions_are_listed_as_skipped(tmp_path):
+    make_official(tmp_path / "coco", with_quirks=False)
+    val = tmp_path / "coco" / "annotations" / "captions_val2017.json"
+    data = json.loads(val.read_text())
+    first = data["images"][0]
+    data["images"].append({"id": [5], "file_name": "list-id.jpg"})  # unhashable: used to be a traceback
+    data["annotations"] += [{"id": 80001, "image_id": [5], "caption": "A list for an id ."},
+                            {"id": {"a": 1}, "image_id": first["id"], "caption": "A dict for an id ."},
+                            {"id": 80002, "image_id": first["id"], "caption": data["annotations"][0]["caption"]}]
+    val.write_text(json.dumps(data))
+    manifest = prepare(tmp_path / "coco", tmp_path / "out")
+    reasons = {s["item"]: s["reason"] for s in manifest["skipped"]}
+    last = len(data["annotations"]) - 1
+    assert reasons[f"captions_val2017.json images[{len(data['images']) - 1}]"].startswith("malformed entry")
+    assert reasons[f"captions_val2017.json annotations[{last - 2}]"].startswith("malformed entry")
+    assert reasons[f"captions_val2017.json annotations[{last - 1}]"].startswith("malformed entry")
+    assert reasons[f"captions_val2017.json annotations[{last}]"] == \
+        f"duplicate caption (repeats another caption of {first['file_name']})"
+    assert len(records(tmp_path / "out")[first["file_name"]][1]) == 5

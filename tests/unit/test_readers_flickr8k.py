@@ -333,3 +333,41 @@ def test_an_unreadable_caption_file_is_one_sentence(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert "Permission denied" in err and "captions.txt" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_caption_repeated_under_another_number_is_listed_as_skipped(tmp_path):
+    make_official(tmp_path)
+    token = tmp_path / "Flickr8k_text" / "Flickr8k.token.txt"
+    text = token.read_text()
+    token.write_text(text + f"1000_a.jpg#5\t{GOOD['1000_a.jpg'][1][2]}\n")  # #5 repeats #2
+    repeated_line = len(text.splitlines()) + 1
+    manifest = prepare(tmp_path, tmp_path.parent / f"{tmp_path.name}-out")
+    reasons = {s["item"]: s["reason"] for s in manifest["skipped"]}
+    assert reasons[f"Flickr8k.token.txt line {repeated_line}"].startswith("duplicate caption (1000_a.jpg#5")
+    record = next(r for r in open_prepared(tmp_path.parent / f"{tmp_path.name}-out").records("train")
+                  if r.id == "1000_a.jpg")
+    assert record.captions == GOOD["1000_a.jpg"][1]
+
+
+def test_a_karpathy_sentence_repeated_for_one_image_is_listed_as_skipped(tmp_path):
+    make_karpathy(tmp_path)
+    data = json.loads((tmp_path / "dataset_flickr8k.json").read_text())
+    first = data["images"][0]
+    first["sentences"].append(dict(first["sentences"][1]))
+    (tmp_path / "dataset_flickr8k.json").write_text(json.dumps(data))
+    manifest = prepare(tmp_path, tmp_path.parent / f"{tmp_path.name}-out")
+    item = f"dataset_flickr8k.json images[0] sentences[{len(first['sentences']) - 1}]"
+    reasons = {s["item"]: s["reason"] for s in manifest["skipped"]}
+    assert reasons[item].startswith(f"duplicate caption (repeats another caption of {first['filename']})")
+
+
+def test_a_jpeg_with_a_damaged_exif_block_is_kept_as_stored(tmp_path):
+    make_official(tmp_path)
+    image = tmp_path / "Flicker8k_Dataset" / "1000_a.jpg"
+    with Image.open(image) as img:
+        img.load()
+        img.save(image, format="JPEG", quality=95, exif=b"Exif\x00\x00XX")  # an EXIF block that is no TIFF
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    manifest = prepare(tmp_path, out)
+    assert "1000_a.jpg" not in {s["item"] for s in manifest["skipped"]}
+    assert any(r.id == "1000_a.jpg" for r in open_prepared(out).records("train"))

@@ -137,6 +137,11 @@ def val_or_test(name: str, seed: int) -> str:
     return "test" if int.from_bytes(digest[:8], "big") / 2**64 < VAL_TEST_FRACTION else "validation"
 
 
+def _is_id(value: object) -> bool:
+    """COCO ids are integers; a string is taken too. Lists, dicts and floats are not ids (nor hashable, some)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Callable[[str], str | None],
                         skipped: list[Skipped]) -> list[Entry]:
     """COCO `{"images": [{"id", "file_name"}], "annotations": [{"id", "image_id", "caption"}]}`."""
@@ -151,8 +156,8 @@ def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Call
     for index, image in enumerate(images):
         item = f"{path.name} images[{index}]"
         file_name = image.get("file_name") if isinstance(image, dict) else None
-        if not isinstance(file_name, str) or not file_name.strip() or "id" not in image:
-            skipped.append(Skipped(item, "malformed entry (needs 'id' and 'file_name')"))
+        if not isinstance(file_name, str) or not file_name.strip() or not _is_id(image.get("id")):
+            skipped.append(Skipped(item, "malformed entry (needs a number or string 'id' and a 'file_name')"))
             continue
         if image["id"] in by_id:
             first = image_index[image["id"]]
@@ -165,9 +170,11 @@ def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Call
     annotation_index: dict[object, int] = {}
     for index, annotation in enumerate(annotations):
         item = f"{path.name} annotations[{index}]"
-        if (not isinstance(annotation, dict) or "image_id" not in annotation
-                or not isinstance(annotation.get("caption", ""), str)):
-            skipped.append(Skipped(item, "malformed entry (needs 'image_id' and a 'caption' string)"))
+        if (not isinstance(annotation, dict) or not _is_id(annotation.get("image_id"))
+                or not isinstance(annotation.get("caption", ""), str)
+                or not (annotation.get("id") is None or _is_id(annotation["id"]))):
+            skipped.append(Skipped(item, "malformed entry (needs a number or string 'image_id' and a 'caption' "
+                                         "string)"))
             continue
         annotation_id = annotation.get("id")
         if annotation_id is not None and annotation_id in annotation_index:
@@ -184,5 +191,6 @@ def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Call
         if not caption:
             skipped.append(Skipped(item, f"empty caption (of {entry.key})"))
             continue
-        entry.add_caption(caption)
+        if not entry.add_caption(caption):
+            skipped.append(Skipped(item, f"duplicate caption (repeats another caption of {entry.key})"))
     return list(by_id.values())

@@ -121,8 +121,10 @@ def parse_token_file(path: Path, image_dir: Path, skipped: list[Skipped]) -> lis
             continue
         by_index.setdefault(name, {})[index] = caption
     for name, entry in entries.items():
-        for _, caption in sorted(by_index.get(name, {}).items()):
-            entry.add_caption(caption)
+        for index, caption in sorted(by_index.get(name, {}).items()):
+            if not entry.add_caption(caption):
+                skipped.append(Skipped(line_item(path, first_line[name, index]),
+                                       f"duplicate caption ({name}#{index} repeats another caption of {name})"))
     return list(entries.values())
 
 

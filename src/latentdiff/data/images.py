@@ -59,7 +59,10 @@ def to_rgb_on_white(img: Image.Image) -> Image.Image:
 def square_image(img: Image.Image, image_size: int) -> Image.Image:
     """EXIF orientation applied, RGB on white, resized so the short side is `image_size`, center-cropped
     to `image_size` x `image_size`."""
-    img = ImageOps.exif_transpose(img)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block (Pillow raises SyntaxError, ValueError, ...)
+        pass  # the pixels decoded fine: keep the image as stored rather than lose it over its metadata
     img = to_rgb_on_white(img)
     return ImageOps.fit(img, (image_size, image_size), method=RESAMPLE, centering=(0.5, 0.5))
 

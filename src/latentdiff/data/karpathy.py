@@ -91,7 +91,9 @@ def parse_karpathy(json_path: Path, root: Path, image_dir_for: Callable[[str], P
             if not clean_caption(text):
                 skipped.append(Skipped(f"{item} sentences[{number}]", f"empty caption (of {filename})"))
                 continue
-            entry.add_caption(text)
+            if not entry.add_caption(text):
+                skipped.append(Skipped(f"{item} sentences[{number}]",
+                                       f"duplicate caption (repeats another caption of {filename})"))
         entries[filename] = entry
         first_index[filename] = index
     for filepath, count in sorted(missing_dirs.items()):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +24,23 @@ from tqdm import tqdm
 
 from latentdiff.data.images import square_image
 from latentdiff.data.prepared import MANIFEST_FILENAME, METADATA_FILENAME, SPLITS
-from latentdiff.data.shards import pack_webdataset
+from latentdiff.data.shards import INDEX_FILENAME, pack_webdataset
 from latentdiff.data.staging import Heartbeat, make_temp_dir, remove_stale_temp_dirs
 from latentdiff.errors import UserError
+from latentdiff.options import CONFIG_FILENAME
 
 MANIFEST_VERSION = 1
 # Fractions of a source without official splits that go to validation and test (the rest trains).
 VALIDATION_FRACTION = 0.05
 TEST_FRACTION = 0.05
+# What an earlier output may hold, so a re-run may replace it (anything else is the user's and stays): the
+# manifest keys this writer has always written, the top-level files of the writer, `pack_webdataset` and the
+# stage's saved config, the split folders' files, and the latent cache training keeps in the dataset
+# (`latentdiff.data.cache.DEFAULT_CACHE_SUBDIR`, not imported: that module loads torch), stale once replaced.
+OUTPUT_MANIFEST_KEYS = ("version", "source", "counts")
+OUTPUT_FILES = (MANIFEST_FILENAME, CONFIG_FILENAME, INDEX_FILENAME)
+OUTPUT_SPLIT_FILE = re.compile(r"\d{6}\.png|shard-\d{6}\.tar|" + re.escape(METADATA_FILENAME))
+OUTPUT_CACHE_DIR = ".latentdiff-cache"
 
 
 class SkipItem(Exception):
@@ -85,12 +96,11 @@ def clean_caption(text: str) -> str:
 def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: int, *, seed: int = 0,
                            max_images: int = 0, format: str = "imagefolder",
                            samples_per_shard: int = 1000) -> dict[str, Any]:
-    """Write `result` as a prepared dataset at `out` (replacing what is there, atomically) and return
-    the manifest. Bad items are skipped with their reason; this never stops on one bad item.
+    """Write `result` as a prepared dataset at `out` (replacing an earlier output there, atomically; any other
+    non-empty folder is refused, see `check_out_folder`) and return the manifest. Bad items are skipped with
+    their reason; this never stops on one bad item.
     `format="webdataset"` packs each split into tar shards of `samples_per_shard` (`latentdiff.data.shards`)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILENAME).exists():
-        raise UserError(f"{out} exists and is not a prepared dataset; choose an empty or new --out folder.")
+    out = check_out_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     removed = remove_stale_temp_dirs(out)
     if removed:
@@ -102,12 +112,67 @@ def write_prepared_dataset(result: SourceResult, out: str | Path, image_size: in
             pack_webdataset(tmp, samples_per_shard)
             manifest.update(format=format, samples_per_shard=samples_per_shard)
         if out.exists():
+            check_out_folder(out)  # again: the user may have put files there while this run worked
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def check_out_folder(out: str | Path, source_path: str | Path | None = None) -> Path:
+    """The folder `--out` names, links followed (the dataset goes where the link points and the link stays);
+    a UserError, before any work, when writing there would lose something: `out` is the source `source_path`
+    or holds it, or it is a non-empty folder that is not an earlier output of this writer."""
+    try:
+        folder = Path(out).resolve()
+    except (OSError, RuntimeError) as err:  # a loop of links (RuntimeError before Python 3.13)
+        raise UserError(f"--out {out} cannot be followed ({err}); choose an empty or new --out folder.") from None
+    if source_path:
+        source = Path(source_path).expanduser().resolve()
+        if folder == source or folder in source.parents:
+            raise UserError(f"--out {out} is or holds the dataset {source_path} being read, which writing there would "
+                            f"delete; choose an empty or new --out folder outside it.")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {out} is a file; choose an empty or new --out folder.")
+    reason = _not_an_output(folder) if folder.exists() else None
+    if reason:
+        raise UserError(f"--out {out} is not a dataset prepare-data wrote ({reason}), so it is left as it is; "
+                        f"choose an empty or new --out folder.")
+    return folder
+
+
+def _not_an_output(folder: Path) -> str | None:
+    """Why the existing folder `folder` may not be replaced, or None when it is empty or an earlier output:
+    a manifest of ours and nothing but what the writer, the stage and the latent cache put there."""
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    if not entries:
+        return None
+    manifest_file = folder / MANIFEST_FILENAME
+    if not manifest_file.is_file() or manifest_file.is_symlink():
+        return f"it has no {MANIFEST_FILENAME}"
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+        manifest = None
+    if not (isinstance(manifest, dict) and all(key in manifest for key in OUTPUT_MANIFEST_KEYS)
+            and isinstance(manifest["counts"], dict)):
+        return f"its {MANIFEST_FILENAME} is not one prepare-data writes"
+    for entry in entries:
+        # Links are never ours, so none is followed into a folder the user keeps elsewhere.
+        if entry.name in OUTPUT_FILES and entry.is_file(follow_symlinks=False):
+            continue
+        if entry.name == OUTPUT_CACHE_DIR and entry.is_dir(follow_symlinks=False):
+            continue
+        if entry.name in SPLITS and entry.is_dir(follow_symlinks=False):
+            inner = sorted(e.name for e in os.scandir(entry.path)
+                           if not (e.is_file(follow_symlinks=False) and OUTPUT_SPLIT_FILE.fullmatch(e.name)))
+            if not inner:
+                continue
+            return f"it holds {entry.name}/{inner[0]}"
+        return f"it holds {entry.name}"
+    return None
 
 
 def _row_line(row: dict[str, Any]) -> str:

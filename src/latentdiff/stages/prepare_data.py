@@ -15,7 +15,7 @@ from latentdiff.data.sources import clipart as clipart_source
 from latentdiff.data.sources import emoji as emoji_source
 from latentdiff.data.sources import fashion_mnist as fashion_mnist_source
 from latentdiff.data.sources import shapes as shapes_source
-from latentdiff.data.writer import SourceResult, write_prepared_dataset
+from latentdiff.data.writer import SourceResult, check_out_folder, write_prepared_dataset
 from latentdiff.errors import UserError
 
 # Each source: the options it uses, taken from the command's config and handed on as plain arguments (the
@@ -54,6 +54,7 @@ def run(cfg: PrepareDataConfig) -> dict:
         raise UserError(f"--image-size {cfg.image_size} is out of range; use a size between 8 and 4096 pixels (e.g. 64).")
 
     try:
+        check_out_folder(cfg.out, cfg.path)  # before any work: the source and the user's files are never replaced
         result = sources[cfg.source](cfg)
         manifest = write_prepared_dataset(result, cfg.out, cfg.image_size, seed=cfg.seed, max_images=cfg.max_images,
                                           format=cfg.format, samples_per_shard=cfg.samples_per_shard)

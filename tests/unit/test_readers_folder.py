@@ -208,3 +208,128 @@ def test_small_folder_gets_every_split_with_the_right_images(tmp_path, num_image
     for _, captions, path in records(tmp_path / "out").values():  # each moved file still shows its own picture
         number = int(captions[0].split()[1])
         assert Image.open(path).convert("RGB").getpixel((8, 8)) == (20 * number, 0, 0)
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "csv"])
+def test_root_metadata_naming_split_folders_keeps_their_splits(tmp_path, layout):
+    """A metadata file at PATH naming `train/..` and `test/..` images: the split folders decide, not the
+    hash of the path (which put test images into train and train ones into validation)."""
+    root = tmp_path / "d"
+    names = [f"{split}/{i}.png" for split in ("train", "test") for i in range(4)]
+    for i, name in enumerate(names):
+        _rgb(root / name, (30 * i, 0, 0))
+    if layout == "jsonl":
+        (root / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "text": f"picture {n}"}) + "\n"
+                                                     for n in names))
+    else:
+        (root / "metadata.csv").write_text("file_name,text\n" + "".join(f"{n},picture {n}\n" for n in names))
+    manifest = prepare(root, tmp_path / "out")
+    assert {k: v[0] for k, v in records(tmp_path / "out").items()} == {n: n.split("/")[0] for n in names}
+    assert manifest["split_origin"] == "official"
+
+
+def test_captions_not_in_utf8_are_read_by_their_mark_or_skipped_with_the_reason(tmp_path):
+    """UTF-16 (with its byte order mark, as Notepad saves it) is read right; a cp1252 sidecar is skipped
+    with the reason, never turned into 'Cr\ufffdme br\ufffdl\ufffde'."""
+    root = tmp_path / "pics"
+    for name in ("utf16", "bom8", "cp1252", "plain"):
+        _rgb(root / f"{name}.png")
+    (root / "utf16.txt").write_bytes("Crème brûlée\r\nA second line\r\n".encode("utf-16"))
+    (root / "bom8.txt").write_bytes("Crème brûlée\n".encode("utf-8-sig"))
+    (root / "cp1252.txt").write_bytes("fine\nCrème brûlée\n".encode("cp1252"))
+    (root / "plain.txt").write_text("Crème brûlée\n", encoding="utf-8")
+    manifest = prepare(root, tmp_path / "out")
+    assert {k: v[1] for k, v in records(tmp_path / "out").items()} == {
+        "utf16.png": ["Crème brûlée", "A second line"], "bom8.png": ["Crème brûlée"], "plain.png": ["Crème brûlée"]}
+    assert skipped(manifest) == {"cp1252.png": "caption file is not UTF-8 text: save it as UTF-8 "
+                                               "(cp1252.txt, line 2, byte 0xe8)"}
+
+
+def test_a_csv_not_in_utf8_is_one_sentence_and_a_utf16_one_is_read(tmp_path, capsys):
+    from latentdiff import cli
+
+    root = tmp_path / "c"
+    _rgb(root / "x.png")
+    # Excel's "Unicode Text": UTF-16 with a byte order mark, tab separated.
+    (root / "metadata.csv").write_bytes("file_name\ttext\r\nx.png\tCrème brûlée\r\n".encode("utf-16"))
+    prepare(root, tmp_path / "out")
+    assert {k: v[1] for k, v in records(tmp_path / "out").items()} == {"x.png": ["Crème brûlée"]}
+    # Excel's plain "CSV": cp1252.
+    (root / "metadata.csv").write_bytes("file_name,text\nx.png,Crème brûlée\n".encode("cp1252"))
+    capsys.readouterr()
+    assert cli.main(["prepare-data", "folder", str(root), "--out", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "metadata.csv is not UTF-8 text (line 2, byte 0xe8); save it as UTF-8" in err
+
+
+def test_symlinked_folders_are_walked_with_follow_symlinks_and_listed_without(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    _rgb(elsewhere / "b.png")
+    (elsewhere / "b.txt").write_text("kept on another disk\n")
+    root = tmp_path / "pics"
+    _rgb(root / "a.png")
+    (root / "a.txt").write_text("here\n")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "sub").mkdir()
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # must not be walked for ever
+    manifest = prepare(root, tmp_path / "out")
+    assert set(records(tmp_path / "out")) == {"a.png"}
+    reasons = skipped(manifest)
+    assert sorted(reasons) == ["linked", "sub/loop"]
+    assert all(r.startswith("symlinked folder, not read; pass --follow-symlinks") for r in reasons.values())
+    manifest = prepare_data.run(PrepareDataConfig(source="folder", path=str(root), out=str(tmp_path / "out2"),
+                                                  image_size=IMAGE_SIZE, follow_symlinks=True))
+    assert {k: v[1] for k, v in records(tmp_path / "out2").items()} == {
+        "a.png": ["here"], "linked/b.png": ["kept on another disk"]}
+    assert list(skipped(manifest)) == ["sub/loop"]
+    assert skipped(manifest)["sub/loop"].startswith("folder already read (a symlink loop")
+    only_links = tmp_path / "only-links"  # nothing else to read: the one sentence says what would
+    only_links.mkdir()
+    (only_links / "linked").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UserError, match=r"symlinked folders \(linked\); pass --follow-symlinks"):
+        prepare(only_links, tmp_path / "out3")
+
+
+def test_duplicate_captions_are_listed_not_dropped_silently(tmp_path):
+    root = tmp_path / "pics"
+    _rgb(root / "a.png")
+    (root / "a.txt").write_text("a cat\na  cat \nA dog\n")
+    manifest = prepare(root, tmp_path / "out")
+    assert records(tmp_path / "out")["a.png"][1] == ["a cat", "A dog"]
+    assert skipped(manifest) == {"a.txt line 2": "duplicate caption (repeats another caption of a.png)"}
+    meta = tmp_path / "meta"
+    _rgb(meta / "a.png")
+    (meta / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": ["x", "y", "x"]}) + "\n")
+    manifest = prepare(meta, tmp_path / "out2")
+    assert records(tmp_path / "out2")["a.png"][1] == ["x", "y"]
+    assert skipped(manifest) == {"metadata.jsonl line 1": "duplicate caption ('x' repeats another caption of a.png)"}
+
+
+def test_an_upper_case_sidecar_is_found(tmp_path):
+    root = tmp_path / "pics"
+    _rgb(root / "f.png")
+    (root / "f.TXT").write_text("from a camera\n")
+    _rgb(root / "g.JPG")
+    (root / "g.Caption").write_text("mixed case\n")
+    manifest = prepare(root, tmp_path / "out")
+    assert {k: v[1] for k, v in records(tmp_path / "out").items()} == {
+        "f.png": ["from a camera"], "g.JPG": ["mixed case"]}
+    assert manifest["skipped"] == []
+
+
+def test_one_image_spelled_two_ways_in_metadata_is_kept_once(tmp_path):
+    root = tmp_path / "d"
+    _rgb(root / "train" / "t0.png")
+    rows = [{"file_name": "train/t0.png", "text": "a"}, {"file_name": "train/../train/t0.png", "text": "b"},
+            {"file_name": "./train//t0.png", "text": "a"}, {"file_name": "../d/train/t0.png", "text": "c"},
+            {"file_name": str(root / "train" / "t0.png"), "text": "d"}, {"file_name": "../d.png", "text": "out"}]
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _rgb(tmp_path / "d.png")
+    manifest = prepare(root, tmp_path / "out")
+    assert records(tmp_path / "out")["train/t0.png"][:2] == ("train", ["a", "b", "c", "d"])
+    assert sum(manifest["counts"].values()) == 1
+    reasons = skipped(manifest)
+    assert sorted(reasons) == ["../d.png", "metadata.jsonl line 3"]
+    assert reasons["metadata.jsonl line 3"].startswith("duplicate entry (line 1")
+    assert reasons["../d.png"].startswith("path leaves the dataset folder")  # confinement kept

@@ -6,8 +6,12 @@ found wins, and is named in the manifest as `layout`):
   `val`, `dev`, `valid`, ...);
 - csv: a CSV with an image column (file_name, image, filename, file, path, ...) and a caption column
   (text, caption, captions, prompt, ...): `metadata.csv`, or the one CSV at PATH;
-- sidecars: images anywhere under PATH, each with a `.txt` (or `.caption`) file of the same name, one
-  caption per line (several lines: several captions).
+- sidecars: images anywhere under PATH, each with a `.txt` (or `.caption`, any case) file of the same
+  name, one caption per line (several lines: several captions); symlinked folders only with
+  --follow-symlinks (listed in the manifest without it).
+
+Text files are UTF-8, or UTF-16 with a byte order mark; others are refused, never garbled
+(`reader_common.read_text`).
 
 Splits: a `split` field/column if the rows have one, else the split folder the file or image sits in,
 else the writer's deterministic split by image. Paths in metadata are relative to the metadata file's
@@ -17,14 +21,15 @@ folder. Several rows for one image add captions (CSV files usually have one row 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from latentdiff.data.confine import escape_reason, require_inside
-from latentdiff.data.reader_common import (IGNORED_DIRS, IMAGE_EXTENSIONS, SPLIT_ALIASES, Entry, display,
-                                           normalise_split, read_text, shorten, to_items)
+from latentdiff.data.confine import FOLLOW_HINT, escape_reason, require_inside
+from latentdiff.data.reader_common import (IGNORED_DIRS, IMAGE_EXTENSIONS, SPLIT_ALIASES, Entry, NotUTF8Error,
+                                           display, normalise_split, read_text, shorten, to_items)
 from latentdiff.data.writer import Skipped, SourceResult, clean_caption
 from latentdiff.errors import UserError
 
@@ -34,6 +39,7 @@ IMAGE_COLUMNS = ("file_name", "image", "filename", "file", "path", "image_path",
 CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "description", "sentence")
 SPLIT_COLUMN = "split"
 SIDECAR_EXTENSIONS = (".txt", ".caption")
+LINKED_FOLDER = "symlinked folder, not read"
 CSV_DELIMITERS = ",\t;|"
 
 
@@ -117,8 +123,14 @@ class _Rows:
             self.skipped.append(Skipped(item, "malformed line (no image file name)"))
             return
         path = self.metadata.parent / image.strip()
+        # `train/../train/a.png` is `train/a.png`: one key, or the image would be kept twice. A name that
+        # leaves the folder keeps its spelling, for the confinement reason (`to_items`).
+        normal, base = Path(os.path.normpath(os.path.abspath(path))), Path(os.path.abspath(self.root))
+        if normal.is_relative_to(base):
+            path = self.root / normal.relative_to(base)
         key = display(path, self.root)
-        row_split = self.folder_split
+        # A root metadata file naming `test/a.png`: the image's split folder decides, as the docstring says.
+        row_split = self.folder_split or _folder_split(path, self.root)
         if split is not None and str(split).strip():
             row_split = normalise_split(str(split))
             if row_split is None:
@@ -137,6 +149,11 @@ class _Rows:
         if not any(added):
             self.skipped.append(Skipped(item, f"duplicate entry (line {self.first_line[key]} already gives "
                                               f"these captions of {key})"))
+            return
+        for text, new in zip(texts, added):
+            if not new:
+                self.skipped.append(Skipped(item, f"duplicate caption ({shorten(text)!r} repeats another "
+                                                  f"caption of {key})"))
 
 
 def _line(path: Path, root: Path, number: int) -> str:
@@ -205,7 +222,8 @@ def parse_csv(path: Path, root: Path, skipped: list[Skipped]) -> list[Entry]:
     split_name = _pick(header, (SPLIT_COLUMN,))
     split_col = header.index(split_name) if split_name else None
     rows = _Rows(path, root, skipped)
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+    # read_text, not open(errors="replace"): by byte order mark or strict UTF-8, never garbled captions.
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         next(reader, None)  # the header (leading blank lines are skipped by the reader's empty rows)
         start = reader.line_num + 1
@@ -227,23 +245,60 @@ def parse_csv(path: Path, root: Path, skipped: list[Skipped]) -> list[Entry]:
     return list(rows.entries.values())
 
 
+def _linked_dirs(directory: str, dirnames: list[str], root: Path, skipped: list[Skipped], follow_symlinks: bool,
+                 visited: set[str]) -> list[str]:
+    """`dirnames` less the symlinked folders not to walk, each recorded: all of them without
+    --follow-symlinks (as a linked image file outside is), and with it those already walked (a link loop,
+    or a second way to the same folder), so nothing under them goes unmentioned."""
+    keep = []
+    # Real folders claim their place first, so `alias -> train` is the one passed over, not `train`.
+    for name in sorted(dirnames, key=lambda d: (os.path.islink(os.path.join(directory, d)), d)):
+        path = Path(directory) / name
+        real = os.path.realpath(path)
+        if path.is_symlink() and not follow_symlinks:
+            skipped.append(Skipped(display(path, root), f"{LINKED_FOLDER}; {FOLLOW_HINT} "
+                                                        f"({display(path, root)} -> {real})"))
+        elif real in visited:
+            skipped.append(Skipped(display(path, root), f"folder already read (a symlink loop, or two ways to one "
+                                                        f"folder: {display(path, root)} is {real})"))
+        else:
+            visited.add(real)
+            keep.append(name)
+    return sorted(keep)
+
+
+def _sidecar(directory: str, stem: str, names: set[str], lowered: dict[str, str]) -> Path | None:
+    """`stem.txt` (or `.caption`) beside the image, in any case (`a.TXT` from Windows or a camera), the
+    exact name first. `lowered`: the folder's file names by their lower case."""
+    for ext in SIDECAR_EXTENSIONS:
+        wanted = f"{stem}{ext}"
+        found = wanted if wanted in names else lowered.get(wanted.lower())
+        if found is not None:
+            return Path(directory) / found
+    return None
+
+
 def parse_sidecars(root: Path, skipped: list[Skipped], follow_symlinks: bool = False) -> list[Entry]:
     entries = []
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS)
+    visited = {os.path.realpath(root)}
+    for directory, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS]
+        dirnames[:] = _linked_dirs(directory, dirnames, root, skipped, follow_symlinks, visited)  # sorted
         for name in dirnames:
             if name.lower().endswith(IMAGE_EXTENSIONS):  # `x.png/`: say so rather than pass over it
                 path = Path(directory) / name
                 skipped.append(Skipped(display(path, root), f"a folder, not an image file ({display(path, root)})"))
         names = set(filenames)
+        lowered: dict[str, str] = {}
+        for name in sorted(filenames):
+            lowered.setdefault(name.lower(), name)
         for name in sorted(filenames):
             if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
                 continue
             path = Path(directory) / name
             key = display(path, root)
             stem = Path(name).stem
-            sidecar = next((Path(directory) / f"{stem}{ext}" for ext in SIDECAR_EXTENSIONS
-                            if f"{stem}{ext}" in names), None)
+            sidecar = _sidecar(directory, stem, names, lowered)
             if sidecar is None:
                 skipped.append(Skipped(key, f"no caption file ({stem}.txt beside it)"))
                 continue
@@ -251,12 +306,23 @@ def parse_sidecars(root: Path, skipped: list[Skipped], follow_symlinks: bool = F
             if outside:
                 skipped.append(Skipped(key, f"caption file: {outside}"))
                 continue
+            try:
+                text = read_text(sidecar)
+            except NotUTF8Error as err:  # this image only: the others' captions are fine
+                skipped.append(Skipped(key, f"caption file is not UTF-8 text: save it as UTF-8 "
+                                            f"({display(sidecar, root)}{', ' + err.where if err.where else ''})"))
+                continue
             entry = Entry(key=key, path=path, origin=display(sidecar, root), split=_folder_split(path, root))
-            for line in read_text(sidecar).splitlines():
-                if line.strip():
-                    entry.add_caption(line)
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip() and not entry.add_caption(line):
+                    skipped.append(Skipped(_line(sidecar, root, number),
+                                           f"duplicate caption (repeats another caption of {key})"))
             entries.append(entry)
     if not entries:
+        linked = [s.item for s in skipped if s.reason.startswith(LINKED_FOLDER)]
+        if linked:  # the images may all be behind the links: say what reads them
+            raise UserError(f"{root} has no captioned images outside its symlinked folders ({', '.join(linked)}); "
+                            f"pass --follow-symlinks to read them.")
         skipped.clear()  # nothing captioned at all: the caller says so in one sentence instead
     return entries
 

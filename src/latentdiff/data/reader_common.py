@@ -1,6 +1,7 @@
 """What the readers of user datasets (`flickr8k`, `coco`, `folder`) share: finding files in the layouts
-people actually have, split-name aliases, reading text files without crashing, and turning the
-entries a reader parsed into `SourceItem`s (missing image files skipped with a precise reason).
+people actually have, split-name aliases, reading text files (by byte order mark, else strict UTF-8:
+never a garbled caption), and turning the entries a reader parsed into `SourceItem`s (missing image
+files skipped with a precise reason).
 
 A reader parses its caption files into `Entry`s (one per image, captions in the dataset's order) and
 records every bad line or entry as a `Skipped` with the file and line it came from; `to_items` then
@@ -10,6 +11,7 @@ when the writer decodes each one (`open_image_fully`).
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +21,7 @@ from typing import Iterable, Sequence
 from latentdiff.data.confine import escape_reason
 from latentdiff.data.images import open_image_fully
 from latentdiff.data.writer import SourceItem, Skipped, clean_caption
+from latentdiff.errors import UserError
 
 # Flickr8k has 5 captions per image and COCO 5 to 7; keeping 5 everywhere makes every image weigh the
 # same when a step draws one caption per image.
@@ -120,9 +123,40 @@ def find_image_dir(roots: Sequence[Path], names: Sequence[str], max_depth: int =
     return None
 
 
+class NotUTF8Error(UserError):
+    """A caption or metadata file that is not UTF-8 text (Excel's cp1252 CSV, a Latin-1 .txt): decoding it
+    anyway would put replacement characters into captions. `where`: 'line N, byte 0xNN', or ''."""
+
+    def __init__(self, path: Path, where: str = ""):
+        at = f" ({where})" if where else ""
+        super().__init__(f"{path} is not UTF-8 text{at}; save it as UTF-8 and run again.")
+        self.path, self.where = path, where
+
+
+# Files with a byte order mark say their encoding (Notepad and Excel save UTF-16 with one). UTF-32's
+# marks start with UTF-16's, so they are tried first.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def read_text(path: Path) -> str:
-    """A text file as str: a UTF-8 BOM dropped, undecodable bytes replaced (never a crash)."""
-    return path.read_text(encoding="utf-8-sig", errors="replace")
+    """A text file as str: decoded by its byte order mark (UTF-8, UTF-16, UTF-32), else as strict UTF-8;
+    raises `NotUTF8Error` (one sentence) rather than guess an encoding or replace bytes."""
+    try:
+        return path.read_text(encoding="utf-8-sig")  # the usual case, in one read
+    except UnicodeDecodeError:
+        pass
+    data = path.read_bytes()
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8-sig")
+    try:
+        text = data.decode(encoding)  # the codec drops the mark
+    except UnicodeDecodeError as err:
+        if encoding != "utf-8-sig":
+            raise NotUTF8Error(path) from None
+        # Say where, so the user can find the word that is not UTF-8 (err.object: the bytes after a mark).
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise NotUTF8Error(path, f"line {line}, byte 0x{err.object[err.start]:02x}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as text mode reads them
 
 
 def display(path: Path, root: Path) -> str:

@@ -333,3 +333,14 @@ def test_one_image_spelled_two_ways_in_metadata_is_kept_once(tmp_path):
     assert sorted(reasons) == ["../d.png", "metadata.jsonl line 3"]
     assert reasons["metadata.jsonl line 3"].startswith("duplicate entry (line 1")
     assert reasons["../d.png"].startswith("path leaves the dataset folder")  # confinement kept
+
+
+def test_a_dataset_prepared_inside_the_source_is_not_read_as_source_on_the_next_run(tmp_path):
+    source = tmp_path / "mine"
+    for i in range(4):
+        _rgb(source / f"img{i}.png", (60 * i, 30, 30))
+        (source / f"img{i}.txt").write_text(f"a picture number {i}\n")
+    first = prepare(source, source / "prepared")
+    again = prepare(source, source / "prepared")  # the same command once more: its own output is no source
+    assert sum(again["counts"].values()) == sum(first["counts"].values()) == 4
+    assert skipped(again) == {"prepared": "a dataset prepare-data wrote, not read as source images"}

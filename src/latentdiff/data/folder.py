@@ -30,7 +30,7 @@ from typing import Any
 from latentdiff.data.confine import FOLLOW_HINT, escape_reason, require_inside
 from latentdiff.data.reader_common import (IGNORED_DIRS, IMAGE_EXTENSIONS, SPLIT_ALIASES, Entry, NotUTF8Error,
                                            display, normalise_split, read_text, shorten, to_items)
-from latentdiff.data.writer import Skipped, SourceResult, clean_caption
+from latentdiff.data.writer import Skipped, SourceResult, clean_caption, is_prepared_output
 from latentdiff.errors import UserError
 
 METADATA_JSONL = "metadata.jsonl"
@@ -283,6 +283,11 @@ def parse_sidecars(root: Path, skipped: list[Skipped], follow_symlinks: bool = F
     visited = {os.path.realpath(root)}
     for directory, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS]
+        for name in [d for d in dirnames if is_prepared_output(Path(directory) / d)]:
+            # `prepare-data folder mine --out mine/prepared`, run again: its own output is no source
+            dirnames.remove(name)
+            skipped.append(Skipped(display(Path(directory) / name, root), "a dataset prepare-data wrote, not read "
+                                                                          "as source images"))
         dirnames[:] = _linked_dirs(directory, dirnames, root, skipped, follow_symlinks, visited)  # sorted
         for name in dirnames:
             if name.lower().endswith(IMAGE_EXTENSIONS):  # `x.png/`: say so rather than pass over it

@@ -143,6 +143,11 @@ def check_out_folder(out: str | Path, source_path: str | Path | None = None) -> 
     return folder
 
 
+def is_prepared_output(folder: Path) -> bool:
+    """Whether `folder` is a dataset this writer wrote (and nothing else): a source reader passes over it."""
+    return (folder / MANIFEST_FILENAME).is_file() and _not_an_output(folder) is None
+
+
 def _not_an_output(folder: Path) -> str | None:
     """Why the existing folder `folder` may not be replaced, or None when it is empty or an earlier output:
     a manifest of ours and nothing but what the writer, the stage and the latent cache put there."""

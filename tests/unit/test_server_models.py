@@ -134,7 +134,28 @@ def test_img2img_goes_through_the_same_checks(server):
     assert no_steps.status_code == 422 and "denoising_strength" in no_steps.json()["detail"]
     not_a_picture = client.post("/sdapi/v1/img2img", json={"init_images": ["aGVsbG8="], **FAST})
     assert not_a_picture.status_code == 422 and "init_images" in not_a_picture.json()["detail"]
+    # damaged headers on which Pillow's parsers raise ValueError / SyntaxError: a 422, not a 500
+    png = base64.b64decode(picture)
+    for damaged in (b"P6\n1Z 16\n255\n" + b"\0" * 768, png[:8] + b"\x00\x00\x00\x01" + png[12:]):
+        encoded = base64.b64encode(damaged).decode()
+        response = client.post("/sdapi/v1/img2img", json={"init_images": [encoded], **FAST})
+        assert response.status_code == 422 and "init_images" in response.json()["detail"], response.text
+        response = client.post("/sdapi/v1/png-info", json={"image": encoded})
+        assert response.status_code == 422, response.text
     assert queue.snapshot()["waiting"] == 0
+
+
+def test_a_finished_img2img_job_keeps_no_copy_of_its_picture(server):
+    # the history of finished jobs is bounded by the PNGs it holds; the sent pictures (up to the body limit
+    # each) would grow it unseen
+    client, queue = server
+    client.post("/sdapi/v1/options", json={"sd_model_checkpoint": queue.engine.model_name})
+    before = {job.id for job in queue._jobs.values()}
+    done = client.post("/sdapi/v1/img2img", json={"init_images": [_b64_png(_picture())], "prompt": "a red circle",
+                                                  "denoising_strength": 0.5, **FAST})
+    assert done.status_code == 200, done.text
+    (job,) = [job for job in queue._jobs.values() if job.id not in before]
+    assert job.finished and job.params.init_image == b"" and job.params.summary()["init_image"] is True
 
 
 def test_unknown_model_is_refused_in_one_sentence_and_keeps_the_current(server):

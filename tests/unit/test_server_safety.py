@@ -48,6 +48,8 @@ def test_page_static_files_and_docs_need_no_key(keyed):
     page = keyed.get("/")
     assert page.status_code == 200 and 'id="prompt"' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    copy = keyed.get("/static/index.html")  # the page served as a static file keeps the page's policy
+    assert copy.status_code == 200 and "frame-ancestors 'none'" in copy.headers["content-security-policy"]
     assert keyed.get("/static/app.js").status_code == 200
     assert keyed.get("/static/style.css").status_code == 200
     assert keyed.get("/docs").status_code == 200

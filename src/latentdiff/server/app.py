@@ -38,6 +38,16 @@ class _App(FastAPI):
         return NoSniffMiddleware(super().build_middleware_stack())
 
 
+class _StaticWithPagePolicy(StaticFiles):
+    """The static files with the page's Content-Security-Policy: /static/index.html is the page too, and
+    without the policy (frame-ancestors 'none') another site could frame a working copy of it."""
+
+    async def get_response(self, path: str, scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        return response
+
+
 def create_app(queue: JobQueue, *, api_key: str = "", hosts: HostPolicy | None = None,
                max_request_cost: float | None = None, models_dir: str | None = None,
                load_model: Callable[[Path, str], object] | None = None) -> FastAPI:
@@ -70,7 +80,7 @@ def create_app(queue: JobQueue, *, api_key: str = "", hosts: HostPolicy | None =
                         headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
 
     # StaticFiles serves only files inside the package's static folder (it refuses '..' and symlinks out).
-    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    app.mount("/static", _StaticWithPagePolicy(directory=str(static_dir)), name="static")
     install_docs(app)
     app.include_router(api_native.router)
     app.include_router(api_a1111.router)

@@ -13,6 +13,7 @@ The event loop never blocks on the worker: waiting for a job (or for its next pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
 import threading
@@ -250,6 +251,8 @@ class JobQueue:
         job.error = error
         job.finished_at = time.time()
         job.preview_png, job.previews = None, {}
+        if job.params.init_image:  # img2img: a finished job keeps only that it had a picture, not its bytes
+            job.params = dataclasses.replace(job.params, init_image=b"")  # (up to the body limit, uncounted)
         size = sum(len(im.png) for im in job.images)
         self._finished_order[job.id] = size
         self._kept_bytes += size

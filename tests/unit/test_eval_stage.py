@@ -111,3 +111,19 @@ def test_cli_prints_one_sentence_and_exits_2(shapes_dir, tmp_path, capsys):
     code = evaluate.main(["--model", str(tmp_path / "missing"), "--data", str(shapes_dir)])
     assert code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_seed_out_of_range_is_refused_before_any_work(tiny_pipeline_dir, shapes_dir, tmp_path):
+    for seed in (2**32, -2):
+        message = _error(_config(tiny_pipeline_dir, shapes_dir, tmp_path / "out", seed=seed))
+        assert "--seed must be between 0 and 4294967295, or -1" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_seed_minus_one_is_drawn_once_recorded_and_gives_the_same_numbers_again(tiny_pipeline_dir, shapes_dir,
+                                                                                tmp_path):
+    first = evaluate.run(_config(tiny_pipeline_dir, shapes_dir, tmp_path / "random", seed=-1))
+    seed = json.loads((tmp_path / "random" / "latentdiff_config.json").read_text())["config"]["seed"]
+    assert 0 <= seed and first["protocol"]["seeds"].startswith(f"{seed}..")
+    again = evaluate.run(_config(tiny_pipeline_dir, shapes_dir, tmp_path / "again", seed=seed))
+    assert again["generation"] == first["generation"]

@@ -157,6 +157,13 @@ def test_cli_random_seed_is_printed_and_saved(tiny_pipeline_dir, tmp_path, capsy
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(png)))
 
 
+def test_cli_seeds_past_the_largest_wrap_to_zero_and_say_so(tiny_pipeline_dir, tmp_path, capsys):
+    assert main(["a", "--model", str(tiny_pipeline_dir), "--steps", "1", "--width", "32", "--height", "32",
+                 "--seed", "4294967295", "--num-images", "2", "--out", str(tmp_path / "out")]) == 0
+    assert "(images use 4294967295..0)" in capsys.readouterr().out
+    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "out").glob("0*.png")) == ["0.png", "4294967295.png"]
+
+
 def _broken_copy(src, tmp_path, remove):
     copy = shutil.copytree(src, tmp_path / "broken")
     shutil.rmtree(copy / remove) if (copy / remove).is_dir() else (copy / remove).unlink()

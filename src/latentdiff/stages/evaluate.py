@@ -8,11 +8,13 @@ their infotext) and the resolved config. Same inputs (model, data, options, devi
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import secrets
 from pathlib import Path
 from typing import Any
 
-from latentdiff import __version__
+from latentdiff import __version__, limits
 from latentdiff.config import EvaluateConfig
 from latentdiff.data.prepared import open_prepared
 from latentdiff.errors import UserError
@@ -70,6 +72,8 @@ def check_config(cfg: EvaluateConfig) -> None:
         raise UserError(f"--batch-size must be at least 1 (got {cfg.batch_size}).")
     if cfg.steps < 1:
         raise UserError(f"--steps must be at least 1 (got {cfg.steps}).")
+    if not (cfg.seed == -1 or 0 <= cfg.seed <= limits.MAX_SEED):
+        raise UserError(f"--seed must be between 0 and {limits.MAX_SEED}, or -1 for a random one (got {cfg.seed}).")
     for value in [g for g in (cfg.guidance, *cfg.guidance_sweep) if g is not None]:  # None: the model's own
         if not math.isfinite(value) or value < 0:
             raise UserError(f"Guidance scales must be numbers >= 0 (got {value}); e.g. --guidance-sweep 1,3,5,7.")
@@ -153,7 +157,8 @@ def _evaluate_pipeline(cfg, model, clip_path: Path | None, real_ref, extractor, 
     num = len(real_ref.real.images)
     payload["protocol"].update({
         "model_hash": text_to_image.model_hash, "model_name": text_to_image.model_name, "backend": text_to_image.backend,
-        "seeds": f"{cfg.seed}..{cfg.seed + num - 1} (caption i uses seed+i, CPU generators)",
+        "seeds": f"{cfg.seed}..{limits.image_seed(cfg.seed, num - 1)} (caption i uses seed+i, wrapping to 0 past "
+                 f"{limits.MAX_SEED}; CPU generators)",
         "steps": cfg.steps, "scheduler": cfg.scheduler, "guidance": guidance,
         "generated_size": f"{text_to_image.default_size}x{text_to_image.default_size}", "batch_size": cfg.batch_size,
         "dtype": str(text_to_image.pipe.unet.dtype).replace("torch.", ""),
@@ -212,6 +217,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
 
     kind, model = detect_model_kind(cfg.model)
     check_config(cfg)
+    if cfg.seed == -1:  # drawn once and recorded, so the numbers can be made again (not one draw per caption)
+        cfg = dataclasses.replace(cfg, seed=secrets.randbelow(limits.MAX_SEED + 1))
     use_threads(cfg.threads)  # before the feature extraction below loads the CPU (runtime.pick_num_threads)
     dataset = open_prepared(cfg.data)
     records = dataset.require_split(cfg.split)

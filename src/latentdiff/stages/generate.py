@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from latentdiff import keep_alive
+from latentdiff import keep_alive, limits
 from latentdiff.config import GenerateConfig
 from latentdiff.errors import UserError
 from latentdiff.limits import check_threads
@@ -73,7 +73,7 @@ def run(cfg: GenerateConfig, text_to_image=None) -> list[Path]:
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_total = len(request.prompts) * request.num_images
-    last_seed = request.seed + num_total - 1
+    last_seed = limits.image_seed(request.seed, num_total - 1)  # past MAX_SEED the seeds wrap to 0, as uint32 does
     seeds = f"seed {request.seed}" + (f" (images use {request.seed}..{last_seed})" if num_total > 1 else "")
     print(f"Generating {num_total} image(s) of {request.width}x{request.height} with {text_to_image.model_name} "
           f"({text_to_image.backend}), "

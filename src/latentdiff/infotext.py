@@ -51,8 +51,10 @@ def _unquote(text: str) -> str:
 
 
 def _number(value: float) -> str:
-    """7.0 -> '7', 7.5 -> '7.5' (AUTOMATIC1111 shows CFG scale as the user typed it)."""
-    return f"{value:g}"
+    """7.0 -> '7', 7.5 -> '7.5' (AUTOMATIC1111 shows CFG scale as the user typed it); every digit a float
+    keeps (repr's shortest form), so the image is made again from its infotext: 3.14159265 stays 3.14159265."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,14 @@ def test_round_trip_with_awkward_text():
     assert parse_infotext(text) == info
 
 
+def test_guidance_and_strength_keep_every_digit_so_the_image_can_be_made_again():
+    info = _info(guidance=3.14159265, denoising_strength=0.123456789)
+    text = info.format()
+    assert "CFG scale: 3.14159265" in text and "Denoising strength: 0.123456789" in text
+    assert parse_infotext(text) == info
+    assert "CFG scale: 7," in _info(guidance=7.0).format()  # whole numbers still as A1111 users type them
+
+
 def test_parses_automatic1111_own_example():
     # the example in AUTOMATIC1111's parse_generation_parameters docstring (old 8-digit hash)
     text = ("girl with an artist's beret, determined, blue eyes, ((eyeshadow))\n"

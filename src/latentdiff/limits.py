@@ -15,6 +15,10 @@ MIN_IMAGE_SIDE = 8
 IMAGE_SIDE_MULTIPLE = 8
 MAX_IMAGE_SIDE = 4096  # `generate` on the user's own machine
 MAX_REQUEST_IMAGE_SIDE = 1024  # a server request: keeps one 8-image batch within a GPU
+# Under the default budget a server request's sides are at most this many times the model's native side: the
+# budget counts U-Net work, which grows with the pixels, but attention memory grows with their square (one
+# 1024x1024 request to a 64 px model reached 19.5 GB). --max-request-cost lifts it.
+DEFAULT_MAX_SIDE_FACTOR = 4
 MAX_NUM_IMAGES = 10_000  # images of one `generate` call
 
 # Seeds live in AUTOMATIC1111's uint32 range (torch.Generator takes any int64), so every seed printed or

@@ -55,6 +55,23 @@ def test_the_default_budget_lets_requests_at_the_native_size_through(server, tin
     assert response.status_code == 200, response.text
 
 
+def test_the_default_budget_refuses_sides_past_four_times_the_native_one(server, tiny_pipeline_dir):
+    # the budget counts U-Net work, linear in the pixels; memory grows with their square (a 1024x1024 request to
+    # a 64 px model reached 19.5 GB), so under the default budget a side is at most 4x the model's own
+    client, queue = server
+    side = native_size(tiny_pipeline_dir)
+    made = queue.images_made
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "cfg_scale": 1,
+                                                      "width": 4 * side + 8, "height": side})
+    assert response.status_code == 413, response.text
+    assert f"{4 * side}x{4 * side}" in response.json()["detail"] and "--max-request-cost" in response.json()["detail"]
+    assert queue.images_made == made
+    assert client.get("/api/info").json()["limits"]["max_image_side"] == 4 * side
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "cfg_scale": 1,
+                                                      "width": 4 * side, "height": 4 * side})
+    assert response.status_code == 200, response.text
+
+
 def test_heun_and_guidance_each_double_the_cost(tiny_pipeline_dir):
     side, steps, images = 32, 4, 2
     euler_guided = side * side * steps * 2 * images / 1e6

@@ -53,3 +53,15 @@ def check_cost(cost: RequestCost, max_cost: float, field_names: dict[str, str] |
     raise ApiError(413, f"This request costs {cost.total:.1f} megapixel-steps ({cost.width}x{cost.height} pixels x "
                         f"{cost.unet_calls_per_image} U-Net evaluations per image x {cost.images} images), over this "
                         f"server's limit of {max_cost:.1f} (--max-request-cost); {advice}.", images_field)
+
+
+def check_side(width: int, height: int, native_width: int, native_height: int) -> None:
+    """413 when a side is past limits.DEFAULT_MAX_SIDE_FACTOR times the model's native one (the default budget's
+    bound on memory, which the megapixel-step cost does not see)."""
+    largest = (native_width * limits.DEFAULT_MAX_SIDE_FACTOR, native_height * limits.DEFAULT_MAX_SIDE_FACTOR)
+    if width <= largest[0] and height <= largest[1]:
+        return
+    raise ApiError(413, f"{width}x{height} is past this server's largest size, {largest[0]}x{largest[1]} "
+                        f"({limits.DEFAULT_MAX_SIDE_FACTOR} times the model's native {native_width}x{native_height}: "
+                        f"memory grows with the square of the pixels); ask for a smaller size, or start the server "
+                        f"with --max-request-cost to lift this.", "width")

@@ -16,7 +16,7 @@ from typing import Callable
 
 from fastapi import Request
 
-from latentdiff.server.budget import check_cost, default_max_cost
+from latentdiff.server.budget import check_cost, check_side, default_max_cost
 from latentdiff.server.errors import ApiError
 from latentdiff.server.job_types import Job, JobParams
 from latentdiff.server.jobs import JobQueue, QueueFull
@@ -89,6 +89,8 @@ class ServerState:
         latentdiff's names (`guidance`) to the calling API's (`cfg_scale`) for the error message."""
         params = dataclasses.replace(params, model=self.engine.model_name)  # the model it was checked against
         self.engine.check(params, field_names)
+        if self.default_budget:
+            check_side(params.width, params.height, self.engine.defaults.width, self.engine.defaults.height)
         check_cost(self.engine.cost(params), self.max_request_cost, field_names)
         try:
             return self.queue.submit(params)

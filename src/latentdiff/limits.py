@@ -7,6 +7,8 @@ so one client cannot make the model allocate an unbounded batch or hold the work
 
 from __future__ import annotations
 
+import secrets
+
 from latentdiff.errors import UserError
 
 # Image sides in pixels. The VAE downsamples by 2**k and the U-Net by 2**m more, so diffusers'
@@ -52,6 +54,15 @@ DEFAULT_MAX_BATCH_IMAGES = 8  # images the worker puts in one call to the model
 FINISHED_JOBS_KEPT = 256  # finished jobs (with their PNGs) kept in memory for polling and download
 FINISHED_IMAGE_BYTES_KEPT = 512 * 2**20  # ... and at most this many bytes of their PNGs (oldest go first)
 MAX_EVENT_STREAM_SECONDS = 3600  # an SSE stream closes after this long even if its job never ends
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed a request runs with: None or -1 draws one (A1111's "random"), else it must be a uint32."""
+    if seed is None or seed == -1:
+        return secrets.randbelow(MAX_SEED + 1)
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, or -1 for a random one (got {seed}).", "seed")
+    return seed
 
 
 def image_seed(seed: int, index: int) -> int:

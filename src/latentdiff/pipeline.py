@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import logging
 import math
-import secrets
 import threading
 from typing import Callable, Iterator
 
@@ -199,12 +198,7 @@ class TextToImage:
                 raise UserError(f"--strength {request.strength:g} of --steps {request.steps} leaves no denoising step; "
                                 f"use at least {math.ceil(1 / request.strength)} steps or a higher --strength.",
                                 "strength")
-        seed = request.seed
-        if seed is None or seed == -1:
-            seed = secrets.randbelow(limits.MAX_SEED + 1)
-        if not 0 <= seed <= limits.MAX_SEED:
-            raise UserError(f"--seed must be between 0 and {limits.MAX_SEED}, or -1 for a random one (got {seed}).",
-                            "seed")
+        seed = limits.resolve_seed(request.seed)
         return dataclasses.replace(request, prompts=list(request.prompts), seed=seed, width=width, height=height,
                                    guidance=guidance)
 

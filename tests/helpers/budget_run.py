@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `helpers` as the unit tests import it
@@ -16,17 +15,11 @@ from latentdiff.config import TrainConfig  # noqa: E402
 from latentdiff.training.loop import train  # noqa: E402
 
 
-class _TenMillisecondSteps(ToyTask):
-    def loss(self, model, batch, generator):
-        time.sleep(0.01)
-        return super().loss(model, batch, generator)
-
-
 if __name__ == "__main__":
     out = sys.argv[1]
     cfg = TrainConfig(data="unused", out=out, seed=3, max_steps=1000, batch_size=4, lr=1e-2, epochs=1, warmup_steps=3,
                       checkpoint_every=0, validate_every=0, mixed_precision="no", max_minutes=0.02,
                       lr_scheduler="cosine")
-    result = train(_TenMillisecondSteps(), cfg, out)
+    result = train(ToyTask(step_seconds=0.01), cfg, out)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"ended at step {result.step}", flush=True)

@@ -1,8 +1,10 @@
 """A TrainingTask small enough to train in milliseconds: fit y = W x on random data, with noise drawn
-from the loop's generator. Knobs make it crash (to test resume) or diverge (to test the NaN stop)."""
+from the loop's generator. Knobs make it crash (to test resume), diverge (to test the NaN stop) or slow
+(to test time budgets)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,12 @@ class ToyDataset(torch.utils.data.Dataset):
 class ToyTask:
     name = "toy"
 
-    def __init__(self, crash_at_step: int | None = None, nan_at_step: int | None = None, dim: int = 4):
+    def __init__(self, crash_at_step: int | None = None, nan_at_step: int | None = None, dim: int = 4,
+                 step_seconds: float = 0.0):
         torch.manual_seed(0)
         self.model = torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.Tanh(), torch.nn.Linear(16, dim))
         self.crash_at_step, self.nan_at_step = crash_at_step, nan_at_step
+        self.step_seconds = step_seconds  # each loss call sleeps this long: steps slow enough for --max-minutes tests
         self.calls = 0
         self.exported: Path | None = None
 
@@ -45,6 +49,8 @@ class ToyTask:
 
     def loss(self, model, batch, generator):
         self.calls += 1
+        if self.step_seconds:
+            time.sleep(self.step_seconds)
         if self.crash_at_step is not None and self.calls > self.crash_at_step:
             raise RuntimeError("simulated crash")
         noise = 0.01 * torch.randn(batch["x"].shape, generator=generator)

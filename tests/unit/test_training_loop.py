@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import time
 
 import pytest
 import torch
@@ -205,24 +204,12 @@ def test_max_minutes_fixes_the_step_count_from_the_measured_speed(tmp_path, caps
     assert state["num_steps"] == result.step and state["num_steps_fixed"] is True
 
 
-class _SlowTask(ToyTask):
-    """Steps of `sleep_s` (20 ms: longer than a re-timing interval of a tiny --max-minutes budget)."""
-
-    def __init__(self, sleep_s: float = 0.02):
-        super().__init__()
-        self.sleep_s = sleep_s
-
-    def loss(self, model, batch, generator):
-        time.sleep(self.sleep_s)
-        return super().loss(model, batch, generator)
-
-
 def test_a_run_whose_budget_is_spent_before_its_timing_ends_there(tmp_path, capsys):
     # 0.002 minutes = 0.12 s is spent by about step 6 of 20 ms steps, long before the timing at step 25 (0.5 s),
     # and every step outlasts a tenth of it: the run must end where the budget is spent, not train on to step 25
     # nor add one more step at each re-timing without end.
-    result = train(_SlowTask(), _cfg(tmp_path, max_steps=200, checkpoint_every=0, validate_every=0,
-                                     max_minutes=0.002, lr_scheduler="cosine"), tmp_path)
+    cfg = _cfg(tmp_path, max_steps=200, checkpoint_every=0, validate_every=0, max_minutes=0.002, lr_scheduler="cosine")
+    result = train(ToyTask(step_seconds=0.02), cfg, tmp_path)
     assert TIMING_SKIP_STEPS < result.step < TIMING_STEPS and result.finished
     captured = capsys.readouterr()
     assert f"so the run ends at step {result.step}" in captured.out + captured.err
@@ -256,9 +243,9 @@ def test_every_step_of_a_retimed_run_trains_at_its_schedules_lr(tmp_path, monkey
     # warm-up, the peak without one).
     used = _record_lrs(monkeypatch)
     peak = 1e-2
-    result = train(_SlowTask(sleep_s=0.005), _cfg(tmp_path, max_steps=10_000, checkpoint_every=0, validate_every=0,
-                                                  max_minutes=0.01, lr=peak, warmup_steps=warmup_steps,
-                                                  lr_scheduler="cosine"), tmp_path)
+    cfg = _cfg(tmp_path, max_steps=10_000, checkpoint_every=0, validate_every=0, max_minutes=0.01, lr=peak,
+               warmup_steps=warmup_steps, lr_scheduler="cosine")
+    result = train(ToyTask(step_seconds=0.005), cfg, tmp_path)
     assert TIMING_STEPS < result.step < 10_000 and len(used) == result.step
     for lr, num_steps, position in used:
         assert lr == pytest.approx(peak * _cosine_with_warmup(position, warmup_steps, num_steps), abs=1e-12)

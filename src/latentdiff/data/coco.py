@@ -28,7 +28,8 @@ from typing import Callable
 
 from latentdiff.data.confine import require_inside
 from latentdiff.data.karpathy import load_json, parse_karpathy
-from latentdiff.data.reader_common import Entry, display, find_file, find_image_dir, search_dirs, to_items
+from latentdiff.data.reader_common import (Entry, display, duplicate_caption, find_file, find_image_dir, search_dirs,
+                                           to_items)
 from latentdiff.data.writer import Skipped, SourceResult, clean_caption
 from latentdiff.errors import UserError
 
@@ -192,5 +193,5 @@ def parse_captions_file(path: Path, root: Path, image_dir: Path, split_for: Call
             skipped.append(Skipped(item, f"empty caption (of {entry.key})"))
             continue
         if not entry.add_caption(caption):
-            skipped.append(Skipped(item, f"duplicate caption (repeats another caption of {entry.key})"))
+            skipped.append(duplicate_caption(item, entry))
     return list(by_id.values())

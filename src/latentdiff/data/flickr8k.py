@@ -23,8 +23,8 @@ from pathlib import Path
 
 from latentdiff.data.confine import require_inside
 from latentdiff.data.karpathy import parse_karpathy
-from latentdiff.data.reader_common import (IMAGE_EXTENSIONS, Entry, display, find_file, find_image_dir, has_images,
-                                           line_item, read_text, shorten, to_items)
+from latentdiff.data.reader_common import (IMAGE_EXTENSIONS, Entry, display, duplicate_caption, find_file,
+                                           find_image_dir, has_images, line_item, read_text, shorten, to_items)
 from latentdiff.data.writer import Skipped, SourceResult, clean_caption
 from latentdiff.errors import UserError
 
@@ -123,8 +123,7 @@ def parse_token_file(path: Path, image_dir: Path, skipped: list[Skipped]) -> lis
     for name, entry in entries.items():
         for index, caption in sorted(by_index.get(name, {}).items()):
             if not entry.add_caption(caption):
-                skipped.append(Skipped(line_item(path, first_line[name, index]),
-                                       f"duplicate caption ({name}#{index} repeats another caption of {name})"))
+                skipped.append(duplicate_caption(line_item(path, first_line[name, index]), entry, f"{name}#{index}"))
     return list(entries.values())
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 from latentdiff.data.confine import FOLLOW_HINT, escape_reason, require_inside
 from latentdiff.data.reader_common import (IGNORED_DIRS, IMAGE_EXTENSIONS, SPLIT_ALIASES, Entry, NotUTF8Error,
-                                           display, normalise_split, read_text, shorten, to_items)
+                                           display, duplicate_caption, normalise_split, read_text, shorten,
+                                           to_items)
 from latentdiff.data.writer import Skipped, SourceResult, clean_caption, is_prepared_output
 from latentdiff.errors import UserError
 
@@ -152,8 +153,7 @@ class _Rows:
             return
         for text, new in zip(texts, added):
             if not new:
-                self.skipped.append(Skipped(item, f"duplicate caption ({shorten(text)!r} repeats another "
-                                                  f"caption of {key})"))
+                self.skipped.append(duplicate_caption(item, entry, repr(shorten(text))))
 
 
 def _line(path: Path, root: Path, number: int) -> str:
@@ -320,8 +320,7 @@ def parse_sidecars(root: Path, skipped: list[Skipped], follow_symlinks: bool = F
             entry = Entry(key=key, path=path, origin=display(sidecar, root), split=_folder_split(path, root))
             for number, line in enumerate(text.splitlines(), start=1):
                 if line.strip() and not entry.add_caption(line):
-                    skipped.append(Skipped(_line(sidecar, root, number),
-                                           f"duplicate caption (repeats another caption of {key})"))
+                    skipped.append(duplicate_caption(_line(sidecar, root, number), entry))
             entries.append(entry)
     if not entries:
         linked = [s.item for s in skipped if s.reason.startswith(LINKED_FOLDER)]

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from latentdiff.data.reader_common import Entry, display
+from latentdiff.data.reader_common import Entry, display, duplicate_caption
 from latentdiff.data.writer import Skipped, clean_caption
 from latentdiff.errors import UserError
 
@@ -92,8 +92,7 @@ def parse_karpathy(json_path: Path, root: Path, image_dir_for: Callable[[str], P
                 skipped.append(Skipped(f"{item} sentences[{number}]", f"empty caption (of {filename})"))
                 continue
             if not entry.add_caption(text):
-                skipped.append(Skipped(f"{item} sentences[{number}]",
-                                       f"duplicate caption (repeats another caption of {filename})"))
+                skipped.append(duplicate_caption(f"{item} sentences[{number}]", entry))
         entries[filename] = entry
         first_index[filename] = index
     for filepath, count in sorted(missing_dirs.items()):

@@ -60,6 +60,11 @@ class Entry:
         return True
 
 
+def duplicate_caption(item: str, entry: Entry, which: str = "") -> Skipped:
+    """The manifest's line for a caption `entry` already has (`which`: the caption or its number, to say which)."""
+    return Skipped(item, f"duplicate caption ({which + ' ' if which else ''}repeats another caption of {entry.key})")
+
+
 def normalise_split(name: str | None) -> str | None:
     """'dev' -> 'validation', 'Train' -> 'train', ...; None for a name that is not a split."""
     if name is None:

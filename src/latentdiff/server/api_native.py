@@ -22,6 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from latentdiff import limits
+from latentdiff.server.budget import largest_size
 from latentdiff.server.state import get_state
 from latentdiff.server.error_schema import GUARDS, error_responses
 from latentdiff.server.errors import ApiError
@@ -75,9 +76,8 @@ def info(request: Request) -> dict:
         "schedulers": [{"name": name, "a1111_name": a1111_name} for name, a1111_name in usable_schedulers().items()],
         "limits": {
             "min_image_side": max(limits.MIN_IMAGE_SIDE, state.engine.min_size),
-            "max_image_side": min(limits.MAX_REQUEST_IMAGE_SIDE, *(
-                [limits.DEFAULT_MAX_SIDE_FACTOR * max(state.engine.defaults.width, state.engine.defaults.height)]
-                if state.default_budget else [])),
+            "max_image_side": max(largest_size(state.engine.defaults.width, state.engine.defaults.height))
+            if state.default_budget else limits.MAX_REQUEST_IMAGE_SIDE,
             "image_side_multiple": limits.IMAGE_SIDE_MULTIPLE, "max_steps": limits.MAX_STEPS,
             "max_guidance": limits.MAX_GUIDANCE, "max_images_per_request": limits.MAX_IMAGES_PER_REQUEST,
             "max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_seed": limits.MAX_SEED,

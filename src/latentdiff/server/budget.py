@@ -55,10 +55,16 @@ def check_cost(cost: RequestCost, max_cost: float, field_names: dict[str, str] |
                         f"server's limit of {max_cost:.1f} (--max-request-cost); {advice}.", images_field)
 
 
+def largest_size(native_width: int, native_height: int) -> tuple[int, int]:
+    """(width, height) past which the default budget refuses a request: limits.DEFAULT_MAX_SIDE_FACTOR times the
+    model's native sides (a bound on memory, which the megapixel-step cost does not see), within the server's cap."""
+    return (min(limits.MAX_REQUEST_IMAGE_SIDE, native_width * limits.DEFAULT_MAX_SIDE_FACTOR),
+            min(limits.MAX_REQUEST_IMAGE_SIDE, native_height * limits.DEFAULT_MAX_SIDE_FACTOR))
+
+
 def check_side(width: int, height: int, native_width: int, native_height: int) -> None:
-    """413 when a side is past limits.DEFAULT_MAX_SIDE_FACTOR times the model's native one (the default budget's
-    bound on memory, which the megapixel-step cost does not see)."""
-    largest = (native_width * limits.DEFAULT_MAX_SIDE_FACTOR, native_height * limits.DEFAULT_MAX_SIDE_FACTOR)
+    """413 when a side is past `largest_size` of the model."""
+    largest = largest_size(native_width, native_height)
     if width <= largest[0] and height <= largest[1]:
         return
     raise ApiError(413, f"{width}x{height} is past this server's largest size, {largest[0]}x{largest[1]} "

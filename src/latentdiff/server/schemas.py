@@ -158,8 +158,6 @@ def decode_picture(text: str, field: str) -> bytes:
                 raise ApiError(422, f"{field}: the picture is {width}x{height} pixels, over the limit of "
                                     f"{limits.MAX_INIT_IMAGE_PIXELS} pixels; send a smaller one.", field)
             picture.load()
-    except ApiError:
-        raise
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError, EOFError):
         # Pillow's parsers raise ValueError or SyntaxError on damaged headers (a PPM size "1Z", a short IHDR)
         raise ApiError(422, f"{field}: not a picture Pillow can read; send a PNG or JPEG in base64.", field) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +71,6 @@ def check_config(cfg: EvaluateConfig) -> None:
         raise UserError(f"--batch-size must be at least 1 (got {cfg.batch_size}).")
     if cfg.steps < 1:
         raise UserError(f"--steps must be at least 1 (got {cfg.steps}).")
-    if not (cfg.seed == -1 or 0 <= cfg.seed <= limits.MAX_SEED):
-        raise UserError(f"--seed must be between 0 and {limits.MAX_SEED}, or -1 for a random one (got {cfg.seed}).")
     for value in [g for g in (cfg.guidance, *cfg.guidance_sweep) if g is not None]:  # None: the model's own
         if not math.isfinite(value) or value < 0:
             raise UserError(f"Guidance scales must be numbers >= 0 (got {value}); e.g. --guidance-sweep 1,3,5,7.")
@@ -217,8 +214,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
 
     kind, model = detect_model_kind(cfg.model)
     check_config(cfg)
-    if cfg.seed == -1:  # drawn once and recorded, so the numbers can be made again (not one draw per caption)
-        cfg = dataclasses.replace(cfg, seed=secrets.randbelow(limits.MAX_SEED + 1))
+    # -1 is drawn here, once, and recorded, so the numbers can be made again (not one draw per caption)
+    cfg = dataclasses.replace(cfg, seed=limits.resolve_seed(cfg.seed))
     use_threads(cfg.threads)  # before the feature extraction below loads the CPU (runtime.pick_num_threads)
     dataset = open_prepared(cfg.data)
     records = dataset.require_split(cfg.split)
